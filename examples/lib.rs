@@ -1,0 +1,1 @@
+//! Runnable examples of fanfare: see the `[[example]]` targets (`cargo run --example signup`).

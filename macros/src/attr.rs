@@ -1,0 +1,142 @@
+//! Parsing of `#[function(…)]` and `#[event(…)]` arguments: hand-written, one key at a
+//! time with `lookahead1`, so an unknown key is answered with the list of valid ones.
+
+use crate::check::Errors;
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::{LitInt, LitStr, Token};
+
+mod kw {
+    syn::custom_keyword!(trigger);
+    syn::custom_keyword!(id);
+    syn::custom_keyword!(retries);
+    syn::custom_keyword!(name);
+}
+
+/// The greatest `retries` value accepted.
+pub const MAX_RETRIES: u32 = 20;
+
+/// Stores `value` for `key`, or reports a duplicate: the single place where duplicate
+/// keys are detected, for every attribute (axum's `parse_assignment_attribute`).
+fn set<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T, errors: &mut Errors) {
+    if slot.is_some() {
+        errors.at(
+            key_span,
+            format_args!("duplicate `{key}` key\nhelp: remove one of the two `{key} = …`"),
+        );
+    } else {
+        *slot = Some(value);
+    }
+}
+
+/// Parses `key = value` pairs separated by commas, calling `one` for each key.
+fn parse_pairs(
+    input: ParseStream,
+    mut one: impl FnMut(ParseStream) -> syn::Result<()>,
+) -> syn::Result<()> {
+    while !input.is_empty() {
+        one(input)?;
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+    Ok(())
+}
+
+/// `#[function(trigger = "…", id = "…", retries = N)]`
+#[derive(Default)]
+pub struct FunctionArgs {
+    pub trigger: Option<LitStr>,
+    pub id: Option<LitStr>,
+    pub retries: Option<LitInt>,
+    /// Problems that do not stop parsing (duplicates); reported with the other checks.
+    pub errors: Errors,
+}
+
+impl Parse for FunctionArgs {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut args = FunctionArgs::default();
+        parse_pairs(input, |input| {
+            let look = input.lookahead1();
+            if look.peek(kw::trigger) {
+                let key = input.parse::<kw::trigger>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.trigger,
+                    "trigger",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::id) {
+                let key = input.parse::<kw::id>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(&mut args.id, "id", key.span, value, &mut args.errors);
+            } else if look.peek(kw::retries) {
+                let key = input.parse::<kw::retries>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.retries,
+                    "retries",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
+            } else {
+                return Err(look.error());
+            }
+            Ok(())
+        })?;
+        Ok(args)
+    }
+}
+
+impl FunctionArgs {
+    /// Reads `retries` as a number in `0..=MAX_RETRIES`.
+    pub fn retries(&self, errors: &mut Errors) -> Option<u32> {
+        let lit = self.retries.as_ref()?;
+        match lit.base10_parse::<u32>() {
+            Ok(n) if n <= MAX_RETRIES => Some(n),
+            _ => {
+                errors.spanned(
+                    lit,
+                    format_args!(
+                        "`retries` must be a whole number from 0 to {MAX_RETRIES}\n\
+                         help: `retries` counts the tries after the first failure; the default is 4"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `#[event(name = "…")]`
+#[derive(Default)]
+pub struct EventArgs {
+    pub name: Option<LitStr>,
+    pub errors: Errors,
+}
+
+impl Parse for EventArgs {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut args = EventArgs::default();
+        parse_pairs(input, |input| {
+            let look = input.lookahead1();
+            if look.peek(kw::name) {
+                let key = input.parse::<kw::name>()?;
+                input.parse::<Token![=]>()?;
+                let value: LitStr = input.parse()?;
+                set(&mut args.name, "name", key.span, value, &mut args.errors);
+                Ok(())
+            } else {
+                Err(look.error())
+            }
+        })?;
+        Ok(args)
+    }
+}

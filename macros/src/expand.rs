@@ -1,0 +1,214 @@
+//! `#[function]`: parse the arguments and the fn → check both → register the fn.
+
+use crate::attr::FunctionArgs;
+use crate::check::{self, Errors};
+use crate::exports;
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, LitStr, PathArguments, Type};
+
+/// The default of `retries`: 4 retries, so 5 attempts, as Inngest's server.
+const DEFAULT_RETRIES: u32 = 4;
+
+pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(e) => {
+            let e = syn::Error::new(
+                e.span(),
+                "`#[fanfare::function]` goes on an `async fn`\nhelp: write `async fn name(ctx: fanfare::Ctx<MyEvent>) -> fanfare::Result<()>`",
+            );
+            return check::with_item(item, e);
+        }
+    };
+    let mut errors = Errors::default();
+    let args = match syn::parse2::<FunctionArgs>(args) {
+        Ok(args) => Some(args),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let checked = args.map(|args| Checked::new(args, &func, &mut errors));
+    match (errors.finish(), checked) {
+        (Ok(()), Some(Some(checked))) => expand(&func, &checked),
+        (Err(e), _) => check::with_item(item, e),
+        (Ok(()), _) => check::with_item(
+            item,
+            syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "invalid `#[fanfare::function]`",
+            ),
+        ),
+    }
+}
+
+/// What the expansion needs, once every check has passed.
+struct Checked {
+    trigger: LitStr,
+    id: LitStr,
+    retries: u32,
+    event: Type,
+}
+
+impl Checked {
+    /// Runs every check, reporting each problem to `errors`; `None` when any failed.
+    fn new(mut args: FunctionArgs, func: &ItemFn, errors: &mut Errors) -> Option<Checked> {
+        if let Err(e) = std::mem::take(&mut args.errors).finish() {
+            errors.push(e);
+        }
+        let sig = &func.sig;
+        if sig.asyncness.is_none() {
+            errors.spanned(
+                sig.fn_token,
+                "`#[fanfare::function]` requires an `async fn`\nhelp: add `async` before `fn`",
+            );
+        }
+        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+            errors.spanned(
+                &sig.generics,
+                "a fanfare function cannot be generic\nhelp: name the event type: `ctx: fanfare::Ctx<MyEvent>`",
+            );
+        }
+        let event = event_type(func, errors);
+        let trigger = match &args.trigger {
+            Some(t) => {
+                check::name(t, "trigger", errors);
+                Some(t.clone())
+            }
+            None => {
+                errors.at(
+                    proc_macro2::Span::call_site(),
+                    "missing `trigger`\nhelp: name the event that runs this function: `#[fanfare::function(trigger = \"user/signup\")]`",
+                );
+                None
+            }
+        };
+        let id = match &args.id {
+            Some(id) => {
+                check::name(id, "function id", errors);
+                id.clone()
+            }
+            None => LitStr::new(&sig.ident.to_string(), sig.ident.span()),
+        };
+        let retries = match args.retries {
+            Some(_) => args.retries(errors)?,
+            None => DEFAULT_RETRIES,
+        };
+        Some(Checked {
+            trigger: trigger?,
+            id,
+            retries,
+            event: event?,
+        })
+    }
+}
+
+/// Extracts `E` from the single argument `ctx: Ctx<E>`.
+fn event_type(func: &ItemFn, errors: &mut Errors) -> Option<Type> {
+    const HELP: &str = "help: take the event through the context: `ctx: fanfare::Ctx<MyEvent>`";
+    let inputs = &func.sig.inputs;
+    let mut args = inputs.iter();
+    let (Some(first), None) = (args.next(), args.next()) else {
+        let message = format_args!(
+            "a fanfare function takes exactly one argument, `Ctx<E>`, found {}\n{HELP}",
+            inputs.len()
+        );
+        if inputs.is_empty() {
+            errors.spanned(&func.sig, message);
+        } else {
+            errors.spanned(inputs, message);
+        }
+        return None;
+    };
+    let ty = match first {
+        FnArg::Typed(arg) => &*arg.ty,
+        FnArg::Receiver(recv) => {
+            errors.spanned(
+                recv,
+                format_args!("a fanfare function cannot take `self`\n{HELP}"),
+            );
+            return None;
+        }
+    };
+    let found = match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().and_then(|seg| {
+            if seg.ident != "Ctx" {
+                return None;
+            }
+            match &seg.arguments {
+                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+                    GenericArgument::Type(t) => Some(t.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }),
+        _ => None,
+    };
+    if found.is_none() {
+        errors.spanned(
+            ty,
+            format_args!(
+                "expected `Ctx<E>`, where `E` is the event type named by `trigger`\n{HELP}"
+            ),
+        );
+    }
+    found
+}
+
+fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
+    let ident = &func.sig.ident;
+    let private = exports::private(ident.span());
+    let Checked {
+        trigger,
+        id,
+        retries,
+        event,
+    } = c;
+    let ev_private = exports::private(event.span());
+    let fn_name = ident.to_string();
+    let event_name = quote!(#event).to_string();
+    // Each check is spanned on the user's token it is about: the trigger literal for a
+    // name mismatch, the event type for "not an `Event`", the fn name for a handler
+    // future that is not `Send`.
+    let trigger_check = quote_spanned! {trigger.span()=>
+        const _: () = #private::check_trigger(#trigger, <#event as #ev_private::Event>::NAME, #event_name);
+    };
+    let call = quote_spanned! {ident.span()=>
+        #private::call::<#event, _, _>(input, #ident)
+    };
+    let location = quote_spanned! {ident.span()=>
+        #private::Location {
+            module_path: ::core::module_path!(),
+            file: ::core::file!(),
+            line: ::core::line!(),
+            column: ::core::column!(),
+        }
+    };
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #trigger_check
+
+            fn __fanfare_call(input: #private::RunInput) -> #private::HandlerResult {
+                #call
+            }
+
+            #private::inventory::submit! {
+                #private::FunctionDef::__new(
+                    #id,
+                    #fn_name,
+                    #trigger,
+                    #retries,
+                    #event_name,
+                    #location,
+                    __fanfare_call,
+                )
+            }
+        };
+    }
+}

@@ -1,0 +1,226 @@
+//! The engine: claim → run → record.
+//!
+//! - [`Engine::dispatch`] claims due runs in batches, up to the free worker slots, and
+//!   spawns each in its own task.
+//! - [`Engine::execute`] runs one attempt in that task, catching panics, and decides
+//!   what happens next: completed, retried after a delay, or failed for good.
+//! - [`Engine::record`] writes the outcomes back to the store in batches and frees the
+//!   slots.
+
+use crate::backoff::Backoff;
+use crate::error::{Error, ErrorKind};
+use crate::function::{Registry, RunInput};
+use crate::store::{ClaimedRun, Outcome, OutcomeKind, RunKey, Store};
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+/// Most runs claimed or recorded in one store call.
+const BATCH: usize = 512;
+
+pub(crate) struct Engine {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub backoff: Backoff,
+    /// Most runs executing at once.
+    pub concurrency: usize,
+    /// New work, free slots or a stop request: the dispatcher looks again.
+    pub wake: Notify,
+    /// Set once shutdown begins: nothing more is claimed.
+    pub stopping: AtomicBool,
+    /// Runs executing now, with the handle that aborts each.
+    inflight: Mutex<HashMap<RunKey, AbortHandle>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Bumped after every recorded batch; `Runtime::wait` and shutdown watch it.
+    pub progress: watch::Sender<u64>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        backoff: Backoff,
+        concurrency: usize,
+    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = Engine {
+            store,
+            registry,
+            backoff,
+            concurrency,
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            inflight: Mutex::new(HashMap::new()),
+            outcomes: tx,
+            progress: watch::Sender::new(0),
+        };
+        (Arc::new(engine), rx)
+    }
+
+    fn inflight(&self) -> MutexGuard<'_, HashMap<RunKey, AbortHandle>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn inflight_count(&self) -> usize {
+        self.inflight().len()
+    }
+
+    /// Claims and starts runs until shutdown begins.
+    pub async fn dispatch(self: Arc<Self>) {
+        let mut store_errors = 0u32;
+        while !self.stopping.load(Ordering::Acquire) {
+            let free = self.concurrency.saturating_sub(self.inflight_count());
+            if free == 0 {
+                self.wake.notified().await;
+                continue;
+            }
+            let claim = match self.store.claim(free.min(BATCH)).await {
+                Ok(claim) => {
+                    store_errors = 0;
+                    claim
+                }
+                Err(e) => {
+                    store_errors += 1;
+                    let delay =
+                        Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
+                            .delay(store_errors.min(10));
+                    tracing::warn!(error = %e, retry_in = ?delay, "fanfare: claiming runs failed");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            if claim.runs.is_empty() {
+                match claim.next_due {
+                    Some(due) => {
+                        tokio::select! {
+                            _ = self.wake.notified() => {}
+                            _ = tokio::time::sleep_until(due.into()) => {}
+                        }
+                    }
+                    None => self.wake.notified().await,
+                }
+                continue;
+            }
+            let mut inflight = self.inflight();
+            for run in claim.runs {
+                let key = run.key;
+                let task = tokio::spawn(Arc::clone(&self).execute(run));
+                inflight.insert(key, task.abort_handle());
+            }
+        }
+    }
+
+    /// Runs one attempt and reports its outcome.
+    async fn execute(self: Arc<Self>, run: ClaimedRun) {
+        let def = self.registry.defs[run.function as usize];
+        let span = tracing::info_span!(
+            "fanfare.run",
+            function = def.id(),
+            run_id = %run.run_id,
+            event_id = %run.event.id,
+            attempt = run.attempt,
+        );
+        let input = RunInput {
+            envelope: Arc::clone(&run.event),
+            run_id: run.run_id,
+            attempt: run.attempt,
+            def,
+        };
+        let result = match span.in_scope(|| def.call(input)) {
+            Ok(fut) => CatchUnwind(fut).instrument(span.clone()).await,
+            Err(e) => Err(e),
+        };
+        let _enter = span.enter();
+        let result = match result {
+            Ok(output) => {
+                tracing::debug!("fanfare: run completed");
+                OutcomeKind::Completed(output)
+            }
+            Err(e) if e.is_retriable() && run.attempt < def.retries() => {
+                let delay = e
+                    .retry_delay()
+                    .unwrap_or_else(|| self.backoff.delay(run.attempt));
+                tracing::warn!(error = %e, retry_in = ?delay, "fanfare: attempt failed, will retry");
+                OutcomeKind::Retry {
+                    delay,
+                    error: e.to_string(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempts = run.attempt + 1, "fanfare: run failed");
+                OutcomeKind::Failed(e.to_string())
+            }
+        };
+        // The receiver is gone only after shutdown gave up on this run and released it.
+        let _ = self.outcomes.send(Outcome {
+            key: run.key,
+            result,
+        });
+    }
+
+    /// Writes outcomes back in batches, freeing the runs' slots.
+    pub async fn record(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let keys: Vec<RunKey> = batch.iter().map(|o| o.key).collect();
+            if let Err(e) = self.store.record(std::mem::take(&mut batch)).await {
+                // The runs stay `running` in the store; a durable store's lease expiry
+                // puts them back in the queue, so they are repeated, not lost.
+                tracing::error!(error = %e, runs = keys.len(), "fanfare: recording outcomes failed");
+            }
+            {
+                let mut inflight = self.inflight();
+                for key in &keys {
+                    inflight.remove(key);
+                }
+            }
+            self.progress.send_modify(|n| *n += 1);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Aborts every executing run and returns its key, for the store to release.
+    pub fn abort_inflight(&self) -> Vec<RunKey> {
+        let mut inflight = self.inflight();
+        inflight
+            .drain()
+            .map(|(key, task)| {
+                task.abort();
+                key
+            })
+            .collect()
+    }
+}
+
+/// Catches a panic of the function so it fails that attempt only.
+struct CatchUnwind(crate::function::HandlerFuture);
+
+impl Future for CatchUnwind {
+    type Output = crate::error::Result<serde_json::Value>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_string());
+                Poll::Ready(Err(Error::new(
+                    ErrorKind::Panic,
+                    format_args!("the function panicked: {message}"),
+                )))
+            }
+        }
+    }
+}

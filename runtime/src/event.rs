@@ -1,0 +1,238 @@
+//! Events: the [`Event`] trait, ids, and the envelope an event travels in.
+
+use crate::error::{Error, ErrorKind, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// A type that can be sent as an event: derive it with `#[derive(fanfare::Event)]`.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// #[event(name = "user/signup")]
+/// pub struct UserSignup { pub user_id: u64, pub email: String }
+///
+/// assert_eq!(<UserSignup as fanfare::Event>::NAME, "user/signup");
+/// ```
+///
+/// Event names are 1 to 256 bytes of ASCII letters, digits and `/ . _ - :`; the derive
+/// checks the name at compile time.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a fanfare event",
+    label = "not an `Event`",
+    note = "derive it with `#[derive(fanfare::Event)]` and name it with `#[event(name = \"…\")]`"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The event's name, which `#[function(trigger = "…")]` refers to.
+    const NAME: &'static str;
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// The id as a UUID (version 7: it sorts by creation time).
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+
+            /// Wraps a UUID, for ids that were stored or sent elsewhere.
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                $name(uuid)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    };
+}
+
+uuid_id! {
+    /// The id of one sent event, returned by `send`.
+    EventId
+}
+
+uuid_id! {
+    /// The id of one run: one function's execution for one event, across all its attempts.
+    ///
+    /// Stable across retries, so it serves as an idempotency key for external APIs.
+    RunId
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A UUIDv7 for `millis`, with 74 random bits.
+pub(crate) fn new_uuid(millis: u64) -> Uuid {
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    random[8..].copy_from_slice(&fastrand::u16(..).to_le_bytes());
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+impl RunId {
+    pub(crate) fn new(millis: u64) -> Self {
+        RunId(new_uuid(millis))
+    }
+}
+
+/// An accepted event as the runtime keeps it: serialized once, and — when sent from
+/// Rust in this process — also kept as the typed value, so functions of that type skip
+/// deserialization.
+pub(crate) struct Envelope {
+    pub id: EventId,
+    pub name: Cow<'static, str>,
+    /// Unix milliseconds at `send`.
+    pub ts: u64,
+    /// The event's data as JSON.
+    pub data: String,
+    pub typed: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Envelope {
+    /// Serializes `event` and checks it against `max_size`.
+    pub fn typed<E: Event>(event: E, max_size: usize) -> Result<Envelope> {
+        let data = serde_json::to_string(&event).map_err(|e| {
+            Error::new(
+                ErrorKind::Serialize,
+                format_args!("event `{}` could not be serialized: {e}", E::NAME),
+            )
+            .with_source(e)
+        })?;
+        Envelope::new(
+            Cow::Borrowed(E::NAME),
+            data,
+            Some(Arc::new(event)),
+            max_size,
+        )
+    }
+
+    /// An event from outside Rust: its name is checked at run time.
+    pub fn json(name: String, data: &serde_json::Value, max_size: usize) -> Result<Envelope> {
+        check_name(&name)?;
+        let data = serde_json::to_string(data).map_err(|e| {
+            Error::new(
+                ErrorKind::Serialize,
+                format_args!("event `{name}` could not be serialized: {e}"),
+            )
+        })?;
+        Envelope::new(Cow::Owned(name), data, None, max_size)
+    }
+
+    fn new(
+        name: Cow<'static, str>,
+        data: String,
+        typed: Option<Arc<dyn Any + Send + Sync>>,
+        max_size: usize,
+    ) -> Result<Envelope> {
+        if data.len() > max_size {
+            return Err(Error::new(
+                ErrorKind::EventTooLarge,
+                format_args!(
+                    "event `{name}` is {} bytes serialized, over the limit of {max_size} bytes\n\
+                     help: send a reference (an id, a URL) instead of the payload, or raise \
+                     the limit with `Runtime::builder().max_event_size(…)`",
+                    data.len()
+                ),
+            ));
+        }
+        let ts = now_millis();
+        Ok(Envelope {
+            id: EventId(new_uuid(ts)),
+            name,
+            ts,
+            data,
+            typed,
+        })
+    }
+
+    /// The event as an `E`: the typed value when it is one, otherwise deserialized.
+    pub fn decode<E: Event>(&self) -> std::result::Result<Arc<E>, serde_json::Error> {
+        if let Some(typed) = &self.typed {
+            if let Ok(e) = Arc::clone(typed).downcast::<E>() {
+                return Ok(e);
+            }
+        }
+        serde_json::from_str(&self.data).map(Arc::new)
+    }
+}
+
+/// Longest event name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Checks an event name given at run time, with the rules `#[derive(Event)]` applies at
+/// compile time.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let problem = if name.is_empty() {
+        "it is empty".to_string()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("it is {} bytes long, over {MAX_NAME_LEN}", name.len())
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-:".contains(*c)))
+    {
+        format!("it contains {c:?}")
+    } else {
+        return Ok(());
+    };
+    Err(Error::new(
+        ErrorKind::InvalidEventName,
+        format_args!(
+            "invalid event name {name:?}: {problem}\n\
+             help: event names are 1 to {MAX_NAME_LEN} ASCII letters, digits and `/`, `.`, `_`, `-`, `:`"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_rules() {
+        assert!(check_name("user/signup").is_ok());
+        assert!(check_name("a.b_c-d:e/1").is_ok());
+        for bad in ["", "user signup", "über", &"x".repeat(257)] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidEventName, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_round_trip() {
+        let a = RunId::new(1_000);
+        let b = RunId::new(2_000);
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+    }
+}

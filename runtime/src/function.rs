@@ -1,0 +1,331 @@
+//! The function registry: what `#[function]` registers at link time, and the table the
+//! runtime builds from it at start.
+
+use crate::ctx::Ctx;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Envelope, Event, RunId};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// One `#[function]`, as registered at link time.
+///
+/// Plain, `'static` and built in a `const`: the macro emits one per function and
+/// `inventory` collects them. List them with [`functions`].
+pub struct FunctionDef {
+    id: &'static str,
+    fn_name: &'static str,
+    trigger: &'static str,
+    retries: u32,
+    event_type: &'static str,
+    location: Location,
+    call: fn(RunInput) -> HandlerResult,
+}
+
+/// Where a function is defined in the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// `module_path!()` of the function.
+    pub module_path: &'static str,
+    /// `file!()` of the function.
+    pub file: &'static str,
+    /// Line of the function's name.
+    pub line: u32,
+    /// Column of the function's name.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+impl FunctionDef {
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub const fn __new(
+        id: &'static str,
+        fn_name: &'static str,
+        trigger: &'static str,
+        retries: u32,
+        event_type: &'static str,
+        location: Location,
+        call: fn(RunInput) -> HandlerResult,
+    ) -> Self {
+        FunctionDef {
+            id,
+            fn_name,
+            trigger,
+            retries,
+            event_type,
+            location,
+            call,
+        }
+    }
+
+    /// The function's id: `id = "…"`, or the fn's name.
+    pub fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// The name of the Rust fn.
+    pub fn fn_name(&self) -> &'static str {
+        self.fn_name
+    }
+
+    /// The event name that runs this function.
+    pub fn trigger(&self) -> &'static str {
+        self.trigger
+    }
+
+    /// Retries after the first failed attempt.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The event type as written in `Ctx<…>`.
+    pub fn event_type(&self) -> &'static str {
+        self.event_type
+    }
+
+    /// Where the function is defined.
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    pub(crate) fn call(&self, input: RunInput) -> HandlerResult {
+        (self.call)(input)
+    }
+
+    /// `path::to::fn_name`, for messages.
+    pub(crate) fn path(&self) -> String {
+        format!("{}::{}", self.location.module_path, self.fn_name)
+    }
+}
+
+impl fmt::Debug for FunctionDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionDef")
+            .field("id", &self.id)
+            .field("trigger", &self.trigger)
+            .field("retries", &self.retries)
+            .field("fn", &self.path())
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+inventory::collect!(FunctionDef);
+
+/// Every function linked into this program, sorted by trigger and id.
+///
+/// A function lives in the final binary only if the linker keeps the crate that defines
+/// it, and the linker drops a crate nothing refers to. Assert in a test that the ones you
+/// expect are here:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(fanfare::Event, Serialize, Deserialize)]
+/// # #[event(name = "user/signup")]
+/// # pub struct UserSignup { pub user_id: u64 }
+/// #[fanfare::function(trigger = "user/signup")]
+/// async fn welcome(ctx: fanfare::Ctx<UserSignup>) -> fanfare::Result<()> { Ok(()) }
+///
+/// let ids: Vec<_> = fanfare::functions().iter().map(|f| f.id()).collect();
+/// assert!(ids.contains(&"welcome"));
+/// ```
+pub fn functions() -> Vec<&'static FunctionDef> {
+    let mut all: Vec<_> = inventory::iter::<FunctionDef>.into_iter().collect();
+    all.sort_by_key(|f| (f.trigger, f.id, f.location.file, f.location.line));
+    all
+}
+
+/// The functions of one runtime, indexed by position and by trigger.
+pub(crate) struct Registry {
+    pub defs: Vec<&'static FunctionDef>,
+    by_trigger: HashMap<&'static str, Box<[u32]>>,
+}
+
+impl Registry {
+    /// Builds the table from the linked functions, refusing duplicate ids.
+    pub fn new(defs: Vec<&'static FunctionDef>) -> Result<Registry> {
+        let mut by_id: HashMap<&str, &FunctionDef> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for def in &defs {
+            if let Some(first) = by_id.insert(def.id, def) {
+                duplicates.push(format!(
+                    "function id `{}` is used twice: by `{}` at {} and by `{}` at {}",
+                    def.id,
+                    first.path(),
+                    first.location,
+                    def.path(),
+                    def.location
+                ));
+            }
+        }
+        if !duplicates.is_empty() {
+            return Err(Error::new(
+                ErrorKind::DuplicateFunction,
+                format_args!(
+                    "{}\nhelp: give one of them another id: `#[fanfare::function(id = \"…\", trigger = …)]`",
+                    duplicates.join("\n")
+                ),
+            ));
+        }
+        let mut by_trigger: HashMap<&'static str, Vec<u32>> = HashMap::new();
+        for (i, def) in defs.iter().enumerate() {
+            by_trigger.entry(def.trigger).or_default().push(i as u32);
+        }
+        Ok(Registry {
+            defs,
+            by_trigger: by_trigger
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
+        })
+    }
+
+    /// Indexes of the functions triggered by `event`.
+    pub fn subscribers(&self, event: &str) -> &[u32] {
+        self.by_trigger.get(event).map_or(&[], |v| v)
+    }
+}
+
+/// What a run hands a function's generated shim.
+#[doc(hidden)]
+pub struct RunInput {
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) run_id: RunId,
+    pub(crate) attempt: u32,
+    pub(crate) def: &'static FunctionDef,
+}
+
+/// A running function's future, its output serialized.
+#[doc(hidden)]
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value>> + Send>>;
+
+/// The shim's answer: the future to run, or why the event could not be handed over.
+#[doc(hidden)]
+pub type HandlerResult = Result<HandlerFuture>;
+
+/// What a function may return: `fanfare::Result<T>` for any `T: Serialize`.
+#[diagnostic::on_unimplemented(
+    message = "a fanfare function must return `fanfare::Result<T>`, not `{Self}`",
+    label = "returns `{Self}`",
+    note = "return `fanfare::Result<()>`, or `fanfare::Result<T>` where `T: serde::Serialize`"
+)]
+pub trait IntoOutput {
+    #[doc(hidden)]
+    fn into_output(self) -> Result<serde_json::Value>;
+}
+
+impl<T: Serialize> IntoOutput for Result<T> {
+    fn into_output(self) -> Result<serde_json::Value> {
+        let value = self?;
+        serde_json::to_value(value).map_err(|e| {
+            Error::new(
+                ErrorKind::Serialize,
+                format_args!("the function's output could not be serialized: {e}"),
+            )
+            .never_retry()
+        })
+    }
+}
+
+/// Called by the generated shim: decodes the event, builds the context, starts the fn.
+#[doc(hidden)]
+pub fn call<E, F, Fut>(input: RunInput, f: F) -> HandlerResult
+where
+    E: Event,
+    F: FnOnce(Ctx<E>) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoOutput,
+{
+    let event = input.envelope.decode::<E>().map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format_args!(
+                "function `{}` could not decode event `{}` ({}) as `{}`: {e}",
+                input.def.id, input.envelope.name, input.envelope.id, input.def.event_type
+            ),
+        )
+        .with_source(e)
+        .never_retry()
+    })?;
+    let fut = f(Ctx::new(event, &input));
+    Ok(Box::pin(async move { fut.await.into_output() }))
+}
+
+/// Compile-time check that `trigger` is the event's name; on a mismatch, compilation
+/// fails with a message naming both.
+#[doc(hidden)]
+pub const fn check_trigger(trigger: &str, event_name: &str, event_type: &str) {
+    if str_eq(trigger, event_name) {
+        return;
+    }
+    let mut msg = ConstMsg::new();
+    msg.push("trigger `");
+    msg.push(trigger);
+    msg.push("` does not match the name of event `");
+    msg.push(event_type);
+    msg.push("`, which is `");
+    msg.push(event_name);
+    msg.push("`; help: write `trigger = \"");
+    msg.push(event_name);
+    msg.push("\"`, or take the event named `");
+    msg.push(trigger);
+    msg.push("` as `Ctx<…>`");
+    panic!("{}", msg.as_str())
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A message assembled at compile time (`const fn`s cannot format).
+struct ConstMsg {
+    buf: [u8; 2048],
+    len: usize,
+}
+
+impl ConstMsg {
+    const fn new() -> Self {
+        ConstMsg {
+            buf: [0; 2048],
+            len: 0,
+        }
+    }
+
+    const fn push(&mut self, s: &str) {
+        let s = s.as_bytes();
+        let mut i = 0;
+        // Names are at most 256 bytes, so the buffer is never full; stop short if it were.
+        while i < s.len() && self.len < self.buf.len() {
+            self.buf[self.len] = s[i];
+            self.len += 1;
+            i += 1;
+        }
+    }
+
+    const fn as_str(&self) -> &str {
+        match std::str::from_utf8(self.buf.split_at(self.len).0) {
+            Ok(s) => s,
+            Err(_) => "trigger does not match the event's name",
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! # fanfare
+//!
+//! Event-driven background functions for Rust. Annotate async fns with
+//! `#[fanfare::function(trigger = "…")]`, in any module of any crate of your program; one
+//! [`send`](Runtime::send) of that event runs **every** one of them, in parallel, each as
+//! an independent run that is retried on failure.
+//!
+//! ```
+//! use fanfare::{function, Ctx, Event};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+//! #[event(name = "user/signup")]
+//! pub struct UserSignup { pub user_id: u64, pub email: String }
+//!
+//! #[function(trigger = "user/signup")]
+//! async fn send_welcome_email(ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
+//!     let user = ctx.event();
+//!     # let _ = user;
+//!     Ok(())
+//! }
+//!
+//! #[function(id = "crm-sync", trigger = "user/signup", retries = 5)]
+//! async fn sync_crm(ctx: Ctx<UserSignup>) -> fanfare::Result<()> { Ok(()) }
+//!
+//! # #[tokio::main] async fn main() -> fanfare::Result<()> {
+//! let rt = fanfare::Runtime::builder().start().await?;
+//! let id = rt.send(UserSignup { user_id: 1, email: "a@b.c".into() }).await?;
+//! let runs = rt.wait(id).await?;               // both functions ran
+//! assert_eq!(runs.len(), 2);
+//! rt.shutdown().await
+//! # }
+//! ```
+//!
+//! ## What runs, and how often
+//! - `send` stores the event and one run per subscribed function before it returns.
+//! - Each run executes in its own tokio task; a panic fails that attempt of that run only.
+//! - A failed attempt is retried `retries` times (default 4) with [`Backoff`];
+//!   [`Error::non_retriable`] fails the run at once, [`Error::retry_after`] sets the delay.
+//! - A run that exhausts its retries is [`RunStatus::Failed`] and kept, with its
+//!   attempts and last error ([`Runtime::runs`]).
+//!
+//! ## Functions in other crates: the linker
+//! Functions are collected at link time. The linker leaves out a library crate that
+//! nothing in the program refers to, and its functions with it. A crate that only
+//! defines functions must therefore be referred to from the binary, for instance
+//! `use billing as _;` in `main.rs`, or a call to any of its items. Check it with
+//! [`functions`] in a test.
+
+#![warn(missing_docs)]
+
+mod backoff;
+mod ctx;
+mod engine;
+mod error;
+mod event;
+mod function;
+mod runtime;
+mod store;
+
+pub use backoff::Backoff;
+pub use ctx::Ctx;
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
+pub use fanfare_macros::{function, Event};
+pub use function::{functions, FunctionDef, IntoOutput, Location};
+pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
+pub use store::{RunInfo, RunStatus};
+
+/// Sends an event through the ambient runtime: the last one started and still alive.
+///
+/// Fails with [`ErrorKind::NoRuntime`] when there is none. Otherwise as [`Runtime::send`].
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(fanfare::Event, Serialize, Deserialize)]
+/// # #[event(name = "doc/ambient")]
+/// # pub struct Ping { pub n: u32 }
+/// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+/// let rt = fanfare::Runtime::builder().start().await?;
+/// let id = fanfare::send(Ping { n: 1 }).await?;
+/// # let _ = id; rt.shutdown().await
+/// # }
+/// ```
+pub async fn send<E: Event>(event: E) -> Result<EventId> {
+    Runtime::ambient()?.send(event).await
+}
+
+/// Items the macros' expansions name. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::Event;
+    pub use crate::function::{
+        call, check_trigger, FunctionDef, HandlerFuture, HandlerResult, Location, RunInput,
+    };
+    pub use inventory;
+}

@@ -1,0 +1,371 @@
+//! [`Runtime`]: the handle users start, send through, inspect and shut down.
+
+use crate::backoff::Backoff;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Envelope, Event, EventId};
+use crate::function::{functions, Registry};
+use crate::store::memory::MemoryStore;
+use crate::store::{RunInfo, Store};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Configures and starts a [`Runtime`]; made by [`Runtime::builder`].
+///
+/// ```
+/// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+/// use std::time::Duration;
+///
+/// let rt = fanfare::Runtime::builder()
+///     .backoff(fanfare::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(60)))
+///     .concurrency(256)
+///     .max_event_size(64 * 1024)
+///     .shutdown_timeout(Duration::from_secs(10))
+///     .start()
+///     .await?;
+/// rt.shutdown().await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `.start().await`"]
+pub struct Builder {
+    backoff: Backoff,
+    concurrency: usize,
+    max_event_size: usize,
+    shutdown_timeout: Duration,
+    retention: Duration,
+}
+
+/// Default of [`Builder::concurrency`].
+pub const DEFAULT_CONCURRENCY: usize = 1024;
+/// Default of [`Builder::max_event_size`]: 512 KiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 512 * 1024;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            backoff: Backoff::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            shutdown_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Builder {
+    /// The delay between a failed attempt and the next ([`Backoff::default`]: 1 s doubling
+    /// to 10 min, with jitter). A function's `Error::retry_after` overrides it per attempt.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Most runs this process executes at once (default 1024). Runs beyond it wait in
+    /// the queue. Must be at least 1.
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.concurrency = runs;
+        self
+    }
+
+    /// Largest accepted event, in bytes of its JSON serialization (default 512 KiB).
+    /// `send` refuses larger events with [`ErrorKind::EventTooLarge`].
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// How long [`Runtime::shutdown`] lets running attempts finish before it aborts them
+    /// and puts their runs back in the queue (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long the in-memory store keeps an event once all its runs completed, for
+    /// [`Runtime::runs`] (default 1 hour). Events with a failed run are kept until the
+    /// process ends.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Builds the function table, starts the workers, and makes this runtime the one
+    /// [`crate::send`] uses.
+    ///
+    /// Fails with [`ErrorKind::DuplicateFunction`] when two linked functions share an id
+    /// (the message names both places), and with [`ErrorKind::Config`] for a concurrency
+    /// of 0 or when called outside a tokio runtime.
+    pub async fn start(self) -> Result<Runtime> {
+        if self.concurrency == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "concurrency must be at least 1\nhelp: `Runtime::builder().concurrency(n)` sets how many runs execute at once",
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "`Runtime::start` must be called from within a tokio runtime\nhelp: run it inside `#[tokio::main]`",
+            ));
+        }
+        let registry = Arc::new(Registry::new(functions())?);
+        for def in &registry.defs {
+            tracing::info!(
+                function = def.id(),
+                trigger = def.trigger(),
+                retries = def.retries(),
+                at = %def.location(),
+                "fanfare: registered function"
+            );
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(MemoryStore::new(Arc::clone(&registry), self.retention));
+        let (engine, outcomes) = Engine::new(store, registry, self.backoff, self.concurrency);
+        let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
+        let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
+        let inner = Arc::new(Inner {
+            engine,
+            max_event_size: self.max_event_size,
+            shutdown_timeout: self.shutdown_timeout,
+            tasks: Mutex::new(Some(Tasks {
+                dispatcher,
+                recorder,
+            })),
+        });
+        *AMBIENT.write().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&inner);
+        tracing::info!(
+            functions = inner.engine.registry.defs.len(),
+            concurrency = self.concurrency,
+            "fanfare: runtime started"
+        );
+        Ok(Runtime { inner })
+    }
+}
+
+/// A running fanfare runtime: a cheap handle (`Clone + Send + Sync`) to share with every
+/// request handler.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// #[event(name = "doc/signup")]
+/// pub struct UserSignup { pub user_id: u64 }
+///
+/// #[fanfare::function(trigger = "doc/signup")]
+/// async fn welcome(ctx: fanfare::Ctx<UserSignup>) -> fanfare::Result<()> { Ok(()) }
+///
+/// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+/// let rt = fanfare::Runtime::builder().start().await?;
+/// let id = rt.send(UserSignup { user_id: 1 }).await?;
+/// let runs = rt.wait(id).await?;
+/// assert_eq!(runs[0].function_id, "welcome");
+/// assert_eq!(runs[0].status, fanfare::RunStatus::Completed);
+/// rt.shutdown().await
+/// # }
+/// ```
+///
+/// Dropping the last handle stops the workers without waiting; call
+/// [`Runtime::shutdown`] to let running attempts finish.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    max_event_size: usize,
+    shutdown_timeout: Duration,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+struct Tasks {
+    dispatcher: JoinHandle<()>,
+    recorder: JoinHandle<()>,
+}
+
+/// The runtime `fanfare::send` uses: the last one started.
+static AMBIENT: RwLock<Weak<Inner>> = RwLock::new(Weak::new());
+
+impl Runtime {
+    /// A builder with the in-memory store and default settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Sends an event: creates one run for every function whose `trigger` is the event's
+    /// name and returns the event's id once they are stored.
+    ///
+    /// An event that no function subscribes to is accepted with zero runs.
+    ///
+    /// Fails with [`ErrorKind::EventTooLarge`] over the size limit,
+    /// [`ErrorKind::Serialize`] if the event does not serialize, and
+    /// [`ErrorKind::ShutDown`] after [`Runtime::shutdown`].
+    pub async fn send<E: Event>(&self, event: E) -> Result<EventId> {
+        let envelope = Envelope::typed(event, self.inner.max_event_size)?;
+        self.append(envelope).await
+    }
+
+    /// Sends an event given by name and JSON data, for events that come from outside
+    /// Rust (a webhook, another language).
+    ///
+    /// The name is checked with the rules of `#[event(name)]`
+    /// ([`ErrorKind::InvalidEventName`]). Data that does not deserialize into a
+    /// subscribed function's event type fails that function's run, without retries,
+    /// and leaves the other runs alone.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// let id = rt.send_json("doc/webhook", serde_json::json!({ "user_id": 7 })).await?;
+    /// assert!(rt.runs(id).await?.is_empty()); // nothing subscribes to it here
+    /// # rt.shutdown().await }
+    /// ```
+    pub async fn send_json(
+        &self,
+        name: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<EventId> {
+        let envelope = Envelope::json(name.into(), &data, self.inner.max_event_size)?;
+        self.append(envelope).await
+    }
+
+    async fn append(&self, envelope: Envelope) -> Result<EventId> {
+        let engine = &self.inner.engine;
+        if engine.stopping.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::ShutDown,
+                format_args!(
+                    "event `{}` not sent: the runtime is shut down",
+                    envelope.name
+                ),
+            ));
+        }
+        let id = envelope.id;
+        let runs = engine.store.append(envelope).await?;
+        if runs > 0 {
+            engine.wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// The runs of an event: function id, status, attempts, last error, output.
+    ///
+    /// Fails with [`ErrorKind::EventNotFound`] for an id this runtime never accepted, or
+    /// whose runs all completed longer ago than the retention.
+    pub async fn runs(&self, event: EventId) -> Result<Vec<RunInfo>> {
+        self.inner.engine.store.runs(event).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::EventNotFound,
+                format_args!("no event with id {event} is known to this runtime"),
+            )
+        })
+    }
+
+    /// Waits until every run of the event has finished (completed or failed), and
+    /// returns the runs. Bound it with `tokio::time::timeout` where a run may retry long.
+    pub async fn wait(&self, event: EventId) -> Result<Vec<RunInfo>> {
+        let mut progress = self.inner.engine.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            let runs = self.runs(event).await?;
+            if runs.iter().all(|r| r.status.is_finished()) {
+                return Ok(runs);
+            }
+            if self.inner.engine.stopping.load(Ordering::Acquire)
+                || progress.changed().await.is_err()
+            {
+                return Err(shut_down());
+            }
+        }
+    }
+
+    /// Stops claiming runs, lets running attempts finish for up to the shutdown timeout,
+    /// then aborts the rest and puts their runs back in the queue. Sends fail afterwards.
+    ///
+    /// Calling it again, or on a clone, returns at once.
+    pub async fn shutdown(&self) -> Result<()> {
+        let Some(tasks) = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let engine = &self.inner.engine;
+        engine.stopping.store(true, Ordering::Release);
+        engine.wake.notify_one();
+        let _ = tasks.dispatcher.await;
+        let mut progress = engine.progress.subscribe();
+        let drained = tokio::time::timeout(self.inner.shutdown_timeout, async {
+            while engine.inflight_count() > 0 {
+                if progress.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        let released = engine.abort_inflight();
+        tasks.recorder.abort();
+        if drained.is_err() {
+            tracing::warn!(
+                runs = released.len(),
+                "fanfare: shutdown timed out; releasing runs still running"
+            );
+        }
+        if !released.is_empty() {
+            engine.store.release(released).await?;
+        }
+        // Wakes `wait` callers, which now see `stopping`.
+        engine.progress.send_modify(|n| *n += 1);
+        tracing::info!("fanfare: runtime shut down");
+        Ok(())
+    }
+
+    pub(crate) fn ambient() -> Result<Runtime> {
+        AMBIENT
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+            .map(|inner| Runtime { inner })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NoRuntime,
+                    "no fanfare runtime is running\nhelp: start one with `fanfare::Runtime::builder().start().await?` before `fanfare::send`",
+                )
+            })
+    }
+}
+
+fn shut_down() -> Error {
+    Error::new(ErrorKind::ShutDown, "the runtime is shut down")
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.engine.stopping.store(true, Ordering::Release);
+        self.engine.wake.notify_one();
+        if let Some(tasks) = self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            tasks.recorder.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("functions", &self.inner.engine.registry.defs.len())
+            .field("concurrency", &self.inner.engine.concurrency)
+            .finish_non_exhaustive()
+    }
+}
