@@ -1,0 +1,349 @@
+//! A failure in one run never takes other work with it: retries, non-retriable errors,
+//! explicit delays, panics, undecodable data, and refused events.
+
+use fanfare::{function, Backoff, Ctx, Error, ErrorKind, Event, RunStatus, Runtime};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn fast() -> fanfare::Builder {
+    Runtime::builder().backoff(Backoff::exponential(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ))
+}
+
+// --- retries until success, and until exhaustion --------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/flaky")]
+struct Flaky;
+
+static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+static STEADY_CALLS: AtomicU32 = AtomicU32::new(0);
+static DOOMED_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[function(trigger = "test/flaky")]
+async fn fails_twice(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
+    FLAKY_CALLS.fetch_add(1, Ordering::SeqCst);
+    if ctx.attempt() < 2 {
+        return Err(Error::msg(format!("attempt {} failed", ctx.attempt())));
+    }
+    Ok(())
+}
+
+#[function(trigger = "test/flaky")]
+async fn steady(_: Ctx<Flaky>) -> fanfare::Result<()> {
+    STEADY_CALLS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[function(trigger = "test/flaky", retries = 3)]
+async fn always_fails(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
+    DOOMED_CALLS.fetch_add(1, Ordering::SeqCst);
+    Err(std::io::Error::other(format!(
+        "disk full on attempt {}",
+        ctx.attempt()
+    )))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed() {
+    let rt = fast().start().await.unwrap();
+    let id = rt.send(Flaky).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    let by = |f: &str| runs.iter().find(|r| r.function_id == f).unwrap().clone();
+
+    let flaky = by("fails_twice");
+    assert_eq!(flaky.status, RunStatus::Completed);
+    assert_eq!(flaky.attempts, 3);
+    assert_eq!(flaky.last_error.as_deref(), Some("attempt 1 failed"));
+    assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
+
+    let steady = by("steady");
+    assert_eq!((steady.status, steady.attempts), (RunStatus::Completed, 1));
+    assert_eq!(STEADY_CALLS.load(Ordering::SeqCst), 1);
+
+    let doomed = by("always_fails");
+    assert_eq!(doomed.status, RunStatus::Failed);
+    assert_eq!(doomed.attempts, 4, "retries = 3 means 4 attempts");
+    assert_eq!(doomed.last_error.as_deref(), Some("disk full on attempt 3"));
+    assert_eq!(DOOMED_CALLS.load(Ordering::SeqCst), 4);
+
+    // A failed run stays inspectable.
+    assert_eq!(rt.runs(id).await.unwrap(), runs);
+    rt.shutdown().await.unwrap();
+}
+
+// --- non-retriable errors and explicit delays -----------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/fatal")]
+struct Fatal;
+
+static FATAL_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[function(trigger = "test/fatal", retries = 10)]
+async fn gives_up(_: Ctx<Fatal>) -> fanfare::Result<()> {
+    FATAL_CALLS.fetch_add(1, Ordering::SeqCst);
+    Err(Error::non_retriable("account deleted"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_retriable_error_fails_the_run_at_once() {
+    let rt = fast().start().await.unwrap();
+    let id = rt.send(Fatal).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(runs[0].attempts, 1);
+    assert_eq!(runs[0].last_error.as_deref(), Some("account deleted"));
+    assert_eq!(FATAL_CALLS.load(Ordering::SeqCst), 1);
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/later")]
+struct Later;
+
+static LATER_TIMES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+
+#[function(trigger = "test/later")]
+async fn rate_limited(ctx: Ctx<Later>) -> fanfare::Result<()> {
+    LATER_TIMES.lock().unwrap().push(Instant::now());
+    if ctx.attempt() == 0 {
+        return Err(Error::retry_after(
+            Duration::from_millis(300),
+            "429 too many requests",
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_sets_the_delay_of_the_next_attempt() {
+    // The backoff alone would retry within 5 ms.
+    let rt = fast().start().await.unwrap();
+    let id = rt.send(Later).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(
+        (runs[0].status, runs[0].attempts),
+        (RunStatus::Completed, 2)
+    );
+    let times = LATER_TIMES.lock().unwrap().clone();
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_millis(300), "retried after {gap:?}");
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/backoff")]
+struct Slow;
+
+static BACKOFF_TIMES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+
+#[function(trigger = "test/backoff", retries = 2)]
+async fn backs_off(_: Ctx<Slow>) -> fanfare::Result<()> {
+    BACKOFF_TIMES.lock().unwrap().push(Instant::now());
+    Err(Error::msg("still down"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_for_the_backoff() {
+    let min = Duration::from_millis(100);
+    let rt = Runtime::builder()
+        .backoff(Backoff::exponential(min, Duration::from_secs(1)))
+        .start()
+        .await
+        .unwrap();
+    let id = rt.send(Slow).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!((runs[0].status, runs[0].attempts), (RunStatus::Failed, 3));
+    let t = BACKOFF_TIMES.lock().unwrap().clone();
+    // Attempt n waits between half and all of min × 2ⁿ.
+    assert!(t[1] - t[0] >= min / 2, "{:?}", t[1] - t[0]);
+    assert!(t[2] - t[1] >= min, "{:?}", t[2] - t[1]);
+    rt.shutdown().await.unwrap();
+}
+
+// --- panics ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/panic")]
+struct Boom {
+    panics: u32,
+}
+
+static CALM_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[function(trigger = "test/panic")]
+async fn panics(ctx: Ctx<Boom>) -> fanfare::Result<()> {
+    if ctx.attempt() < ctx.event().panics {
+        panic!("boom on attempt {}", ctx.attempt());
+    }
+    Ok(())
+}
+
+#[function(trigger = "test/panic")]
+async fn calm(_: Ctx<Boom>) -> fanfare::Result<()> {
+    CALM_CALLS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_only_that_attempt_of_that_run() {
+    let rt = fast().start().await.unwrap();
+    let id = rt.send(Boom { panics: 2 }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    let panicky = runs.iter().find(|r| r.function_id == "panics").unwrap();
+    assert_eq!(
+        (panicky.status, panicky.attempts),
+        (RunStatus::Completed, 3)
+    );
+    assert_eq!(
+        panicky.last_error.as_deref(),
+        Some("the function panicked: boom on attempt 1")
+    );
+    let calm = runs.iter().find(|r| r.function_id == "calm").unwrap();
+    assert_eq!((calm.status, calm.attempts), (RunStatus::Completed, 1));
+
+    // A function that always panics ends failed, and the runtime keeps working.
+    let id = rt.send(Boom { panics: 99 }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    let panicky = runs.iter().find(|r| r.function_id == "panics").unwrap();
+    assert_eq!((panicky.status, panicky.attempts), (RunStatus::Failed, 5));
+    assert_eq!(CALM_CALLS.load(Ordering::SeqCst), 2);
+    rt.shutdown().await.unwrap();
+}
+
+// --- data that does not decode --------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/webhook")]
+struct Strict {
+    user_id: u64,
+}
+
+/// Another view of the same event: only needs `source`, if any.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/webhook")]
+struct Lenient {
+    #[serde(default)]
+    source: Option<String>,
+}
+
+static STRICT_SAW: Mutex<Vec<fanfare::EventId>> = Mutex::new(Vec::new());
+
+#[function(trigger = "test/webhook")]
+async fn strict(ctx: Ctx<Strict>) -> fanfare::Result<()> {
+    STRICT_SAW.lock().unwrap().push(ctx.event_id());
+    Ok(())
+}
+
+#[function(trigger = "test/webhook")]
+async fn lenient(ctx: Ctx<Lenient>) -> fanfare::Result<Option<String>> {
+    Ok(ctx.event().source.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_data_fails_that_function_only_without_retries() {
+    let rt = fast().start().await.unwrap();
+    let data = serde_json::json!({ "user_id": "not a number", "source": "stripe" });
+    let id = rt.send_json("test/webhook", data).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+
+    let strict = runs.iter().find(|r| r.function_id == "strict").unwrap();
+    assert_eq!((strict.status, strict.attempts), (RunStatus::Failed, 1));
+    let error = strict.last_error.as_deref().unwrap();
+    assert!(error.contains("function `strict`"), "{error}");
+    assert!(error.contains("event `test/webhook`"), "{error}");
+    assert!(error.contains(&id.to_string()), "{error}");
+    assert!(
+        error.contains("invalid type: string \"not a number\", expected u64"),
+        "{error}"
+    );
+    assert!(
+        !STRICT_SAW.lock().unwrap().contains(&id),
+        "the body never ran"
+    );
+
+    let lenient = runs.iter().find(|r| r.function_id == "lenient").unwrap();
+    assert_eq!(lenient.status, RunStatus::Completed);
+    assert_eq!(lenient.output, Some(serde_json::json!("stripe")));
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_send_decodes_for_every_view_of_the_event() {
+    let rt = fast().start().await.unwrap();
+    let id = rt.send(Strict { user_id: 5 }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Completed),
+        "{runs:?}"
+    );
+    rt.shutdown().await.unwrap();
+}
+
+// --- events refused by send -----------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/big")]
+struct Big {
+    blob: String,
+}
+
+static BIG_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[function(trigger = "test/big")]
+async fn big(_: Ctx<Big>) -> fanfare::Result<()> {
+    BIG_CALLS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_size_limit_is_refused_and_runs_nothing() {
+    let rt = fast().max_event_size(1024).start().await.unwrap();
+    let err = rt
+        .send(Big {
+            blob: "x".repeat(2000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EventTooLarge);
+    let msg = err.to_string();
+    assert!(msg.contains("event `test/big` is 2011 bytes"), "{msg}");
+    assert!(msg.contains("limit of 1024 bytes"), "{msg}");
+
+    let err = rt
+        .send_json("test/big", serde_json::json!({ "blob": "y".repeat(5000) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EventTooLarge);
+
+    // Just under the limit is fine.
+    let id = rt
+        .send(Big {
+            blob: "x".repeat(1000),
+        })
+        .await
+        .unwrap();
+    timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(BIG_CALLS.load(Ordering::SeqCst), 1);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_json_refuses_a_malformed_event_name() {
+    let rt = fast().start().await.unwrap();
+    for name in ["", "user signup", "ünïcode", &"a".repeat(300)] {
+        let err = rt.send_json(name, serde_json::json!({})).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEventName, "{name:?}");
+        assert!(err.to_string().contains("invalid event name"), "{err}");
+    }
+    rt.shutdown().await.unwrap();
+}

@@ -1,0 +1,281 @@
+//! One `send` runs every subscribed function, each as its own run, in parallel.
+
+use fanfare::{function, Ctx, ErrorKind, Event, RunStatus, Runtime};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::Barrier;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+// --- every subscriber runs once -------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/signup")]
+struct Signup {
+    user_id: u64,
+}
+
+static SEEN: Mutex<Vec<(&str, u64)>> = Mutex::new(Vec::new());
+
+#[function(trigger = "test/signup")]
+async fn welcome(ctx: Ctx<Signup>) -> fanfare::Result<()> {
+    SEEN.lock().unwrap().push(("welcome", ctx.event().user_id));
+    Ok(())
+}
+
+#[function(id = "crm", trigger = "test/signup", retries = 5)]
+async fn crm_sync(ctx: Ctx<Signup>) -> fanfare::Result<()> {
+    SEEN.lock().unwrap().push(("crm", ctx.event().user_id));
+    Ok(())
+}
+
+mod analytics {
+    use super::*;
+
+    #[function(trigger = "test/signup")]
+    pub async fn count(ctx: Ctx<Signup>) -> fanfare::Result<u64> {
+        SEEN.lock().unwrap().push(("count", ctx.event().user_id));
+        Ok(ctx.event().user_id * 10)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_send_runs_every_subscribed_function_once() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let mut ids = Vec::new();
+    for user_id in 1..=50 {
+        ids.push(rt.send(Signup { user_id }).await.unwrap());
+    }
+    for id in &ids {
+        let runs = timeout(LIMIT, rt.wait(*id)).await.unwrap().unwrap();
+        let fns: HashSet<_> = runs.iter().map(|r| r.function_id.as_str()).collect();
+        assert_eq!(fns, HashSet::from(["welcome", "crm", "count"]));
+        for run in &runs {
+            assert_eq!(run.status, RunStatus::Completed);
+            assert_eq!(run.attempts, 1);
+            assert_eq!(run.event_id, *id);
+            assert_eq!(run.last_error, None);
+        }
+    }
+    let seen = SEEN.lock().unwrap();
+    for user_id in 1..=50 {
+        for f in ["welcome", "crm", "count"] {
+            let n = seen.iter().filter(|s| **s == (f, user_id)).count();
+            assert_eq!(n, 1, "{f} ran {n} times for user {user_id}");
+        }
+    }
+    let ours = seen.iter().filter(|(_, u)| (1..=50).contains(u)).count();
+    assert_eq!(ours, 150, "no function ran more than once");
+    drop(seen);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_kept_and_run_ids_are_distinct() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt.send(Signup { user_id: 7 }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    let count = runs.iter().find(|r| r.function_id == "count").unwrap();
+    assert_eq!(count.output, Some(serde_json::json!(70)));
+    let welcome = runs.iter().find(|r| r.function_id == "welcome").unwrap();
+    assert_eq!(welcome.output, None, "`()` is not stored");
+    let run_ids: HashSet<_> = runs.iter().map(|r| r.run_id).collect();
+    assert_eq!(run_ids.len(), 3);
+    rt.shutdown().await.unwrap();
+}
+
+// --- runs execute concurrently, each in its own task ----------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/rendezvous")]
+struct Rendezvous;
+
+fn barrier() -> &'static Barrier {
+    static B: OnceLock<Barrier> = OnceLock::new();
+    B.get_or_init(|| Barrier::new(3))
+}
+
+#[function(trigger = "test/rendezvous")]
+async fn meet_a(_: Ctx<Rendezvous>) -> fanfare::Result<()> {
+    barrier().wait().await;
+    Ok(())
+}
+
+#[function(trigger = "test/rendezvous")]
+async fn meet_b(_: Ctx<Rendezvous>) -> fanfare::Result<()> {
+    barrier().wait().await;
+    Ok(())
+}
+
+#[function(trigger = "test/rendezvous")]
+async fn meet_c(_: Ctx<Rendezvous>) -> fanfare::Result<()> {
+    barrier().wait().await;
+    Ok(())
+}
+
+/// The three functions only finish if all three are running at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_functions_run_in_parallel() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt.send(Rendezvous).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id))
+        .await
+        .expect("runs did not execute concurrently")
+        .unwrap();
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+    rt.shutdown().await.unwrap();
+}
+
+// --- the context ----------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/ctx")]
+struct CtxProbe {
+    n: u32,
+}
+
+static CTX_SEEN: Mutex<Vec<(String, String, u32, String)>> = Mutex::new(Vec::new());
+
+#[function(id = "ctx-probe", trigger = "test/ctx", retries = 2)]
+async fn ctx_probe(ctx: Ctx<CtxProbe>) -> fanfare::Result<()> {
+    CTX_SEEN.lock().unwrap().push((
+        ctx.event_id().to_string(),
+        ctx.run_id().to_string(),
+        ctx.attempt(),
+        ctx.function_id().to_string(),
+    ));
+    if ctx.attempt() == 0 {
+        return Err(fanfare::Error::retry_after(
+            Duration::ZERO,
+            "first try fails",
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctx_exposes_event_run_and_attempt() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt.send(CtxProbe { n: 1 }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    let seen = CTX_SEEN.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, id.to_string());
+    assert_eq!(seen[0].1, runs[0].run_id.to_string());
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "the run id is the same on every attempt"
+    );
+    assert_eq!((seen[0].2, seen[1].2), (0, 1));
+    assert_eq!(seen[0].3, "ctx-probe");
+    rt.shutdown().await.unwrap();
+}
+
+// --- send_json, no subscribers, unknown ids -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_json_runs_typed_functions() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt
+        .send_json("test/signup", serde_json::json!({ "user_id": 9001 }))
+        .await
+        .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+    let count = runs.iter().find(|r| r.function_id == "count").unwrap();
+    assert_eq!(count.output, Some(serde_json::json!(90010)));
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/nobody-listens")]
+struct Unheard;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_without_subscribers_is_accepted_with_zero_runs() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt.send(Unheard).await.unwrap();
+    assert!(rt.runs(id).await.unwrap().is_empty());
+    assert!(rt.wait(id).await.unwrap().is_empty());
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_an_unknown_event_is_an_error() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let other = Runtime::builder().start().await.unwrap();
+    let id = other.send(Unheard).await.unwrap();
+    let err = rt.runs(id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EventNotFound);
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    rt.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+}
+
+// --- the worker concurrency limit -----------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/limited")]
+struct Limited;
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
+static LIMITED_DONE: AtomicU32 = AtomicU32::new(0);
+
+#[function(trigger = "test/limited")]
+async fn limited(_: Ctx<Limited>) -> fanfare::Result<()> {
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MAX_RUNNING.fetch_max(now, Ordering::SeqCst);
+    // Stands for I/O: keeps the run busy so that others would overlap it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    LIMITED_DONE.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_runs_execute_at_once_than_the_concurrency_limit() {
+    let rt = Runtime::builder().concurrency(3).start().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(rt.send(Limited).await.unwrap());
+    }
+    for id in ids {
+        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    }
+    assert_eq!(LIMITED_DONE.load(Ordering::SeqCst), 30);
+    assert_eq!(MAX_RUNNING.load(Ordering::SeqCst), 3);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_concurrency_of_zero_is_refused() {
+    let err = Runtime::builder().concurrency(0).start().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains("concurrency must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_function_of_this_binary_is_linked() {
+    let ids: HashSet<_> = fanfare::functions().iter().map(|f| f.id()).collect();
+    for id in ["welcome", "crm", "count", "meet_a", "ctx-probe", "limited"] {
+        assert!(ids.contains(id), "{id} missing from {ids:?}");
+    }
+    let count = fanfare::functions()
+        .into_iter()
+        .find(|f| f.id() == "count")
+        .unwrap();
+    assert_eq!(count.trigger(), "test/signup");
+    assert_eq!(count.retries(), 4);
+    assert_eq!(count.fn_name(), "count");
+    assert!(count.location().module_path.ends_with("analytics"));
+    assert!(count.location().file.ends_with("fanout.rs"));
+}

@@ -1,0 +1,1 @@
+//! fanfare integration tests live in the `[[test]]` targets of this package.

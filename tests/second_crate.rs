@@ -1,0 +1,49 @@
+//! Functions defined in another crate of the workspace run on events sent here.
+
+use billing::OrderPlaced;
+use fanfare::{function, Ctx, RunStatus, Runtime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::timeout;
+
+static SHIPPED: AtomicU64 = AtomicU64::new(0);
+
+#[function(trigger = "order/placed")]
+async fn ship(ctx: Ctx<OrderPlaced>) -> fanfare::Result<()> {
+    SHIPPED.fetch_add(ctx.event().order_id, Ordering::SeqCst);
+    Ok(())
+}
+
+#[test]
+fn the_other_crates_function_is_linked() {
+    let f = fanfare::functions()
+        .into_iter()
+        .find(|f| f.id() == "billing-charge")
+        .expect("billing's function was dropped by the linker");
+    assert_eq!(f.trigger(), "order/placed");
+    assert_eq!(f.retries(), 2);
+    assert_eq!(f.location().module_path, "billing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_send_runs_functions_of_both_crates() {
+    let rt = Runtime::builder().start().await.unwrap();
+    let id = rt
+        .send(OrderPlaced {
+            order_id: 7,
+            cents: 1299,
+        })
+        .await
+        .unwrap();
+    let runs = timeout(Duration::from_secs(10), rt.wait(id))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fns: Vec<_> = runs.iter().map(|r| r.function_id.as_str()).collect();
+    fns.sort();
+    assert_eq!(fns, ["billing-charge", "ship"]);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+    assert_eq!(billing::charged_cents(), 1299);
+    assert_eq!(SHIPPED.load(Ordering::SeqCst), 7);
+    rt.shutdown().await.unwrap();
+}
