@@ -66,7 +66,16 @@ fn check(input: &DeriveInput) -> syn::Result<syn::LitStr> {
 fn expand(input: &DeriveInput, name: &syn::LitStr) -> TokenStream {
     let private = exports::private(input.ident.span());
     let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    // A generic event is an event for the parameters that make it serializable and
+    // thread-safe; a plain one gets the bounds' errors on its own name.
+    let mut generics = input.generics.clone();
+    if !generics.params.is_empty() {
+        generics
+            .make_where_clause()
+            .predicates
+            .push(syn::parse_quote!(Self: #private::EventBounds));
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     quote! {
         #[doc(hidden)]
         const _: () = {

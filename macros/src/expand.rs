@@ -173,11 +173,15 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     // Each check is spanned on the user's token it is about: the trigger literal for a
     // name mismatch, the event type for "not an `Event`", the fn name for a handler
     // future that is not `Send`.
+    let trigger_private = exports::private(trigger.span());
     let trigger_check = quote_spanned! {trigger.span()=>
-        const _: () = #private::check_trigger(#trigger, <#event as #ev_private::Event>::NAME, #event_name);
+        const _: () = #trigger_private::check_trigger(#trigger, <#event as #ev_private::Event>::NAME, #event_name);
     };
+    // One identifier for the shim's parameter, so it resolves the same way wherever the
+    // attribute was written (inside `macro_rules!` too).
+    let input = quote::format_ident!("__fanfare_input");
     let call = quote_spanned! {ident.span()=>
-        #private::call::<#event, _, _>(input, #ident)
+        #private::call::<#event, _, _>(#input, #ident)
     };
     let location = quote_spanned! {ident.span()=>
         #private::Location {
@@ -194,7 +198,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         const _: () = {
             #trigger_check
 
-            fn __fanfare_call(input: #private::RunInput) -> #private::HandlerResult {
+            fn __fanfare_call(#input: #private::RunInput) -> #private::HandlerResult {
                 #call
             }
 

@@ -34,6 +34,12 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
 }
 
+/// What `Event` requires of its implementors, named once so that `#[derive(Event)]` on
+/// a generic type can require it of its parameters.
+#[doc(hidden)]
+pub trait EventBounds: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> EventBounds for T {}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

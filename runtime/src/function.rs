@@ -274,7 +274,7 @@ pub const fn check_trigger(trigger: &str, event_name: &str, event_type: &str) {
     msg.push(event_type);
     msg.push("`, which is `");
     msg.push(event_name);
-    msg.push("`; help: write `trigger = \"");
+    msg.push("`\nhelp: write `trigger = \"");
     msg.push(event_name);
     msg.push("\"`, or take the event named `");
     msg.push(trigger);

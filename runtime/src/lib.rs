@@ -89,7 +89,7 @@ pub async fn send<E: Event>(event: E) -> Result<EventId> {
 /// Items the macros' expansions name. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::Event;
+    pub use crate::event::{Event, EventBounds};
     pub use crate::function::{
         call, check_trigger, FunctionDef, HandlerFuture, HandlerResult, Location, RunInput,
     };

@@ -1,0 +1,15 @@
+use fanfare::{function, Ctx, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "user/signup")]
+pub struct UserSignup {
+    pub user_id: u64,
+}
+
+#[function(trigger = "user/signup")]
+async fn welcome(user: UserSignup) -> fanfare::Result<()> {
+    let _ = user;
+    Ok(())
+}
+fn main() {}
