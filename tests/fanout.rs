@@ -61,16 +61,17 @@ async fn one_send_runs_every_subscribed_function_once() {
             assert_eq!(run.last_error, None);
         }
     }
-    let seen = SEEN.lock().unwrap();
-    for user_id in 1..=50 {
-        for f in ["welcome", "crm", "count"] {
-            let n = seen.iter().filter(|s| **s == (f, user_id)).count();
-            assert_eq!(n, 1, "{f} ran {n} times for user {user_id}");
+    {
+        let seen = SEEN.lock().unwrap();
+        for user_id in 1..=50 {
+            for f in ["welcome", "crm", "count"] {
+                let n = seen.iter().filter(|s| **s == (f, user_id)).count();
+                assert_eq!(n, 1, "{f} ran {n} times for user {user_id}");
+            }
         }
+        let ours = seen.iter().filter(|(_, u)| (1..=50).contains(u)).count();
+        assert_eq!(ours, 150, "no function ran more than once");
     }
-    let ours = seen.iter().filter(|(_, u)| (1..=50).contains(u)).count();
-    assert_eq!(ours, 150, "no function ran more than once");
-    drop(seen);
     rt.shutdown().await.unwrap();
 }
 
