@@ -1,20 +1,51 @@
 //! A failure in one run never takes other work with it: retries, non-retriable errors,
 //! explicit delays, panics, undecodable data, and refused events.
 
-use fanfare::{function, Backoff, Ctx, Error, ErrorKind, Event, RunStatus, Runtime};
+//! Conformance: every test runs against every store.
+
+mod common;
+
+use common::{hit, hits, Store, LIMIT};
+use fanfare::{function, Backoff, Ctx, Error, ErrorKind, Event, EventId, RunStatus};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(10);
+conformance!(
+    each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed,
+    a_non_retriable_error_fails_the_run_at_once,
+    retry_after_sets_the_delay_of_the_next_attempt,
+    retries_wait_for_the_backoff,
+    a_panic_fails_only_that_attempt_of_that_run,
+    undecodable_data_fails_that_function_only_without_retries,
+    a_typed_send_decodes_for_every_view_of_the_event,
+    an_event_over_the_size_limit_is_refused_and_runs_nothing,
+    send_json_refuses_a_malformed_event_name,
+);
 
-fn fast() -> fanfare::Builder {
-    Runtime::builder().backoff(Backoff::exponential(
-        Duration::from_millis(1),
-        Duration::from_millis(5),
-    ))
+/// Instants at which each event's attempts started.
+static TIMES: Mutex<Option<HashMap<EventId, Vec<Instant>>>> = Mutex::new(None);
+
+fn stamp(id: EventId) {
+    TIMES
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default()
+        .push(Instant::now());
+}
+
+fn stamps(id: EventId) -> Vec<Instant> {
+    TIMES
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .get(&id)
+        .cloned()
+        .unwrap_or_default()
 }
 
 // --- retries until success, and until exhaustion --------------------------------------
@@ -23,13 +54,9 @@ fn fast() -> fanfare::Builder {
 #[event(name = "test/flaky")]
 struct Flaky;
 
-static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
-static STEADY_CALLS: AtomicU32 = AtomicU32::new(0);
-static DOOMED_CALLS: AtomicU32 = AtomicU32::new(0);
-
 #[function(trigger = "test/flaky")]
 async fn fails_twice(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
-    FLAKY_CALLS.fetch_add(1, Ordering::SeqCst);
+    hit(format!("fails_twice {}", ctx.event_id()));
     if ctx.attempt() < 2 {
         return Err(Error::msg(format!("attempt {} failed", ctx.attempt())));
     }
@@ -37,14 +64,14 @@ async fn fails_twice(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
 }
 
 #[function(trigger = "test/flaky")]
-async fn steady(_: Ctx<Flaky>) -> fanfare::Result<()> {
-    STEADY_CALLS.fetch_add(1, Ordering::SeqCst);
+async fn steady(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
+    hit(format!("steady {}", ctx.event_id()));
     Ok(())
 }
 
 #[function(trigger = "test/flaky", retries = 3)]
 async fn always_fails(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
-    DOOMED_CALLS.fetch_add(1, Ordering::SeqCst);
+    hit(format!("always_fails {}", ctx.event_id()));
     Err(std::io::Error::other(format!(
         "disk full on attempt {}",
         ctx.attempt()
@@ -52,9 +79,8 @@ async fn always_fails(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed() {
-    let rt = fast().start().await.unwrap();
+async fn each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     let id = rt.send(Flaky).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     let by = |f: &str| runs.iter().find(|r| r.function_id == f).unwrap().clone();
@@ -63,17 +89,17 @@ async fn each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed() {
     assert_eq!(flaky.status, RunStatus::Completed);
     assert_eq!(flaky.attempts, 3);
     assert_eq!(flaky.last_error.as_deref(), Some("attempt 1 failed"));
-    assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
+    assert_eq!(hits(format!("fails_twice {id}")), 3);
 
     let steady = by("steady");
     assert_eq!((steady.status, steady.attempts), (RunStatus::Completed, 1));
-    assert_eq!(STEADY_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(format!("steady {id}")), 1);
 
     let doomed = by("always_fails");
     assert_eq!(doomed.status, RunStatus::Failed);
     assert_eq!(doomed.attempts, 4, "retries = 3 means 4 attempts");
     assert_eq!(doomed.last_error.as_deref(), Some("disk full on attempt 3"));
-    assert_eq!(DOOMED_CALLS.load(Ordering::SeqCst), 4);
+    assert_eq!(hits(format!("always_fails {id}")), 4);
 
     // A failed run stays inspectable.
     assert_eq!(rt.runs(id).await.unwrap(), runs);
@@ -86,23 +112,20 @@ async fn each_run_retries_on_its_own_and_exhausted_runs_are_kept_as_failed() {
 #[event(name = "test/fatal")]
 struct Fatal;
 
-static FATAL_CALLS: AtomicU32 = AtomicU32::new(0);
-
 #[function(trigger = "test/fatal", retries = 10)]
-async fn gives_up(_: Ctx<Fatal>) -> fanfare::Result<()> {
-    FATAL_CALLS.fetch_add(1, Ordering::SeqCst);
+async fn gives_up(ctx: Ctx<Fatal>) -> fanfare::Result<()> {
+    hit(format!("gives_up {}", ctx.event_id()));
     Err(Error::non_retriable("account deleted"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_retriable_error_fails_the_run_at_once() {
-    let rt = fast().start().await.unwrap();
+async fn a_non_retriable_error_fails_the_run_at_once(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     let id = rt.send(Fatal).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(runs[0].attempts, 1);
     assert_eq!(runs[0].last_error.as_deref(), Some("account deleted"));
-    assert_eq!(FATAL_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(format!("gives_up {id}")), 1);
     rt.shutdown().await.unwrap();
 }
 
@@ -110,11 +133,9 @@ async fn a_non_retriable_error_fails_the_run_at_once() {
 #[event(name = "test/later")]
 struct Later;
 
-static LATER_TIMES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
-
 #[function(trigger = "test/later")]
 async fn rate_limited(ctx: Ctx<Later>) -> fanfare::Result<()> {
-    LATER_TIMES.lock().unwrap().push(Instant::now());
+    stamp(ctx.event_id());
     if ctx.attempt() == 0 {
         return Err(Error::retry_after(
             Duration::from_millis(300),
@@ -124,17 +145,16 @@ async fn rate_limited(ctx: Ctx<Later>) -> fanfare::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_sets_the_delay_of_the_next_attempt() {
+async fn retry_after_sets_the_delay_of_the_next_attempt(store: Store) {
     // The backoff alone would retry within 5 ms.
-    let rt = fast().start().await.unwrap();
+    let rt = store.fast().start().await.unwrap();
     let id = rt.send(Later).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert_eq!(
         (runs[0].status, runs[0].attempts),
         (RunStatus::Completed, 2)
     );
-    let times = LATER_TIMES.lock().unwrap().clone();
+    let times = stamps(id);
     let gap = times[1] - times[0];
     assert!(gap >= Duration::from_millis(300), "retried after {gap:?}");
     rt.shutdown().await.unwrap();
@@ -144,18 +164,16 @@ async fn retry_after_sets_the_delay_of_the_next_attempt() {
 #[event(name = "test/backoff")]
 struct Slow;
 
-static BACKOFF_TIMES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
-
 #[function(trigger = "test/backoff", retries = 2)]
-async fn backs_off(_: Ctx<Slow>) -> fanfare::Result<()> {
-    BACKOFF_TIMES.lock().unwrap().push(Instant::now());
+async fn backs_off(ctx: Ctx<Slow>) -> fanfare::Result<()> {
+    stamp(ctx.event_id());
     Err(Error::msg("still down"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_wait_for_the_backoff() {
+async fn retries_wait_for_the_backoff(store: Store) {
     let min = Duration::from_millis(100);
-    let rt = Runtime::builder()
+    let rt = store
+        .builder()
         .backoff(Backoff::exponential(min, Duration::from_secs(1)))
         .start()
         .await
@@ -163,7 +181,7 @@ async fn retries_wait_for_the_backoff() {
     let id = rt.send(Slow).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert_eq!((runs[0].status, runs[0].attempts), (RunStatus::Failed, 3));
-    let t = BACKOFF_TIMES.lock().unwrap().clone();
+    let t = stamps(id);
     // Attempt n waits between half and all of min × 2ⁿ.
     assert!(t[1] - t[0] >= min / 2, "{:?}", t[1] - t[0]);
     assert!(t[2] - t[1] >= min, "{:?}", t[2] - t[1]);
@@ -178,8 +196,6 @@ struct Boom {
     panics: u32,
 }
 
-static CALM_CALLS: AtomicU32 = AtomicU32::new(0);
-
 #[function(trigger = "test/panic")]
 async fn panics(ctx: Ctx<Boom>) -> fanfare::Result<()> {
     if ctx.attempt() < ctx.event().panics {
@@ -189,14 +205,13 @@ async fn panics(ctx: Ctx<Boom>) -> fanfare::Result<()> {
 }
 
 #[function(trigger = "test/panic")]
-async fn calm(_: Ctx<Boom>) -> fanfare::Result<()> {
-    CALM_CALLS.fetch_add(1, Ordering::SeqCst);
+async fn calm(ctx: Ctx<Boom>) -> fanfare::Result<()> {
+    hit(format!("calm {}", ctx.event_id()));
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_fails_only_that_attempt_of_that_run() {
-    let rt = fast().start().await.unwrap();
+async fn a_panic_fails_only_that_attempt_of_that_run(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     let id = rt.send(Boom { panics: 2 }).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     let panicky = runs.iter().find(|r| r.function_id == "panics").unwrap();
@@ -216,7 +231,7 @@ async fn a_panic_fails_only_that_attempt_of_that_run() {
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     let panicky = runs.iter().find(|r| r.function_id == "panics").unwrap();
     assert_eq!((panicky.status, panicky.attempts), (RunStatus::Failed, 5));
-    assert_eq!(CALM_CALLS.load(Ordering::SeqCst), 2);
+    assert_eq!(hits(format!("calm {id}")), 1);
     rt.shutdown().await.unwrap();
 }
 
@@ -249,9 +264,8 @@ async fn lenient(ctx: Ctx<Lenient>) -> fanfare::Result<Option<String>> {
     Ok(ctx.event().source.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecodable_data_fails_that_function_only_without_retries() {
-    let rt = fast().start().await.unwrap();
+async fn undecodable_data_fails_that_function_only_without_retries(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     let data = serde_json::json!({ "user_id": "not a number", "source": "stripe" });
     let id = rt.send_json("test/webhook", data).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
@@ -277,9 +291,8 @@ async fn undecodable_data_fails_that_function_only_without_retries() {
     rt.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_typed_send_decodes_for_every_view_of_the_event() {
-    let rt = fast().start().await.unwrap();
+async fn a_typed_send_decodes_for_every_view_of_the_event(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     let id = rt.send(Strict { user_id: 5 }).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert!(
@@ -297,17 +310,14 @@ struct Big {
     blob: String,
 }
 
-static BIG_CALLS: AtomicU32 = AtomicU32::new(0);
-
 #[function(trigger = "test/big")]
-async fn big(_: Ctx<Big>) -> fanfare::Result<()> {
-    BIG_CALLS.fetch_add(1, Ordering::SeqCst);
+async fn big(ctx: Ctx<Big>) -> fanfare::Result<()> {
+    hit(format!("big {}", ctx.event_id()));
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_over_the_size_limit_is_refused_and_runs_nothing() {
-    let rt = fast().max_event_size(1024).start().await.unwrap();
+async fn an_event_over_the_size_limit_is_refused_and_runs_nothing(store: Store) {
+    let rt = store.fast().max_event_size(1024).start().await.unwrap();
     let err = rt
         .send(Big {
             blob: "x".repeat(2000),
@@ -333,13 +343,12 @@ async fn an_event_over_the_size_limit_is_refused_and_runs_nothing() {
         .await
         .unwrap();
     timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
-    assert_eq!(BIG_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(format!("big {id}")), 1);
     rt.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_json_refuses_a_malformed_event_name() {
-    let rt = fast().start().await.unwrap();
+async fn send_json_refuses_a_malformed_event_name(store: Store) {
+    let rt = store.fast().start().await.unwrap();
     for name in ["", "user signup", "ünïcode", &"a".repeat(300)] {
         let err = rt.send_json(name, serde_json::json!({})).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidEventName, "{name:?}");

@@ -1,15 +1,28 @@
 //! One `send` runs every subscribed function, each as its own run, in parallel.
+//! Conformance: every test runs against every store.
 
-use fanfare::{function, Ctx, ErrorKind, Event, RunStatus, Runtime};
+mod common;
+
+use common::{hit, hits, Store, LIMIT};
+use fanfare::{function, Ctx, ErrorKind, Event, RunStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(10);
+conformance!(
+    one_send_runs_every_subscribed_function_once,
+    outputs_are_kept_and_run_ids_are_distinct,
+    subscribed_functions_run_in_parallel,
+    ctx_exposes_event_run_and_attempt,
+    send_json_runs_typed_functions,
+    an_event_without_subscribers_is_accepted_with_zero_runs,
+    runs_of_an_unknown_event_is_an_error,
+    no_more_runs_execute_at_once_than_the_concurrency_limit,
+);
 
 // --- every subscriber runs once -------------------------------------------------------
 
@@ -19,17 +32,15 @@ struct Signup {
     user_id: u64,
 }
 
-static SEEN: Mutex<Vec<(&str, u64)>> = Mutex::new(Vec::new());
-
 #[function(trigger = "test/signup")]
 async fn welcome(ctx: Ctx<Signup>) -> fanfare::Result<()> {
-    SEEN.lock().unwrap().push(("welcome", ctx.event().user_id));
+    hit(format!("welcome {}", ctx.event_id()));
     Ok(())
 }
 
 #[function(id = "crm", trigger = "test/signup", retries = 5)]
 async fn crm_sync(ctx: Ctx<Signup>) -> fanfare::Result<()> {
-    SEEN.lock().unwrap().push(("crm", ctx.event().user_id));
+    hit(format!("crm {}", ctx.event_id()));
     Ok(())
 }
 
@@ -38,14 +49,13 @@ mod analytics {
 
     #[function(trigger = "test/signup")]
     pub async fn count(ctx: Ctx<Signup>) -> fanfare::Result<u64> {
-        SEEN.lock().unwrap().push(("count", ctx.event().user_id));
+        hit(format!("count {}", ctx.event_id()));
         Ok(ctx.event().user_id * 10)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_send_runs_every_subscribed_function_once() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn one_send_runs_every_subscribed_function_once(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let mut ids = Vec::new();
     for user_id in 1..=50 {
         ids.push(rt.send(Signup { user_id }).await.unwrap());
@@ -60,24 +70,15 @@ async fn one_send_runs_every_subscribed_function_once() {
             assert_eq!(run.event_id, *id);
             assert_eq!(run.last_error, None);
         }
-    }
-    {
-        let seen = SEEN.lock().unwrap();
-        for user_id in 1..=50 {
-            for f in ["welcome", "crm", "count"] {
-                let n = seen.iter().filter(|s| **s == (f, user_id)).count();
-                assert_eq!(n, 1, "{f} ran {n} times for user {user_id}");
-            }
+        for f in ["welcome", "crm", "count"] {
+            assert_eq!(hits(format!("{f} {id}")), 1, "{f} ran once for {id}");
         }
-        let ours = seen.iter().filter(|(_, u)| (1..=50).contains(u)).count();
-        assert_eq!(ours, 150, "no function ran more than once");
     }
     rt.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outputs_are_kept_and_run_ids_are_distinct() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn outputs_are_kept_and_run_ids_are_distinct(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let id = rt.send(Signup { user_id: 7 }).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     let count = runs.iter().find(|r| r.function_id == "count").unwrap();
@@ -95,6 +96,7 @@ async fn outputs_are_kept_and_run_ids_are_distinct() {
 #[event(name = "test/rendezvous")]
 struct Rendezvous;
 
+/// Three parties; whatever three runs arrive together pass.
 fn barrier() -> &'static Barrier {
     static B: OnceLock<Barrier> = OnceLock::new();
     B.get_or_init(|| Barrier::new(3))
@@ -119,9 +121,8 @@ async fn meet_c(_: Ctx<Rendezvous>) -> fanfare::Result<()> {
 }
 
 /// The three functions only finish if all three are running at the same time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribed_functions_run_in_parallel() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn subscribed_functions_run_in_parallel(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let id = rt.send(Rendezvous).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id))
         .await
@@ -139,7 +140,9 @@ struct CtxProbe {
     n: u32,
 }
 
-static CTX_SEEN: Mutex<Vec<(String, String, u32, String)>> = Mutex::new(Vec::new());
+type Seen = (String, String, u32, String);
+
+static CTX_SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
 #[function(id = "ctx-probe", trigger = "test/ctx", retries = 2)]
 async fn ctx_probe(ctx: Ctx<CtxProbe>) -> fanfare::Result<()> {
@@ -158,14 +161,18 @@ async fn ctx_probe(ctx: Ctx<CtxProbe>) -> fanfare::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctx_exposes_event_run_and_attempt() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn ctx_exposes_event_run_and_attempt(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let id = rt.send(CtxProbe { n: 1 }).await.unwrap();
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
-    let seen = CTX_SEEN.lock().unwrap().clone();
+    let seen: Vec<Seen> = CTX_SEEN
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.0 == id.to_string())
+        .cloned()
+        .collect();
     assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].0, id.to_string());
     assert_eq!(seen[0].1, runs[0].run_id.to_string());
     assert_eq!(
         seen[0].1, seen[1].1,
@@ -178,9 +185,8 @@ async fn ctx_exposes_event_run_and_attempt() {
 
 // --- send_json, no subscribers, unknown ids -------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_json_runs_typed_functions() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn send_json_runs_typed_functions(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let id = rt
         .send_json("test/signup", serde_json::json!({ "user_id": 9001 }))
         .await
@@ -197,19 +203,17 @@ async fn send_json_runs_typed_functions() {
 #[event(name = "test/nobody-listens")]
 struct Unheard;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_without_subscribers_is_accepted_with_zero_runs() {
-    let rt = Runtime::builder().start().await.unwrap();
+async fn an_event_without_subscribers_is_accepted_with_zero_runs(store: Store) {
+    let rt = store.builder().start().await.unwrap();
     let id = rt.send(Unheard).await.unwrap();
     assert!(rt.runs(id).await.unwrap().is_empty());
     assert!(rt.wait(id).await.unwrap().is_empty());
     rt.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_of_an_unknown_event_is_an_error() {
-    let rt = Runtime::builder().start().await.unwrap();
-    let other = Runtime::builder().start().await.unwrap();
+async fn runs_of_an_unknown_event_is_an_error(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let other = Store::Memory.builder().start().await.unwrap();
     let id = other.send(Unheard).await.unwrap();
     let err = rt.runs(id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::EventNotFound);
@@ -222,41 +226,59 @@ async fn runs_of_an_unknown_event_is_an_error() {
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "test/limited")]
-struct Limited;
+struct Limited {
+    store: String,
+}
 
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
-static LIMITED_DONE: AtomicU32 = AtomicU32::new(0);
+/// Per store: (running now, most ever running at once).
+static RUNNING: Mutex<Vec<(String, AtomicUsize, AtomicUsize)>> = Mutex::new(Vec::new());
+
+fn running(store: &str, delta: isize) -> usize {
+    let mut all = RUNNING.lock().unwrap();
+    if !all.iter().any(|(s, ..)| s == store) {
+        all.push((store.to_owned(), AtomicUsize::new(0), AtomicUsize::new(0)));
+    }
+    let (_, now, max) = all.iter().find(|(s, ..)| s == store).unwrap();
+    let n = (now.load(Ordering::SeqCst) as isize + delta) as usize;
+    now.store(n, Ordering::SeqCst);
+    max.fetch_max(n, Ordering::SeqCst);
+    max.load(Ordering::SeqCst)
+}
 
 #[function(trigger = "test/limited")]
-async fn limited(_: Ctx<Limited>) -> fanfare::Result<()> {
-    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-    MAX_RUNNING.fetch_max(now, Ordering::SeqCst);
+async fn limited(ctx: Ctx<Limited>) -> fanfare::Result<()> {
+    running(&ctx.event().store, 1);
     // Stands for I/O: keeps the run busy so that others would overlap it.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    RUNNING.fetch_sub(1, Ordering::SeqCst);
-    LIMITED_DONE.fetch_add(1, Ordering::SeqCst);
+    running(&ctx.event().store, -1);
+    hit(format!("limited {}", ctx.event().store));
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_more_runs_execute_at_once_than_the_concurrency_limit() {
-    let rt = Runtime::builder().concurrency(3).start().await.unwrap();
+async fn no_more_runs_execute_at_once_than_the_concurrency_limit(store: Store) {
+    let rt = store.builder().concurrency(3).start().await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..30 {
-        ids.push(rt.send(Limited).await.unwrap());
+        let event = Limited {
+            store: store.name().into(),
+        };
+        ids.push(rt.send(event).await.unwrap());
     }
     for id in ids {
         timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     }
-    assert_eq!(LIMITED_DONE.load(Ordering::SeqCst), 30);
-    assert_eq!(MAX_RUNNING.load(Ordering::SeqCst), 3);
+    assert_eq!(hits(format!("limited {}", store.name())), 30);
+    assert_eq!(running(store.name(), 0), 3, "most runs at once");
     rt.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_concurrency_of_zero_is_refused() {
-    let err = Runtime::builder().concurrency(0).start().await.unwrap_err();
+    let err = fanfare::Runtime::builder()
+        .concurrency(0)
+        .start()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(
         err.to_string().contains("concurrency must be at least 1"),

@@ -1,35 +1,40 @@
 //! Start and shutdown: running attempts finish or are released, nothing is claimed after.
+//! Conformance: every test runs against every store.
 
+mod common;
+
+use common::{gate, Store, LIMIT};
 use fanfare::{function, Ctx, ErrorKind, Event, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::future::Future as _;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore};
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(10);
+conformance!(
+    shutdown_lets_running_attempts_finish_and_refuses_new_sends,
+    shutdown_releases_runs_that_outlive_the_timeout,
+);
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "test/held")]
-struct Held;
+struct Held {
+    gate: String,
+}
 
-static HELD_STARTED: Notify = Notify::const_new();
-static HELD_GATE: Semaphore = Semaphore::const_new(0);
-static HELD_FINISHED: AtomicU32 = AtomicU32::new(0);
-
+/// Starts, then waits at its gate until the test opens it.
 #[function(trigger = "test/held")]
-async fn held(_: Ctx<Held>) -> fanfare::Result<()> {
-    HELD_STARTED.notify_one();
-    HELD_GATE.acquire().await.unwrap().forget();
-    HELD_FINISHED.fetch_add(1, Ordering::SeqCst);
+async fn held(ctx: Ctx<Held>) -> fanfare::Result<()> {
+    let gate = gate(&ctx.event().gate);
+    gate.started.notify_one();
+    gate.release.acquire().await.unwrap().forget();
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends() {
-    let rt = Runtime::builder().start().await.unwrap();
-    let id = rt.send(Held).await.unwrap();
-    timeout(LIMIT, HELD_STARTED.notified()).await.unwrap();
+async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends(store: Store) {
+    let key = format!("finish {}", store.name());
+    let rt = store.builder().start().await.unwrap();
+    let id = rt.send(Held { gate: key.clone() }).await.unwrap();
+    timeout(LIMIT, gate(&key).started.notified()).await.unwrap();
 
     let stopping = tokio::spawn({
         let rt = rt.clone();
@@ -38,7 +43,12 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends() {
     // Once shutdown has begun, sends are refused.
     let refused = timeout(LIMIT, async {
         loop {
-            match rt.send(Held).await {
+            match rt
+                .send(Held {
+                    gate: "unused".into(),
+                })
+                .await
+            {
                 Err(e) => break e,
                 Ok(_) => tokio::task::yield_now().await,
             }
@@ -49,10 +59,9 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends() {
     assert_eq!(refused.kind(), ErrorKind::ShutDown);
     assert!(refused.to_string().contains("shut down"), "{refused}");
 
-    // The running attempt is still allowed to finish.
-    HELD_GATE.add_permits(1);
+    // The running attempt is still allowed to finish, and its outcome is stored.
+    gate(&key).release.add_permits(1);
     timeout(LIMIT, stopping).await.unwrap().unwrap().unwrap();
-    assert_eq!(HELD_FINISHED.load(Ordering::SeqCst), 1);
     let runs = rt.runs(id).await.unwrap();
     assert_eq!(
         (runs[0].status, runs[0].attempts),
@@ -63,28 +72,16 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends() {
     rt.shutdown().await.unwrap();
 }
 
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-#[event(name = "test/stuck")]
-struct Stuck;
-
-static STUCK_STARTED: Notify = Notify::const_new();
-
-#[function(trigger = "test/stuck")]
-async fn stuck(_: Ctx<Stuck>) -> fanfare::Result<()> {
-    STUCK_STARTED.notify_one();
-    std::future::pending::<()>().await;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_releases_runs_that_outlive_the_timeout() {
-    let rt = Runtime::builder()
+async fn shutdown_releases_runs_that_outlive_the_timeout(store: Store) {
+    let key = format!("stuck {}", store.name());
+    let rt = store
+        .builder()
         .shutdown_timeout(Duration::from_millis(100))
         .start()
         .await
         .unwrap();
-    let id = rt.send(Stuck).await.unwrap();
-    timeout(LIMIT, STUCK_STARTED.notified()).await.unwrap();
+    let id = rt.send(Held { gate: key.clone() }).await.unwrap();
+    timeout(LIMIT, gate(&key).started.notified()).await.unwrap();
     assert_eq!(rt.runs(id).await.unwrap()[0].status, RunStatus::Running);
 
     let began = Instant::now();
@@ -116,5 +113,3 @@ async fn start_outside_tokio_is_refused() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("within a tokio runtime"), "{err}");
 }
-
-use std::future::Future as _;

@@ -32,8 +32,9 @@ pub(crate) struct Engine {
     pub backoff: Backoff,
     /// Most runs executing at once.
     pub concurrency: usize,
-    /// New work, free slots or a stop request: the dispatcher looks again.
-    pub wake: Notify,
+    /// New work, free slots or a stop request: the dispatcher looks again. Shared with
+    /// the store, which wakes it for work it learns of itself (another process's send).
+    pub wake: Arc<Notify>,
     /// Set once shutdown begins: nothing more is claimed.
     pub stopping: AtomicBool,
     /// Runs executing now, with the handle that aborts each.
@@ -49,6 +50,7 @@ impl Engine {
         registry: Arc<Registry>,
         backoff: Backoff,
         concurrency: usize,
+        wake: Arc<Notify>,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = Engine {
@@ -56,7 +58,7 @@ impl Engine {
             registry,
             backoff,
             concurrency,
-            wake: Notify::new(),
+            wake,
             stopping: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
             outcomes: tx,
@@ -134,9 +136,22 @@ impl Engine {
             attempt: run.attempt,
             def,
         };
-        let result = match span.in_scope(|| def.call(input)) {
-            Ok(fut) => CatchUnwind(fut).instrument(span.clone()).await,
-            Err(e) => Err(e),
+        let result = if run.attempt > def.retries() {
+            // Every attempt was used, the last one by a process that died or lost its
+            // lease while running it: no attempt is left to make.
+            Err(Error::new(
+                ErrorKind::Interrupted,
+                format_args!(
+                    "attempt {} was interrupted (the process running it stopped) and no retries are left",
+                    run.attempt
+                ),
+            )
+            .never_retry())
+        } else {
+            match span.in_scope(|| def.call(input)) {
+                Ok(fut) => CatchUnwind(fut).instrument(span.clone()).await,
+                Err(e) => Err(e),
+            }
         };
         let _enter = span.enter();
         let result = match result {

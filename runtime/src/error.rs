@@ -70,8 +70,12 @@ pub enum ErrorKind {
     ShutDown,
     /// No event with this id is known to the store.
     EventNotFound,
-    /// The store failed.
+    /// The store failed: the database is unreachable, refused a statement, or is not a
+    /// fanfare database.
     Store,
+    /// The process running an attempt stopped before it finished (a crash, `kill -9`,
+    /// an expired lease), and the run had no retries left.
+    Interrupted,
 }
 
 impl Error {

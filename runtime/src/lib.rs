@@ -65,6 +65,8 @@ pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
 pub use function::{functions, FunctionDef, IntoOutput, Location};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus};
 
 /// Sends an event through the ambient runtime: the last one started and still alive.

@@ -6,10 +6,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, EventId};
 use crate::function::{functions, Registry};
 use crate::store::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+use crate::store::sqlite::{SqliteStore, SqliteSync};
 use crate::store::{RunInfo, Store};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Configures and starts a [`Runtime`]; made by [`Runtime::builder`].
@@ -36,6 +40,18 @@ pub struct Builder {
     max_event_size: usize,
     shutdown_timeout: Duration,
     retention: Duration,
+    store: StoreConfig,
+}
+
+/// Which store a runtime uses.
+#[derive(Clone, Debug)]
+enum StoreConfig {
+    Memory,
+    #[cfg(feature = "sqlite")]
+    Sqlite {
+        path: PathBuf,
+        sync: SqliteSync,
+    },
 }
 
 /// Default of [`Builder::concurrency`].
@@ -51,6 +67,7 @@ impl Default for Builder {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             shutdown_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(3600),
+            store: StoreConfig::Memory,
         }
     }
 }
@@ -92,6 +109,43 @@ impl Builder {
         self
     }
 
+    /// Uses the embedded SQLite store at `path` (created if missing): events and runs
+    /// survive the process. One process uses a database file at a time.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("fanfare-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let rt = fanfare::Runtime::builder().sqlite(dir.join("app.db")).start().await?;
+    /// # rt.shutdown().await
+    /// # }
+    /// ```
+    ///
+    /// A file that is not a SQLite database, a database of another program, or one
+    /// written by a newer fanfare is refused with [`ErrorKind::Store`], the file untouched.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(mut self, path: impl AsRef<Path>) -> Self {
+        let sync = match &self.store {
+            StoreConfig::Sqlite { sync, .. } => *sync,
+            _ => SqliteSync::default(),
+        };
+        self.store = StoreConfig::Sqlite {
+            path: path.as_ref().to_owned(),
+            sync,
+        };
+        self
+    }
+
+    /// How durable a SQLite commit is (default [`SqliteSync::Full`]); see [`SqliteSync`].
+    /// Applies to the store chosen with [`Builder::sqlite`].
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_sync(mut self, level: SqliteSync) -> Self {
+        if let StoreConfig::Sqlite { sync, .. } = &mut self.store {
+            *sync = level;
+        }
+        self
+    }
+
     /// Builds the function table, starts the workers, and makes this runtime the one
     /// [`crate::send`] uses.
     ///
@@ -121,9 +175,17 @@ impl Builder {
                 "fanfare: registered function"
             );
         }
-        let store: Arc<dyn Store> =
-            Arc::new(MemoryStore::new(Arc::clone(&registry), self.retention));
-        let (engine, outcomes) = Engine::new(store, registry, self.backoff, self.concurrency);
+        let wake = Arc::new(Notify::new());
+        let store: Arc<dyn Store> = match self.store {
+            StoreConfig::Memory => {
+                Arc::new(MemoryStore::new(Arc::clone(&registry), self.retention))
+            }
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite { path, sync } => Arc::new(
+                SqliteStore::open(path, sync, Arc::clone(&registry), self.retention).await?,
+            ),
+        };
+        let (engine, outcomes) = Engine::new(store, registry, self.backoff, self.concurrency, wake);
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let inner = Arc::new(Inner {

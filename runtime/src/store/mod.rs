@@ -5,6 +5,8 @@
 //! outcomes of many runs at once.
 
 pub(crate) mod memory;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};

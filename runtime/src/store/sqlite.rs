@@ -1,0 +1,758 @@
+//! The SQLite store: embedded and durable.
+//!
+//! One connection, owned by one thread (the *writer*). Every store call is a command sent
+//! to it; the writer takes all the commands waiting, runs them in **one transaction**, and
+//! answers each after the commit. Concurrent sends therefore share a commit (group
+//! commit), and claims and outcomes ride along in the same transaction.
+//!
+//! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
+//! while it runs. Runs left `running` by a process that died are re-queued at open.
+
+use super::{
+    Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{now_millis, Envelope, EventId, RunId};
+use crate::function::Registry;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// How hard SQLite works to make a commit durable: its `synchronous` setting.
+///
+/// In WAL mode:
+/// - [`SqliteSync::Full`] (the default) syncs the log on every commit: an event whose
+///   `send` returned survives a crash of the process **and** of the machine (power loss).
+///   Group commit shares one sync among all the sends of a transaction.
+/// - [`SqliteSync::Normal`] syncs only at checkpoints: an accepted event survives a crash
+///   of the process (`kill -9`), but the last commits can be lost if the machine loses
+///   power or the OS crashes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// `PRAGMA synchronous = NORMAL`.
+    Normal,
+    /// `PRAGMA synchronous = FULL`.
+    #[default]
+    Full,
+}
+
+/// The schema migrations, applied in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE fanfare_events (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE fanfare_runs (
+    id INTEGER PRIMARY KEY,
+    run_id BLOB NOT NULL,
+    event_id BLOB NOT NULL,
+    function_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER NOT NULL,
+    last_error TEXT,
+    output TEXT,
+    finished_at INTEGER
+);
+CREATE INDEX fanfare_runs_due ON fanfare_runs (due_at) WHERE status = 0;
+CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
+"#];
+
+const IN_USE: &str = "cannot open: another process is using it (a SQLite database serves one \
+    process at a time; use PostgreSQL to share work between processes)";
+
+/// Most commands run in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Events kept decoded in memory between `send` and the claim of their runs.
+const MAX_CACHED_EVENTS: usize = 65_536;
+/// How often finished events past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+const QUEUED: i64 = 0;
+const RUNNING: i64 = 1;
+const COMPLETED: i64 = 2;
+const FAILED: i64 = 3;
+
+pub(crate) struct SqliteStore {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+enum Command {
+    Append(Envelope, oneshot::Sender<Result<usize>>),
+    Claim(usize, oneshot::Sender<Result<Claim>>),
+    Record(Vec<Outcome>, oneshot::Sender<Result<()>>),
+    Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
+    Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
+}
+
+/// An answer held until the transaction it belongs to commits.
+enum Reply {
+    Append(oneshot::Sender<Result<usize>>, Result<usize>),
+    Claim(oneshot::Sender<Result<Claim>>, Result<Claim>),
+    Unit(oneshot::Sender<Result<()>>, Result<()>),
+    Runs(
+        oneshot::Sender<Result<Option<Vec<RunInfo>>>>,
+        Result<Option<Vec<RunInfo>>>,
+    ),
+}
+
+impl Reply {
+    fn send(self, commit: &std::result::Result<(), String>) {
+        // A caller that stopped waiting (timeout, shutdown) is no error of the store's.
+        fn answer<T>(
+            tx: oneshot::Sender<Result<T>>,
+            r: Result<T>,
+            commit: &std::result::Result<(), String>,
+        ) {
+            let _ = tx.send(match commit {
+                Ok(()) => r,
+                Err(e) => Err(Error::new(ErrorKind::Store, e)),
+            });
+        }
+        match self {
+            Reply::Append(tx, r) => answer(tx, r, commit),
+            Reply::Claim(tx, r) => answer(tx, r, commit),
+            Reply::Unit(tx, r) => answer(tx, r, commit),
+            Reply::Runs(tx, r) => answer(tx, r, commit),
+        }
+    }
+}
+
+fn store_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format_args!("SQLite database {}: {what}: {e}", path.display()),
+    )
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` and starts the writer thread.
+    pub async fn open(
+        path: PathBuf,
+        sync: SqliteSync,
+        registry: Arc<Registry>,
+        retention: Duration,
+    ) -> Result<SqliteStore> {
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let (commands, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("fanfare-sqlite".into())
+            .spawn(
+                move || match Writer::open(&path, sync, registry, retention) {
+                    Ok(writer) => {
+                        let _ = opened_tx.send(Ok(()));
+                        writer.run(rx);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                },
+            )
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Store,
+                    format_args!("could not start the SQLite thread: {e}"),
+                )
+            })?;
+        opened_rx.await.map_err(|_| {
+            Error::new(ErrorKind::Store, "the SQLite thread stopped while opening")
+        })??;
+        Ok(SqliteStore { commands })
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> StoreFuture<'_, T> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(command(tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(Error::new(
+                    ErrorKind::Store,
+                    "the SQLite writer thread has stopped",
+                ));
+            }
+            rx.await
+                .map_err(|_| Error::new(ErrorKind::Store, "the SQLite writer thread has stopped"))?
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
+        self.call(|tx| Command::Append(event, tx))
+    }
+
+    fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
+        self.call(|tx| Command::Claim(max, tx))
+    }
+
+    fn record(&self, outcomes: Vec<Outcome>) -> StoreFuture<'_, ()> {
+        self.call(|tx| Command::Record(outcomes, tx))
+    }
+
+    fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        self.call(|tx| Command::Release(runs, tx))
+    }
+
+    fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
+        self.call(|tx| Command::Runs(event, tx))
+    }
+}
+
+/// The thread that owns the connection.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    registry: Arc<Registry>,
+    functions: HashMap<&'static str, u32>,
+    retention: Duration,
+    /// Events sent by this process whose runs are not all claimed yet, with the number
+    /// of runs left to claim: their typed values spare the functions a deserialization.
+    cache: HashMap<EventId, (Arc<Envelope>, usize)>,
+    last_prune: Instant,
+}
+
+impl Writer {
+    fn open(
+        path: &Path,
+        sync: SqliteSync,
+        registry: Arc<Registry>,
+        retention: Duration,
+    ) -> Result<Writer> {
+        let fail = |what: &str, e: rusqlite::Error| store_error(path, what, e);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| fail("cannot open", e))?;
+        // Read before writing anything: a file that is not a database, or a database of
+        // another program, is refused untouched.
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    fail(IN_USE, e)
+                }
+                _ => fail(
+                    "not a SQLite database, or a damaged one (the file was left untouched)",
+                    e,
+                ),
+            })?;
+        if !tables.is_empty() && !tables.iter().any(|t| t == "fanfare_meta") {
+            return Err(store_error(
+                path,
+                "not a fanfare database (the file was left untouched)",
+                format_args!("it holds other tables: {}", tables.join(", ")),
+            ));
+        }
+        let sync = match sync {
+            SqliteSync::Normal => "NORMAL",
+            SqliteSync::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+             PRAGMA busy_timeout = 0;"
+        ))
+        .map_err(|e| fail(IN_USE, e))?;
+        let mut writer = Writer {
+            conn,
+            path: path.to_owned(),
+            functions: registry
+                .defs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id(), i as u32))
+                .collect(),
+            registry,
+            retention,
+            cache: HashMap::new(),
+            last_prune: Instant::now(),
+        };
+        writer.migrate()?;
+        writer.recover()?;
+        Ok(writer)
+    }
+
+    fn error(&self, what: &str, e: rusqlite::Error) -> Error {
+        store_error(&self.path, what, e)
+    }
+
+    /// Applies the migrations this database has not seen; refuses a newer schema.
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| {
+                store_error(
+                    &self.path,
+                    "cannot migrate (is another process using it?)",
+                    e,
+                )
+            })?;
+        let run = |tx: &Transaction| -> rusqlite::Result<std::result::Result<(), i64>> {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS fanfare_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")?;
+            let version: i64 = tx
+                .query_row(
+                    "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if version > MIGRATIONS.len() as i64 {
+                return Ok(Err(version));
+            }
+            for m in &MIGRATIONS[version as usize..] {
+                tx.execute_batch(m)?;
+            }
+            tx.execute(
+                "INSERT INTO fanfare_meta (key, value) VALUES ('schema_version', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [MIGRATIONS.len() as i64],
+            )?;
+            Ok(Ok(()))
+        };
+        match run(&tx).map_err(|e| store_error(&self.path, "migration failed", e))? {
+            Ok(()) => tx.commit().map_err(|e| store_error(&self.path, "migration failed", e)),
+            Err(version) => Err(store_error(
+                &self.path,
+                "written by a newer fanfare",
+                format_args!(
+                    "its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    MIGRATIONS.len()
+                ),
+            )),
+        }
+    }
+
+    /// Re-queues the runs a dead process left `running`; their interrupted attempt counts.
+    fn recover(&mut self) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE fanfare_runs SET status = ?1 WHERE status = ?2",
+                params![QUEUED, RUNNING],
+            )
+            .map_err(|e| self.error("cannot re-queue interrupted runs", e))?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "fanfare: re-queued runs interrupted by a previous process"
+            );
+        }
+        self.conn
+            .execute_batch("CREATE TEMP TABLE fanfare_local (id TEXT PRIMARY KEY)")
+            .map_err(|e| self.error("cannot set up", e))?;
+        for def in &self.registry.defs {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO temp.fanfare_local (id) VALUES (?1)",
+                    [def.id()],
+                )
+                .map_err(|e| self.error("cannot set up", e))?;
+        }
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            let replies = self.transaction(&mut batch);
+            let (replies, commit) = match replies {
+                Ok(r) => (r, Ok(())),
+                Err((r, e)) => (r, Err(e)),
+            };
+            for reply in replies {
+                reply.send(&commit);
+            }
+        }
+    }
+
+    /// Runs a batch of commands in one transaction; each command in a savepoint of its own,
+    /// so one failing command leaves the others' work intact.
+    fn transaction(
+        &mut self,
+        batch: &mut Vec<Command>,
+    ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, String)> {
+        let mut replies = Vec::with_capacity(batch.len());
+        let now = now_millis();
+        let prune = self.last_prune.elapsed() >= PRUNE_EVERY;
+        let path = self.path.clone();
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = store_error(&path, "cannot begin a transaction", e).to_string();
+                let replies = batch.drain(..).map(|c| failed_reply(c, &msg)).collect();
+                return Err((replies, msg));
+            }
+        };
+        let ctx = Ctx {
+            registry: &self.registry,
+            functions: &self.functions,
+            path: &path,
+            now,
+        };
+        for command in batch.drain(..) {
+            let mut sp = match tx.savepoint() {
+                Ok(sp) => sp,
+                Err(e) => {
+                    replies.push(failed_reply(
+                        command,
+                        &store_error(&path, "savepoint", e).to_string(),
+                    ));
+                    continue;
+                }
+            };
+            let reply = match command {
+                Command::Append(event, reply) => {
+                    let r = ctx.append(&sp, event, &mut self.cache);
+                    Reply::Append(reply, r)
+                }
+                Command::Claim(max, reply) => {
+                    Reply::Claim(reply, ctx.claim(&sp, max, &mut self.cache))
+                }
+                Command::Record(outcomes, reply) => Reply::Unit(reply, ctx.record(&sp, outcomes)),
+                Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
+                Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
+            };
+            let ok = match &reply {
+                Reply::Append(_, r) => r.is_ok(),
+                Reply::Claim(_, r) => r.is_ok(),
+                Reply::Unit(_, r) => r.is_ok(),
+                Reply::Runs(_, r) => r.is_ok(),
+            };
+            let end = if ok {
+                sp.commit()
+            } else {
+                sp.rollback().and_then(|()| sp.commit())
+            };
+            if let Err(e) = end {
+                tracing::error!(error = %e, "fanfare: SQLite savepoint failed");
+            }
+            replies.push(reply);
+        }
+        if prune {
+            if let Err(e) = ctx.prune(&tx, self.retention) {
+                tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
+            }
+        }
+        match tx.commit() {
+            Ok(()) => {
+                if prune {
+                    self.last_prune = Instant::now();
+                }
+                Ok(replies)
+            }
+            Err(e) => {
+                // Nothing of this batch was stored: forget what the cache learned from it.
+                self.cache.clear();
+                Err((replies, store_error(&path, "commit failed", e).to_string()))
+            }
+        }
+    }
+}
+
+fn failed_reply(command: Command, msg: &str) -> Reply {
+    let e = || Error::new(ErrorKind::Store, msg);
+    match command {
+        Command::Append(_, tx) => Reply::Append(tx, Err(e())),
+        Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
+        Command::Record(_, tx) | Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
+        Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
+    }
+}
+
+/// A due run: row id, run id, event id, function id, attempts so far.
+type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32);
+/// A run as `runs` reads it: run id, function id, status, attempts, last error, output.
+type RunRow = (Vec<u8>, String, i64, u32, Option<String>, Option<String>);
+
+/// What the statements of one transaction need.
+struct Ctx<'a> {
+    registry: &'a Registry,
+    functions: &'a HashMap<&'static str, u32>,
+    path: &'a Path,
+    now: u64,
+}
+
+impl Ctx<'_> {
+    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        let what = what.to_owned();
+        move |e| store_error(self.path, &what, e)
+    }
+
+    fn append(
+        &self,
+        tx: &Connection,
+        event: Envelope,
+        cache: &mut HashMap<EventId, (Arc<Envelope>, usize)>,
+    ) -> Result<usize> {
+        let subscribers = self.registry.subscribers(&event.name);
+        let err = self.err("cannot store the event");
+        tx.prepare_cached(
+            "INSERT INTO fanfare_events (id, name, data, ts) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                event.id.as_uuid().as_bytes(),
+                &*event.name,
+                &event.data,
+                event.ts as i64
+            ])
+        })
+        .map_err(&err)?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            )
+            .map_err(&err)?;
+        for &f in subscribers {
+            let run_id = RunId::new(event.ts);
+            insert
+                .execute(params![
+                    run_id.as_uuid().as_bytes(),
+                    event.id.as_uuid().as_bytes(),
+                    self.registry.defs[f as usize].id(),
+                    self.now as i64
+                ])
+                .map_err(&err)?;
+        }
+        if !subscribers.is_empty() && cache.len() < MAX_CACHED_EVENTS {
+            cache.insert(event.id, (Arc::new(event), subscribers.len()));
+        }
+        Ok(subscribers.len())
+    }
+
+    fn claim(
+        &self,
+        tx: &Connection,
+        max: usize,
+        cache: &mut HashMap<EventId, (Arc<Envelope>, usize)>,
+    ) -> Result<Claim> {
+        let err = self.err("cannot claim runs");
+        let mut select = tx
+            .prepare_cached(
+                "SELECT id, run_id, event_id, function_id, attempts FROM fanfare_runs \
+                 WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
+                 ORDER BY due_at LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let rows: Vec<ClaimRow> = select
+            .query_map(params![self.now as i64, max as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(&err)?;
+        let mut mark = tx
+            .prepare_cached(
+                "UPDATE fanfare_runs SET status = 1, attempts = attempts + 1 WHERE id = ?1",
+            )
+            .map_err(&err)?;
+        let mut load = tx
+            .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
+            .map_err(&err)?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for (key, run_id, event_id, function_id, attempts) in rows {
+            // Only this process's functions are selected, so the lookup always succeeds.
+            let Some(&function) = self.functions.get(function_id.as_str()) else {
+                continue;
+            };
+            mark.execute([key]).map_err(&err)?;
+            let event_id = EventId::from_uuid(uuid_from(&event_id)?);
+            let event = match cache.get_mut(&event_id) {
+                Some((env, left)) => {
+                    let env = Arc::clone(env);
+                    *left -= 1;
+                    if *left == 0 {
+                        cache.remove(&event_id);
+                    }
+                    env
+                }
+                None => {
+                    let (name, data, ts): (String, String, i64) = load
+                        .query_row([event_id.as_uuid().as_bytes()], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .map_err(&err)?;
+                    Arc::new(Envelope {
+                        id: event_id,
+                        name: Cow::Owned(name),
+                        ts: ts as u64,
+                        data,
+                        typed: None,
+                    })
+                }
+            };
+            runs.push(ClaimedRun {
+                key: key as RunKey,
+                run_id: RunId::from_uuid(uuid_from(&run_id)?),
+                function,
+                attempt: attempts,
+                event,
+            });
+        }
+        let next_due = if runs.is_empty() {
+            let due: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
+                     AND function_id IN (SELECT id FROM temp.fanfare_local)",
+                )
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(&err)?;
+            due.map(|due| {
+                Instant::now() + Duration::from_millis((due as u64).saturating_sub(self.now))
+            })
+        } else {
+            None
+        };
+        Ok(Claim { runs, next_due })
+    }
+
+    fn record(&self, tx: &Connection, outcomes: Vec<Outcome>) -> Result<()> {
+        let err = self.err("cannot record outcomes");
+        let now = self.now as i64;
+        for outcome in outcomes {
+            let key = outcome.key as i64;
+            match outcome.result {
+                OutcomeKind::Completed(output) => {
+                    let output = (!output.is_null()).then(|| output.to_string());
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 2, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, output, now]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Retry { delay, error } => {
+                    let due = now + delay.as_millis() as i64;
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, due, error]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Failed(error) => {
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 3, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, error, now]))
+                    .map_err(&err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, tx: &Connection, keys: Vec<RunKey>) -> Result<()> {
+        let err = self.err("cannot release runs");
+        let mut s = tx
+            .prepare_cached("UPDATE fanfare_runs SET status = 0, attempts = attempts - 1 WHERE id = ?1 AND status = 1")
+            .map_err(&err)?;
+        for key in keys {
+            s.execute([key as i64]).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    fn runs(&self, tx: &Connection, event: EventId) -> Result<Option<Vec<RunInfo>>> {
+        let err = self.err("cannot read runs");
+        let known: Option<i64> = tx
+            .prepare_cached("SELECT 1 FROM fanfare_events WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([event.as_uuid().as_bytes()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(&err)?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let mut s = tx
+            .prepare_cached(
+                "SELECT run_id, function_id, status, attempts, last_error, output FROM fanfare_runs \
+                 WHERE event_id = ?1 ORDER BY id",
+            )
+            .map_err(&err)?;
+        let rows: Vec<RunRow> = s
+            .query_map([event.as_uuid().as_bytes()], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(&err)?;
+        rows.into_iter()
+            .map(
+                |(run_id, function_id, status, attempts, last_error, output)| {
+                    Ok(RunInfo {
+                        run_id: RunId::from_uuid(uuid_from(&run_id)?),
+                        event_id: event,
+                        function_id,
+                        status: status_from(status),
+                        attempts,
+                        last_error,
+                        output: output.and_then(|o| serde_json::from_str(&o).ok()),
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Deletes events whose runs all completed before the retention cut-off (and events
+    /// without runs sent before it). Events with a failed or unfinished run stay.
+    fn prune(&self, tx: &Connection, retention: Duration) -> rusqlite::Result<()> {
+        let cutoff = self.now.saturating_sub(retention.as_millis() as u64) as i64;
+        tx.execute(
+            "DELETE FROM fanfare_events WHERE ts < ?1 AND NOT EXISTS (\
+               SELECT 1 FROM fanfare_runs r WHERE r.event_id = fanfare_events.id \
+               AND (r.status != 2 OR r.finished_at >= ?1))",
+            [cutoff],
+        )?;
+        tx.execute(
+            "DELETE FROM fanfare_runs WHERE status = 2 AND finished_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM fanfare_events e WHERE e.id = fanfare_runs.event_id)",
+            [cutoff],
+        )?;
+        Ok(())
+    }
+}
+
+fn uuid_from(bytes: &[u8]) -> Result<Uuid> {
+    Uuid::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format_args!("a stored id is damaged: {e}"),
+        )
+    })
+}
+
+fn status_from(status: i64) -> RunStatus {
+    match status {
+        QUEUED => RunStatus::Queued,
+        RUNNING => RunStatus::Running,
+        COMPLETED => RunStatus::Completed,
+        FAILED => RunStatus::Failed,
+        _ => RunStatus::Failed,
+    }
+}
