@@ -40,6 +40,7 @@ pub struct Builder {
     max_event_size: usize,
     shutdown_timeout: Duration,
     retention: Duration,
+    group_commit: bool,
     store: StoreConfig,
 }
 
@@ -67,6 +68,7 @@ impl Default for Builder {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             shutdown_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(3600),
+            group_commit: true,
             store: StoreConfig::Memory,
         }
     }
@@ -146,6 +148,17 @@ impl Builder {
         self
     }
 
+    /// Whether concurrent sends share a database transaction (default `true`).
+    ///
+    /// With group commit, a durable store commits every send waiting at that moment in
+    /// one transaction, so durability costs one log write per batch instead of one per
+    /// event; each `send` still returns only after its event is committed. `false`
+    /// commits every store call alone: only useful to measure what group commit buys.
+    pub fn group_commit(mut self, enabled: bool) -> Self {
+        self.group_commit = enabled;
+        self
+    }
+
     /// Builds the function table, starts the workers, and makes this runtime the one
     /// [`crate::send`] uses.
     ///
@@ -182,7 +195,14 @@ impl Builder {
             }
             #[cfg(feature = "sqlite")]
             StoreConfig::Sqlite { path, sync } => Arc::new(
-                SqliteStore::open(path, sync, Arc::clone(&registry), self.retention).await?,
+                SqliteStore::open(
+                    path,
+                    sync,
+                    Arc::clone(&registry),
+                    self.retention,
+                    self.group_commit,
+                )
+                .await?,
             ),
         };
         let (engine, outcomes) = Engine::new(store, registry, self.backoff, self.concurrency, wake);

@@ -141,6 +141,7 @@ impl SqliteStore {
         sync: SqliteSync,
         registry: Arc<Registry>,
         retention: Duration,
+        group_commit: bool,
     ) -> Result<SqliteStore> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -150,7 +151,7 @@ impl SqliteStore {
                 move || match Writer::open(&path, sync, registry, retention) {
                     Ok(writer) => {
                         let _ = opened_tx.send(Ok(()));
-                        writer.run(rx);
+                        writer.run(rx, if group_commit { MAX_BATCH } else { 1 });
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -368,9 +369,9 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, max_batch: usize) {
+        let mut batch = Vec::with_capacity(max_batch);
+        while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
             let replies = self.transaction(&mut batch);
             let (replies, commit) = match replies {
                 Ok(r) => (r, Ok(())),
