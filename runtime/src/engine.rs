@@ -186,10 +186,19 @@ impl Engine {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let keys: Vec<RunKey> = batch.iter().map(|o| o.key).collect();
-            if let Err(e) = self.store.record(std::mem::take(&mut batch)).await {
-                // The runs stay `running` in the store; a durable store's lease expiry
-                // puts them back in the queue, so they are repeated, not lost.
-                tracing::error!(error = %e, runs = keys.len(), "fanfare: recording outcomes failed");
+            // The outcomes are known: keep writing them until the store takes them (a
+            // database restart). Meanwhile the runs hold their slots, so nothing more is
+            // claimed. Should the process die first, their leases expire and the runs
+            // are repeated, never lost.
+            let mut failures = 0u32;
+            let mut outcomes = std::mem::take(&mut batch);
+            while let Err(failed) = self.store.record(outcomes).await {
+                outcomes = failed.outcomes;
+                failures += 1;
+                let delay = Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
+                    .delay(failures.min(10));
+                tracing::error!(error = %failed.error, runs = keys.len(), retry_in = ?delay, "fanfare: recording outcomes failed");
+                tokio::time::sleep(delay).await;
             }
             {
                 let mut inflight = self.inflight();

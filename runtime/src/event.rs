@@ -196,28 +196,32 @@ impl Envelope {
 /// Longest event name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
+/// What is wrong with a name under the event-name rules, if anything.
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("it is {} bytes long, over {MAX_NAME_LEN}", name.len()))
+    } else {
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/._-:".contains(*c)))
+            .map(|c| format!("it contains {c:?}"))
+    }
+}
+
+/// The naming rules, as a `help:` line.
+pub(crate) const NAME_RULES: &str = "1 to 256 ASCII letters, digits and `/`, `.`, `_`, `-`, `:`";
+
 /// Checks an event name given at run time, with the rules `#[derive(Event)]` applies at
 /// compile time.
 pub(crate) fn check_name(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        "it is empty".to_string()
-    } else if name.len() > MAX_NAME_LEN {
-        format!("it is {} bytes long, over {MAX_NAME_LEN}", name.len())
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "/._-:".contains(*c)))
-    {
-        format!("it contains {c:?}")
-    } else {
-        return Ok(());
-    };
-    Err(Error::new(
-        ErrorKind::InvalidEventName,
-        format_args!(
-            "invalid event name {name:?}: {problem}\n\
-             help: event names are 1 to {MAX_NAME_LEN} ASCII letters, digits and `/`, `.`, `_`, `-`, `:`"
-        ),
-    ))
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(Error::new(
+            ErrorKind::InvalidEventName,
+            format_args!("invalid event name {name:?}: {problem}\nhelp: event names are {NAME_RULES}"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, EventId};
 use crate::function::{functions, Registry};
 use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+use crate::store::postgres::PgStore;
 #[cfg(feature = "sqlite")]
 use crate::store::sqlite::{SqliteStore, SqliteSync};
 use crate::store::{RunInfo, Store};
@@ -41,6 +43,8 @@ pub struct Builder {
     shutdown_timeout: Duration,
     retention: Duration,
     group_commit: bool,
+    app: Option<String>,
+    lease: Duration,
     store: StoreConfig,
 }
 
@@ -53,6 +57,8 @@ enum StoreConfig {
         path: PathBuf,
         sync: SqliteSync,
     },
+    #[cfg(feature = "postgres")]
+    Postgres { url: String },
 }
 
 /// Default of [`Builder::concurrency`].
@@ -69,6 +75,8 @@ impl Default for Builder {
             shutdown_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(3600),
             group_commit: true,
+            app: None,
+            lease: Duration::from_secs(30),
             store: StoreConfig::Memory,
         }
     }
@@ -148,6 +156,52 @@ impl Builder {
         self
     }
 
+    /// Uses the PostgreSQL store at `url`: any number of processes, on any number of
+    /// hosts, share the database's events and runs.
+    ///
+    /// Each process registers its functions under its [app](Builder::app) at start; an
+    /// event sent by any process runs the subscribed functions of every app. Replicas of
+    /// one app share its runs: each run is claimed by one of them, under a lease that a
+    /// replica that dies lets expire for the others to take over.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder()
+    ///     .postgres("postgres://postgres@127.0.0.1:5432/app")
+    ///     .app("billing")
+    ///     .start()
+    ///     .await?;
+    /// # rt.shutdown().await
+    /// # }
+    /// ```
+    ///
+    /// The schema (tables prefixed `fanfare_`, in the connection's `search_path`) is
+    /// created or migrated at start. `start` fails with [`ErrorKind::Store`] when the
+    /// database is unreachable or was written by a newer fanfare.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreConfig::Postgres { url: url.into() };
+        self
+    }
+
+    /// How long a claimed run stays this process's without word from it (default 30 s;
+    /// PostgreSQL store). A running process renews the leases of its runs every third of
+    /// it; when a process dies, its runs go to other processes once their lease expires.
+    /// Shorter means faster takeover, and more renewals.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The app this process belongs to (default: the executable's file name, without
+    /// extension). Function ids are unique per app; replicas of one service use the
+    /// same app and share its runs, different services use different apps, so both
+    /// may have a function called `audit`. Names follow the event-name rules.
+    pub fn app(mut self, name: impl Into<String>) -> Self {
+        self.app = Some(name.into());
+        self
+    }
+
     /// Whether concurrent sends share a database transaction (default `true`).
     ///
     /// With group commit, a durable store commits every send waiting at that moment in
@@ -188,19 +242,40 @@ impl Builder {
                 "fanfare: registered function"
             );
         }
+        let app = match self.app {
+            Some(app) => app,
+            None => default_app(),
+        };
+        check_app(&app)?;
         let wake = Arc::new(Notify::new());
         let store: Arc<dyn Store> = match self.store {
-            StoreConfig::Memory => {
-                Arc::new(MemoryStore::new(Arc::clone(&registry), self.retention))
-            }
+            StoreConfig::Memory => Arc::new(MemoryStore::new(
+                Arc::clone(&registry),
+                app.clone(),
+                self.retention,
+            )),
             #[cfg(feature = "sqlite")]
             StoreConfig::Sqlite { path, sync } => Arc::new(
                 SqliteStore::open(
                     path,
                     sync,
                     Arc::clone(&registry),
+                    app.clone(),
                     self.retention,
                     self.group_commit,
+                )
+                .await?,
+            ),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres { url } => Arc::new(
+                PgStore::open(
+                    &url,
+                    app.clone(),
+                    Arc::clone(&registry),
+                    self.retention,
+                    self.group_commit,
+                    self.lease,
+                    Arc::clone(&wake),
                 )
                 .await?,
             ),
@@ -349,6 +424,9 @@ impl Runtime {
 
     /// Waits until every run of the event has finished (completed or failed), and
     /// returns the runs. Bound it with `tokio::time::timeout` where a run may retry long.
+    ///
+    /// Runs executed by this process are seen as soon as they are recorded; runs of
+    /// other processes (PostgreSQL) are looked up every 200 ms.
     pub async fn wait(&self, event: EventId) -> Result<Vec<RunInfo>> {
         let mut progress = self.inner.engine.progress.subscribe();
         loop {
@@ -357,10 +435,14 @@ impl Runtime {
             if runs.iter().all(|r| r.status.is_finished()) {
                 return Ok(runs);
             }
-            if self.inner.engine.stopping.load(Ordering::Acquire)
-                || progress.changed().await.is_err()
-            {
+            if self.inner.engine.stopping.load(Ordering::Acquire) {
                 return Err(shut_down());
+            }
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() {
+                    return Err(shut_down());
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
     }
@@ -421,6 +503,28 @@ impl Runtime {
                     "no fanfare runtime is running\nhelp: start one with `fanfare::Runtime::builder().start().await?` before `fanfare::send`",
                 )
             })
+    }
+}
+
+/// The executable's file stem, or `app` when it has none that fits the naming rules.
+fn default_app() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| crate::event::name_problem(s).is_none())
+        .unwrap_or_else(|| "app".to_owned())
+}
+
+fn check_app(app: &str) -> Result<()> {
+    match crate::event::name_problem(app) {
+        None => Ok(()),
+        Some(problem) => Err(Error::new(
+            ErrorKind::Config,
+            format_args!(
+                "invalid app name {app:?}: {problem}\nhelp: app names are {}",
+                crate::event::NAME_RULES
+            ),
+        )),
     }
 }
 

@@ -20,6 +20,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub enum Store {
     Memory,
     Sqlite,
+    Postgres,
 }
 
 impl Store {
@@ -28,6 +29,7 @@ impl Store {
         match self {
             Store::Memory => Runtime::builder(),
             Store::Sqlite => Runtime::builder().sqlite(temp_db()),
+            Store::Postgres => Runtime::builder().postgres(postgres_schema()),
         }
     }
 
@@ -43,6 +45,7 @@ impl Store {
         match self {
             Store::Memory => "memory",
             Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
         }
     }
 }
@@ -102,6 +105,107 @@ pub fn gate(key: &str) -> Arc<Gate> {
     Arc::clone(gates.entry(key.to_owned()).or_default())
 }
 
+// --- PostgreSQL ------------------------------------------------------------------------
+
+/// The server the PostgreSQL tests use: `FANFARE_TEST_POSTGRES`, or the local default.
+pub fn postgres_url() -> String {
+    std::env::var("FANFARE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Whether PostgreSQL tests can run. Without a server they are skipped, and the skip is
+/// written to the terminal (past the test harness's capture) once per test binary; with
+/// `FANFARE_REQUIRE_POSTGRES=1` (as CI sets it) a missing server fails the test instead.
+pub async fn postgres_ready() -> bool {
+    static READY: tokio::sync::OnceCell<std::result::Result<(), String>> =
+        tokio::sync::OnceCell::const_new();
+    let ready = READY
+        .get_or_init(|| async {
+            let url = postgres_url();
+            match connect(&url).await {
+                Ok(client) => {
+                    drop_old_schemas(&client).await;
+                    Ok(())
+                }
+                Err(e) => Err(format!("PostgreSQL is unreachable at {url}: {e}")),
+            }
+        })
+        .await;
+    match ready {
+        Ok(()) => true,
+        Err(why) if std::env::var("FANFARE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("{why}, and FANFARE_REQUIRE_POSTGRES=1 requires it")
+        }
+        Err(why) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nSKIPPED: the PostgreSQL tests of this binary: {why}\n\
+                     (set FANFARE_TEST_POSTGRES to a server's URL, or start one on 127.0.0.1:5432)\n"
+                );
+            });
+            false
+        }
+    }
+}
+
+async fn connect(url: &str) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Test schemas are named `fanfare_t_<unix seconds>_<random>`; those older than an
+/// hour are left over from earlier runs.
+async fn drop_old_schemas(client: &tokio_postgres::Client) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let Ok(rows) = client
+        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'fanfare_t_%'", &[])
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let born = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if born + 3600 < now {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await;
+        }
+    }
+}
+
+/// A URL whose connections live in a new, empty schema of the test server.
+pub fn postgres_schema() -> String {
+    let url = postgres_url();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!("fanfare_t_{now}_{:08x}", fastrand::u32(..));
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let client = connect(&url).await.expect("PostgreSQL is unreachable");
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .expect("cannot create a test schema");
+        })
+    });
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
 #[macro_export]
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
@@ -118,6 +222,16 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test($crate::common::Store::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if $crate::common::postgres_ready().await {
+                        super::$test($crate::common::Store::Postgres).await
+                    }
                 }
             )*
         }

@@ -3,6 +3,7 @@
 //! One mutex guards a slab of runs, a FIFO of ready runs and a heap of delayed ones.
 //! Events keep their typed value, so functions of the sender's type skip serde.
 
+use super::{RecordFuture};
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) struct MemoryStore {
     registry: Arc<Registry>,
+    app: String,
     retention: Duration,
     inner: Mutex<Inner>,
 }
@@ -51,9 +53,10 @@ struct EventEntry {
 }
 
 impl MemoryStore {
-    pub fn new(registry: Arc<Registry>, retention: Duration) -> Self {
+    pub fn new(registry: Arc<Registry>, app: String, retention: Duration) -> Self {
         MemoryStore {
             registry,
+            app,
             retention,
             inner: Mutex::new(Inner::default()),
         }
@@ -139,7 +142,7 @@ impl Store for MemoryStore {
         ready(Ok(Claim { runs, next_due }))
     }
 
-    fn record(&self, outcomes: Vec<Outcome>) -> StoreFuture<'_, ()> {
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
         let now = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -171,7 +174,7 @@ impl Store for MemoryStore {
                 inner.finish(event_id, failed, now);
             }
         }
-        ready(Ok(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
@@ -199,6 +202,7 @@ impl Store for MemoryStore {
                 .map(|run| RunInfo {
                     run_id: run.id,
                     event_id: event,
+                    app: self.app.clone(),
                     function_id: self.registry.defs[run.function as usize].id().to_owned(),
                     status: run.status,
                     attempts: run.attempts,

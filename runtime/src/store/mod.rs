@@ -5,6 +5,8 @@
 //! outcomes of many runs at once.
 
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -18,6 +20,16 @@ use std::time::{Duration, Instant};
 /// A boxed future borrowing the store.
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
+/// What [`Store::record`] returns.
+pub(crate) type RecordFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<(), RecordError>> + Send + 'a>>;
+
+/// A failed [`Store::record`]: why, and the outcomes it did not write.
+pub(crate) struct RecordError {
+    pub error: crate::error::Error,
+    pub outcomes: Vec<Outcome>,
+}
+
 /// Identifies a run inside one store (a slab slot, a row id).
 pub(crate) type RunKey = u64;
 
@@ -30,8 +42,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Marks up to `max` due runs as running and hands them over.
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim>;
 
-    /// Records the outcomes of finished attempts.
-    fn record(&self, outcomes: Vec<Outcome>) -> StoreFuture<'_, ()>;
+    /// Records the outcomes of finished attempts. On failure the outcomes come back, to
+    /// be written again.
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_>;
 
     /// Puts running runs back in the queue without counting the attempt.
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()>;
@@ -78,6 +91,8 @@ pub struct RunInfo {
     pub run_id: RunId,
     /// The event the run belongs to.
     pub event_id: EventId,
+    /// The app whose function the run executes (see `Builder::app`).
+    pub app: String,
     /// The id of the function the run executes.
     pub function_id: String,
     /// Where the run is.

@@ -8,6 +8,7 @@
 //! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
 //! while it runs. Runs left `running` by a process that died are re-queued at open.
 
+use super::{RecordError, RecordFuture};
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
@@ -89,7 +90,7 @@ pub(crate) struct SqliteStore {
 enum Command {
     Append(Envelope, oneshot::Sender<Result<usize>>),
     Claim(usize, oneshot::Sender<Result<Claim>>),
-    Record(Vec<Outcome>, oneshot::Sender<Result<()>>),
+    Record(Vec<Outcome>, oneshot::Sender<std::result::Result<(), RecordError>>),
     Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
 }
@@ -99,6 +100,7 @@ enum Reply {
     Append(oneshot::Sender<Result<usize>>, Result<usize>),
     Claim(oneshot::Sender<Result<Claim>>, Result<Claim>),
     Unit(oneshot::Sender<Result<()>>, Result<()>),
+    Record(oneshot::Sender<std::result::Result<(), RecordError>>, Vec<Outcome>, Result<()>),
     Runs(
         oneshot::Sender<Result<Option<Vec<RunInfo>>>>,
         Result<Option<Vec<RunInfo>>>,
@@ -122,6 +124,13 @@ impl Reply {
             Reply::Append(tx, r) => answer(tx, r, commit),
             Reply::Claim(tx, r) => answer(tx, r, commit),
             Reply::Unit(tx, r) => answer(tx, r, commit),
+            Reply::Record(tx, outcomes, r) => {
+                let r = match commit {
+                    Ok(()) => r,
+                    Err(e) => Err(Error::new(ErrorKind::Store, e)),
+                };
+                let _ = tx.send(r.map_err(|error| RecordError { error, outcomes }));
+            }
             Reply::Runs(tx, r) => answer(tx, r, commit),
         }
     }
@@ -140,6 +149,7 @@ impl SqliteStore {
         path: PathBuf,
         sync: SqliteSync,
         registry: Arc<Registry>,
+        app: String,
         retention: Duration,
         group_commit: bool,
     ) -> Result<SqliteStore> {
@@ -148,7 +158,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("fanfare-sqlite".into())
             .spawn(
-                move || match Writer::open(&path, sync, registry, retention) {
+                move || match Writer::open(&path, sync, registry, app, retention) {
                     Ok(writer) => {
                         let _ = opened_tx.send(Ok(()));
                         writer.run(rx, if group_commit { MAX_BATCH } else { 1 });
@@ -198,8 +208,18 @@ impl Store for SqliteStore {
         self.call(|tx| Command::Claim(max, tx))
     }
 
-    fn record(&self, outcomes: Vec<Outcome>) -> StoreFuture<'_, ()> {
-        self.call(|tx| Command::Record(outcomes, tx))
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Record(outcomes, tx));
+        Box::pin(async move {
+            let stopped = || Error::new(ErrorKind::Store, "the SQLite writer thread has stopped");
+            match sent {
+                // The outcomes are gone with the thread; their runs are re-queued at the
+                // next open.
+                Err(_) => Err(RecordError { error: stopped(), outcomes: Vec::new() }),
+                Ok(()) => rx.await.unwrap_or_else(|_| Err(RecordError { error: stopped(), outcomes: Vec::new() })),
+            }
+        })
     }
 
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
@@ -214,6 +234,7 @@ impl Store for SqliteStore {
 /// The thread that owns the connection.
 struct Writer {
     conn: Connection,
+    app: String,
     path: PathBuf,
     registry: Arc<Registry>,
     functions: HashMap<&'static str, u32>,
@@ -229,6 +250,7 @@ impl Writer {
         path: &Path,
         sync: SqliteSync,
         registry: Arc<Registry>,
+        app: String,
         retention: Duration,
     ) -> Result<Writer> {
         let fail = |what: &str, e: rusqlite::Error| store_error(path, what, e);
@@ -271,6 +293,7 @@ impl Writer {
         .map_err(|e| fail(IN_USE, e))?;
         let mut writer = Writer {
             conn,
+            app,
             path: path.to_owned(),
             functions: registry
                 .defs
@@ -406,6 +429,7 @@ impl Writer {
         };
         let ctx = Ctx {
             registry: &self.registry,
+            app: &self.app,
             functions: &self.functions,
             path: &path,
             now,
@@ -429,14 +453,17 @@ impl Writer {
                 Command::Claim(max, reply) => {
                     Reply::Claim(reply, ctx.claim(&sp, max, &mut self.cache))
                 }
-                Command::Record(outcomes, reply) => Reply::Unit(reply, ctx.record(&sp, outcomes)),
+                Command::Record(outcomes, reply) => {
+                    let r = ctx.record(&sp, &outcomes);
+                    Reply::Record(reply, outcomes, r)
+                }
                 Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
             };
             let ok = match &reply {
                 Reply::Append(_, r) => r.is_ok(),
                 Reply::Claim(_, r) => r.is_ok(),
-                Reply::Unit(_, r) => r.is_ok(),
+                Reply::Unit(_, r) | Reply::Record(_, _, r) => r.is_ok(),
                 Reply::Runs(_, r) => r.is_ok(),
             };
             let end = if ok {
@@ -475,7 +502,8 @@ fn failed_reply(command: Command, msg: &str) -> Reply {
     match command {
         Command::Append(_, tx) => Reply::Append(tx, Err(e())),
         Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
-        Command::Record(_, tx) | Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
+        Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
+        Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
     }
 }
@@ -488,6 +516,7 @@ type RunRow = (Vec<u8>, String, i64, u32, Option<String>, Option<String>);
 /// What the statements of one transaction need.
 struct Ctx<'a> {
     registry: &'a Registry,
+    app: &'a str,
     functions: &'a HashMap<&'static str, u32>,
     path: &'a Path,
     now: u64,
@@ -626,12 +655,12 @@ impl Ctx<'_> {
         Ok(Claim { runs, next_due })
     }
 
-    fn record(&self, tx: &Connection, outcomes: Vec<Outcome>) -> Result<()> {
+    fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
         for outcome in outcomes {
             let key = outcome.key as i64;
-            match outcome.result {
+            match &outcome.result {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());
                     tx.prepare_cached(
@@ -708,6 +737,7 @@ impl Ctx<'_> {
                     Ok(RunInfo {
                         run_id: RunId::from_uuid(uuid_from(&run_id)?),
                         event_id: event,
+                        app: self.app.to_owned(),
                         function_id,
                         status: status_from(status),
                         attempts,

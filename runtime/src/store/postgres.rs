@@ -1,0 +1,699 @@
+//! The PostgreSQL store: the distributed engine.
+//!
+//! Any number of processes on any number of hosts share one database:
+//! - each process upserts its app's functions at start (`fanfare_functions`), so a send
+//!   from any process fans out, **in its own transaction**, to the functions of every app;
+//! - concurrent sends of a process share one transaction (group commit);
+//! - workers claim due runs of their own functions in batches with
+//!   `FOR UPDATE SKIP LOCKED`, under a lease they renew while the runs execute
+//!   (heartbeat); a run whose lease expires (its process died) is claimed again by others;
+//! - `NOTIFY` after each commit wakes idle workers everywhere at once; a poll every
+//!   second covers a missed notification, and the listener reconnects on its own.
+//!
+//! Times (due, lease) are the database's clock, so hosts need not agree on the time.
+
+use super::{
+    Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus, Store,
+    StoreFuture,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Envelope, EventId, RunId};
+use crate::function::Registry;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// The NOTIFY channel that announces new runs.
+const CHANNEL: &str = "fanfare_runs";
+/// How often an idle worker looks for due runs without being notified.
+const POLL: Duration = Duration::from_secs(1);
+/// Sends committed together at most.
+const MAX_BATCH: usize = 1024;
+/// Parallel committers of sends.
+const COMMITTERS: usize = 4;
+/// Connections in the pool.
+const POOL_SIZE: usize = 12;
+/// How often finished events past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Events kept decoded between `send` and the claim of their local runs.
+const MAX_CACHED_EVENTS: usize = 65_536;
+
+/// The schema migrations, applied in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE FUNCTION fanfare_now() RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$;
+CREATE FUNCTION fanfare_uuid7(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
+    AS $$ SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                 PLACING substring(int8send(ms) FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $$;
+CREATE TABLE fanfare_functions (
+    app text NOT NULL,
+    function_id text NOT NULL,
+    trigger text NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (app, function_id)
+);
+CREATE INDEX fanfare_functions_trigger ON fanfare_functions (trigger);
+CREATE TABLE fanfare_events (
+    id uuid PRIMARY KEY,
+    name text NOT NULL,
+    data text NOT NULL,
+    ts bigint NOT NULL
+);
+CREATE TABLE fanfare_runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id uuid NOT NULL,
+    event_id uuid NOT NULL,
+    app text NOT NULL,
+    function_id text NOT NULL,
+    status smallint NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    due_at bigint NOT NULL,
+    lease_until bigint,
+    owner uuid,
+    last_error text,
+    output text,
+    finished_at bigint
+);
+CREATE INDEX fanfare_runs_due ON fanfare_runs (app, function_id, due_at) WHERE status = 0;
+CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1;
+CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;
+CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
+"#];
+
+pub(crate) struct PgStore {
+    shared: Arc<Shared>,
+    sends: mpsc::UnboundedSender<(Envelope, oneshot::Sender<Result<usize>>)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    pool: Pool,
+    app: String,
+    /// This process, as the owner of the runs it claims.
+    owner: Uuid,
+    /// Local function ids, in registry order.
+    functions: Vec<String>,
+    index: HashMap<String, u32>,
+    cache: Mutex<HashMap<EventId, (Arc<Envelope>, usize)>>,
+    target: String,
+    /// A claimed run's lease; renewed every third of it while the run executes.
+    lease: Duration,
+}
+
+fn pg_error(target: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Store, format_args!("PostgreSQL {target}: {what}: {e}"))
+}
+
+/// `host:port/db` of a configuration, for messages (never the password).
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("postgres"))
+}
+
+impl PgStore {
+    pub async fn open(
+        url: &str,
+        app: String,
+        registry: Arc<Registry>,
+        retention: Duration,
+        group_commit: bool,
+        lease: Duration,
+        wake: Arc<Notify>,
+    ) -> Result<PgStore> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format_args!("invalid PostgreSQL URL: {e}\nhelp: write it as `postgres://user:password@host:5432/database`"),
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("fanfare");
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
+        let functions: Vec<String> = registry.defs.iter().map(|d| d.id().to_owned()).collect();
+        let shared = Arc::new(Shared {
+            pool,
+            app,
+            owner: crate::event::new_uuid(crate::event::now_millis()),
+            index: functions.iter().enumerate().map(|(i, f)| (f.clone(), i as u32)).collect(),
+            functions,
+            cache: Mutex::new(HashMap::new()),
+            target,
+            lease,
+        });
+        shared.migrate().await?;
+        shared.register(&registry).await?;
+
+        let (sends, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let batch = if group_commit { MAX_BATCH } else { 1 };
+        let mut tasks = Vec::new();
+        for _ in 0..COMMITTERS {
+            tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(Arc::clone(&rx), batch, Arc::clone(&wake))));
+        }
+        tasks.push(tokio::spawn(listen(config, shared.target.clone(), Arc::clone(&wake))));
+        tasks.push(tokio::spawn(Arc::clone(&shared).heartbeat()));
+        tasks.push(tokio::spawn(Arc::clone(&shared).prune(retention)));
+        Ok(PgStore {
+            shared,
+            sends,
+            tasks,
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        pg_error(&self.target, what, e)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| self.error("unreachable", e))
+    }
+
+    fn is_local(&self, app: &str, function: &str) -> Option<u32> {
+        (app == self.app).then(|| self.index.get(function).copied()).flatten()
+    }
+
+    /// Applies the migrations this database has not seen, one process at a time;
+    /// refuses a schema newer than this fanfare knows.
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.error("cannot migrate", e))?;
+        let err = |e| self.error("migration failed", e);
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7283421066); \
+             CREATE TABLE IF NOT EXISTS fanfare_meta (key text PRIMARY KEY, value bigint NOT NULL)",
+        )
+        .await
+        .map_err(err)?;
+        let version: i64 = tx
+            .query_opt("SELECT value FROM fanfare_meta WHERE key = 'schema_version'", &[])
+            .await
+            .map_err(err)?
+            .map_or(0, |row| row.get(0));
+        if version > MIGRATIONS.len() as i64 {
+            return Err(self.error(
+                "written by a newer fanfare",
+                format_args!(
+                    "its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    MIGRATIONS.len()
+                ),
+            ));
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            tx.batch_execute(m).await.map_err(err)?;
+        }
+        tx.execute(
+            "INSERT INTO fanfare_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&(MIGRATIONS.len() as i64)],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Makes the database's subscriptions of this app the functions of this process.
+    async fn register(&self, registry: &Registry) -> Result<()> {
+        let triggers: Vec<&str> = registry.defs.iter().map(|d| d.trigger()).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.error("cannot register functions", e))?;
+        let err = |e| self.error("cannot register functions", e);
+        tx.execute(
+            "INSERT INTO fanfare_functions (app, function_id, trigger, updated_at) \
+             SELECT $1, f, t, fanfare_now() FROM unnest($2::text[], $3::text[]) AS x(f, t) \
+             ON CONFLICT (app, function_id) DO UPDATE SET trigger = excluded.trigger, updated_at = excluded.updated_at",
+            &[&self.app, &self.functions, &triggers],
+        )
+        .await
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM fanfare_functions WHERE app = $1 AND NOT (function_id = ANY($2))",
+            &[&self.app, &self.functions],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Takes the sends waiting and commits them in one transaction.
+    async fn commit_sends(
+        self: Arc<Self>,
+        rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(Envelope, oneshot::Sender<Result<usize>>)>>>,
+        max: usize,
+        wake: Arc<Notify>,
+    ) {
+        let mut batch = Vec::with_capacity(max);
+        loop {
+            {
+                let mut rx = rx.lock().await;
+                if rx.recv_many(&mut batch, max).await == 0 {
+                    return;
+                }
+            }
+            let events: Vec<Envelope> = Vec::with_capacity(batch.len());
+            let (events, replies): (Vec<Envelope>, Vec<_>) =
+                batch.drain(..).fold((events, Vec::new()), |(mut e, mut r), (ev, tx)| {
+                    e.push(ev);
+                    r.push(tx);
+                    (e, r)
+                });
+            match self.insert(events).await {
+                Ok(counts) => {
+                    if counts.iter().any(|&(_, local)| local > 0) {
+                        wake.notify_one();
+                    }
+                    for (reply, (n, _)) in replies.into_iter().zip(counts) {
+                        let _ = reply.send(Ok(n));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::new(ErrorKind::Store, &msg)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores events and their runs (one per subscribed function of any app) in one
+    /// transaction; returns, per event, the runs created and how many are local.
+    async fn insert(&self, events: Vec<Envelope>) -> Result<Vec<(usize, usize)>> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+        let names: Vec<&str> = events.iter().map(|e| &*e.name).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        let ts: Vec<i64> = events.iter().map(|e| e.ts as i64).collect();
+        let err = |e| self.error("cannot store events", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let stmt = tx
+            .prepare_cached(
+                "WITH e AS (
+                     INSERT INTO fanfare_events (id, name, data, ts)
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+                     RETURNING id, name, ts)
+                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
+                 SELECT fanfare_uuid7(e.ts), e.id, f.app, f.function_id, fanfare_now()
+                 FROM e JOIN fanfare_functions f ON f.trigger = e.name
+                 RETURNING event_id, app, function_id",
+            )
+            .await
+            .map_err(err)?;
+        let rows = tx.query(&stmt, &[&ids, &names, &data, &ts]).await.map_err(err)?;
+        if !rows.is_empty() {
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+
+        let mut counts: HashMap<Uuid, (usize, usize)> = HashMap::new();
+        for row in &rows {
+            let event: Uuid = row.get(0);
+            let app: &str = row.get(1);
+            let function: &str = row.get(2);
+            let c = counts.entry(event).or_default();
+            c.0 += 1;
+            if self.is_local(app, function).is_some() {
+                c.1 += 1;
+            }
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(events
+            .into_iter()
+            .map(|event| {
+                let c = counts.get(&event.id.as_uuid()).copied().unwrap_or_default();
+                if c.1 > 0 && cache.len() < MAX_CACHED_EVENTS {
+                    cache.insert(event.id, (Arc::new(event), c.1));
+                }
+                c
+            })
+            .collect())
+    }
+
+    async fn claim(&self, max: usize) -> Result<Claim> {
+        let err = |e| self.error("cannot claim runs", e);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH c AS (
+                     UPDATE fanfare_runs r
+                     SET status = 1, attempts = r.attempts + 1, lease_until = fanfare_now() + $3, owner = $4
+                     WHERE r.id IN (
+                         SELECT id FROM fanfare_runs
+                         WHERE app = $1 AND function_id = ANY($2)
+                           AND ((status = 0 AND due_at <= fanfare_now()) OR (status = 1 AND lease_until < fanfare_now()))
+                         ORDER BY due_at
+                         LIMIT $5
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts)
+                 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts
+                 FROM c JOIN fanfare_events e ON e.id = c.event_id",
+            )
+            .await
+            .map_err(err)?;
+        let lease = self.lease.as_millis() as i64;
+        let rows = client
+            .query(&stmt, &[&self.app, &self.functions, &lease, &self.owner, &(max as i64)])
+            .await
+            .map_err(err)?;
+        let mut runs = Vec::with_capacity(rows.len());
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                let function: &str = row.get(3);
+                let Some(function) = self.index.get(function).copied() else {
+                    continue;
+                };
+                let event_id = EventId::from_uuid(row.get(2));
+                let event = match cache.get_mut(&event_id) {
+                    Some((env, left)) => {
+                        let env = Arc::clone(env);
+                        *left -= 1;
+                        if *left == 0 {
+                            cache.remove(&event_id);
+                        }
+                        env
+                    }
+                    None => Arc::new(Envelope {
+                        id: event_id,
+                        name: Cow::Owned(row.get(5)),
+                        data: row.get(6),
+                        ts: row.get::<_, i64>(7) as u64,
+                        typed: None,
+                    }),
+                };
+                runs.push(ClaimedRun {
+                    key: row.get::<_, i64>(0) as RunKey,
+                    run_id: RunId::from_uuid(row.get(1)),
+                    function,
+                    attempt: row.get::<_, i32>(4) as u32 - 1,
+                    event,
+                });
+            }
+        }
+        let next_due = if runs.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
+                     WHERE app = $1 AND function_id = ANY($2) AND status = 0",
+                )
+                .await
+                .map_err(err)?;
+            let wait: Option<i64> = client
+                .query_one(&stmt, &[&self.app, &self.functions])
+                .await
+                .map_err(err)?
+                .get(0);
+            let wait = wait.map_or(POLL, |ms| Duration::from_millis(ms.max(0) as u64).min(POLL));
+            Some(Instant::now() + wait)
+        } else {
+            None
+        };
+        Ok(Claim { runs, next_due })
+    }
+
+    async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut statuses: Vec<i16> = Vec::with_capacity(outcomes.len());
+        let mut outputs: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+        let mut delays: Vec<i64> = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            ids.push(o.key as i64);
+            match &o.result {
+                OutcomeKind::Completed(output) => {
+                    statuses.push(2);
+                    outputs.push((!output.is_null()).then(|| output.to_string()));
+                    errors.push(None);
+                    delays.push(0);
+                }
+                OutcomeKind::Retry { delay, error } => {
+                    statuses.push(0);
+                    outputs.push(None);
+                    errors.push(Some(error.clone()));
+                    delays.push(delay.as_millis() as i64);
+                }
+                OutcomeKind::Failed(error) => {
+                    statuses.push(3);
+                    outputs.push(None);
+                    errors.push(Some(error.clone()));
+                    delays.push(0);
+                }
+            }
+        }
+        let err = |e| self.error("cannot record outcomes", e);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE fanfare_runs r SET
+                     status = u.status,
+                     output = u.output,
+                     last_error = coalesce(u.error, r.last_error),
+                     due_at = CASE WHEN u.status = 0 THEN fanfare_now() + u.delay ELSE r.due_at END,
+                     finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
+                     lease_until = NULL,
+                     owner = NULL
+                 FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[])
+                     AS u(id, status, output, error, delay)
+                 WHERE r.id = u.id AND r.owner = $6 AND r.status = 1",
+            )
+            .await
+            .map_err(err)?;
+        client
+            .execute(&stmt, &[&ids, &statuses, &outputs, &errors, &delays, &self.owner])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn release(&self, keys: Vec<RunKey>) -> Result<()> {
+        let ids: Vec<i64> = keys.into_iter().map(|k| k as i64).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, lease_until = NULL, owner = NULL \
+                 WHERE id = ANY($1) AND owner = $2 AND status = 1",
+                &[&ids, &self.owner],
+            )
+            .await
+            .map_err(|e| self.error("cannot release runs", e))?;
+        Ok(())
+    }
+
+    async fn runs(&self, event: EventId) -> Result<Option<Vec<RunInfo>>> {
+        let err = |e| self.error("cannot read runs", e);
+        let client = self.client().await?;
+        let id = event.as_uuid();
+        if client
+            .query_opt("SELECT 1 FROM fanfare_events WHERE id = $1", &[&id])
+            .await
+            .map_err(err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let rows = client
+            .query(
+                "SELECT run_id, app, function_id, status, attempts, last_error, output \
+                 FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
+                &[&id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|row| RunInfo {
+                    run_id: RunId::from_uuid(row.get(0)),
+                    event_id: event,
+                    app: row.get(1),
+                    function_id: row.get(2),
+                    status: match row.get::<_, i16>(3) {
+                        0 => RunStatus::Queued,
+                        1 => RunStatus::Running,
+                        2 => RunStatus::Completed,
+                        _ => RunStatus::Failed,
+                    },
+                    attempts: row.get::<_, i32>(4) as u32,
+                    last_error: row.get(5),
+                    output: row
+                        .get::<_, Option<String>>(6)
+                        .and_then(|o| serde_json::from_str(&o).ok()),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Renews the leases of the runs this process is executing.
+    async fn heartbeat(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let renewed = async {
+                let client = self.client().await?;
+                client
+                    .execute(
+                        "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 WHERE owner = $2 AND status = 1",
+                        &[&(self.lease.as_millis() as i64), &self.owner],
+                    )
+                    .await
+                    .map_err(|e| self.error("cannot renew leases", e))
+            };
+            if let Err(e) = renewed.await {
+                tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
+            }
+        }
+    }
+
+    /// Deletes events whose runs all completed longer ago than the retention.
+    async fn prune(self: Arc<Self>, retention: Duration) {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let keep = retention.as_millis() as i64;
+        loop {
+            tick.tick().await;
+            let pruned = async {
+                let client = self.client().await?;
+                client
+                    .batch_execute(&format!(
+                        "WITH gone AS (
+                             DELETE FROM fanfare_events e
+                             WHERE e.id IN (
+                                 SELECT e2.id FROM fanfare_events e2
+                                 WHERE e2.ts < fanfare_now() - {keep} AND NOT EXISTS (
+                                     SELECT 1 FROM fanfare_runs r WHERE r.event_id = e2.id
+                                     AND (r.status <> 2 OR r.finished_at >= fanfare_now() - {keep}))
+                                 LIMIT 10000)
+                             RETURNING e.id)
+                         DELETE FROM fanfare_runs r USING gone WHERE r.event_id = gone.id"
+                    ))
+                    .await
+                    .map_err(|e| self.error("cannot prune", e))
+            };
+            if let Err(e) = pruned.await {
+                tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
+            }
+        }
+    }
+}
+
+/// Listens for new runs on a connection of its own, reconnecting after a failure.
+async fn listen(config: tokio_postgres::Config, target: String, wake: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let listen_sql = format!("LISTEN {CHANNEL}");
+                let listening = client.batch_execute(&listen_sql);
+                let driven = async {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return e.to_string(),
+                            None => return "connection closed".to_string(),
+                        }
+                    }
+                };
+                tokio::pin!(driven);
+                // Drive the connection while LISTEN is sent.
+                let ok = tokio::select! {
+                    r = listening => r.is_ok(),
+                    reason = &mut driven => {
+                        tracing::warn!(target = %target, reason, "fanfare: listener connection lost");
+                        false
+                    }
+                };
+                if ok {
+                    failures = 0;
+                    // Notifications sent while disconnected are lost: look now.
+                    wake.notify_one();
+                    let reason = driven.await;
+                    tracing::warn!(target = %target, reason, "fanfare: listener connection lost; reconnecting");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 30 == 0 {
+                    tracing::warn!(target = %target, error = %e, "fanfare: cannot connect the listener; polling meanwhile");
+                }
+            }
+        }
+        let delay = crate::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)).delay(failures.min(10));
+        tokio::time::sleep(delay).await;
+        wake.notify_one();
+    }
+}
+
+impl Store for PgStore {
+    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.sends.send((event, tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped"));
+            }
+            rx.await
+                .map_err(|_| Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped"))?
+        })
+    }
+
+    fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
+        Box::pin(self.shared.claim(max))
+    }
+
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
+        Box::pin(async move {
+            match self.shared.record(&outcomes).await {
+                Ok(()) => Ok(()),
+                Err(error) => Err(RecordError { error, outcomes }),
+            }
+        })
+    }
+
+    fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.release(runs))
+    }
+
+    fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
+        Box::pin(self.shared.runs(event))
+    }
+}
