@@ -201,7 +201,10 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("it is empty".to_string())
     } else if name.len() > MAX_NAME_LEN {
-        Some(format!("it is {} bytes long, over {MAX_NAME_LEN}", name.len()))
+        Some(format!(
+            "it is {} bytes long, over {MAX_NAME_LEN}",
+            name.len()
+        ))
     } else {
         name.chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "/._-:".contains(*c)))
@@ -219,7 +222,9 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         None => Ok(()),
         Some(problem) => Err(Error::new(
             ErrorKind::InvalidEventName,
-            format_args!("invalid event name {name:?}: {problem}\nhelp: event names are {NAME_RULES}"),
+            format_args!(
+                "invalid event name {name:?}: {problem}\nhelp: event names are {NAME_RULES}"
+            ),
         )),
     }
 }

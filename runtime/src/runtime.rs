@@ -58,7 +58,9 @@ enum StoreConfig {
         sync: SqliteSync,
     },
     #[cfg(feature = "postgres")]
-    Postgres { url: String },
+    Postgres {
+        url: String,
+    },
 }
 
 /// Default of [`Builder::concurrency`].

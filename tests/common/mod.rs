@@ -165,7 +165,10 @@ async fn drop_old_schemas(client: &tokio_postgres::Client) {
         .unwrap()
         .as_secs();
     let Ok(rows) = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'fanfare_t_%'", &[])
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'fanfare_t_%'",
+            &[],
+        )
         .await
     else {
         return;

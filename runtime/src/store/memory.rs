@@ -3,7 +3,7 @@
 //! One mutex guards a slab of runs, a FIFO of ready runs and a heap of delayed ones.
 //! Events keep their typed value, so functions of the sender's type skip serde.
 
-use super::{RecordFuture};
+use super::RecordFuture;
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };

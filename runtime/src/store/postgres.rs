@@ -13,8 +13,8 @@
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
 use super::{
-    Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus, Store,
-    StoreFuture,
+    Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus,
+    Store, StoreFuture,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -86,9 +86,12 @@ CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;
 CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
 "#];
 
+/// A send waiting for its commit, and where to answer.
+type PendingSend = (Envelope, oneshot::Sender<Result<usize>>);
+
 pub(crate) struct PgStore {
     shared: Arc<Shared>,
-    sends: mpsc::UnboundedSender<(Envelope, oneshot::Sender<Result<usize>>)>,
+    sends: mpsc::UnboundedSender<PendingSend>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -107,7 +110,10 @@ struct Shared {
 }
 
 fn pg_error(target: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Store, format_args!("PostgreSQL {target}: {what}: {e}"))
+    Error::new(
+        ErrorKind::Store,
+        format_args!("PostgreSQL {target}: {what}: {e}"),
+    )
 }
 
 /// `host:port/db` of a configuration, for messages (never the password).
@@ -121,7 +127,10 @@ fn describe(config: &tokio_postgres::Config) -> String {
         })
         .unwrap_or_else(|| "localhost".into());
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("postgres"))
+    format!(
+        "{host}:{port}/{}",
+        config.get_dbname().unwrap_or("postgres")
+    )
 }
 
 impl PgStore {
@@ -164,7 +173,11 @@ impl PgStore {
             pool,
             app,
             owner: crate::event::new_uuid(crate::event::now_millis()),
-            index: functions.iter().enumerate().map(|(i, f)| (f.clone(), i as u32)).collect(),
+            index: functions
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.clone(), i as u32))
+                .collect(),
             functions,
             cache: Mutex::new(HashMap::new()),
             target,
@@ -178,9 +191,17 @@ impl PgStore {
         let batch = if group_commit { MAX_BATCH } else { 1 };
         let mut tasks = Vec::new();
         for _ in 0..COMMITTERS {
-            tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(Arc::clone(&rx), batch, Arc::clone(&wake))));
+            tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(
+                Arc::clone(&rx),
+                batch,
+                Arc::clone(&wake),
+            )));
         }
-        tasks.push(tokio::spawn(listen(config, shared.target.clone(), Arc::clone(&wake))));
+        tasks.push(tokio::spawn(listen(
+            config,
+            shared.target.clone(),
+            Arc::clone(&wake),
+        )));
         tasks.push(tokio::spawn(Arc::clone(&shared).heartbeat()));
         tasks.push(tokio::spawn(Arc::clone(&shared).prune(retention)));
         Ok(PgStore {
@@ -205,18 +226,26 @@ impl Shared {
     }
 
     async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| self.error("unreachable", e))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| self.error("unreachable", e))
     }
 
     fn is_local(&self, app: &str, function: &str) -> Option<u32> {
-        (app == self.app).then(|| self.index.get(function).copied()).flatten()
+        (app == self.app)
+            .then(|| self.index.get(function).copied())
+            .flatten()
     }
 
     /// Applies the migrations this database has not seen, one process at a time;
     /// refuses a schema newer than this fanfare knows.
     async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.error("cannot migrate", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("cannot migrate", e))?;
         let err = |e| self.error("migration failed", e);
         tx.batch_execute(
             "SELECT pg_advisory_xact_lock(7283421066); \
@@ -225,7 +254,10 @@ impl Shared {
         .await
         .map_err(err)?;
         let version: i64 = tx
-            .query_opt("SELECT value FROM fanfare_meta WHERE key = 'schema_version'", &[])
+            .query_opt(
+                "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+                &[],
+            )
             .await
             .map_err(err)?
             .map_or(0, |row| row.get(0));
@@ -255,7 +287,10 @@ impl Shared {
     async fn register(&self, registry: &Registry) -> Result<()> {
         let triggers: Vec<&str> = registry.defs.iter().map(|d| d.trigger()).collect();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.error("cannot register functions", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("cannot register functions", e))?;
         let err = |e| self.error("cannot register functions", e);
         tx.execute(
             "INSERT INTO fanfare_functions (app, function_id, trigger, updated_at) \
@@ -277,7 +312,7 @@ impl Shared {
     /// Takes the sends waiting and commits them in one transaction.
     async fn commit_sends(
         self: Arc<Self>,
-        rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(Envelope, oneshot::Sender<Result<usize>>)>>>,
+        rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingSend>>>,
         max: usize,
         wake: Arc<Notify>,
     ) {
@@ -291,11 +326,13 @@ impl Shared {
             }
             let events: Vec<Envelope> = Vec::with_capacity(batch.len());
             let (events, replies): (Vec<Envelope>, Vec<_>) =
-                batch.drain(..).fold((events, Vec::new()), |(mut e, mut r), (ev, tx)| {
-                    e.push(ev);
-                    r.push(tx);
-                    (e, r)
-                });
+                batch
+                    .drain(..)
+                    .fold((events, Vec::new()), |(mut e, mut r), (ev, tx)| {
+                        e.push(ev);
+                        r.push(tx);
+                        (e, r)
+                    });
             match self.insert(events).await {
                 Ok(counts) => {
                     if counts.iter().any(|&(_, local)| local > 0) {
@@ -338,9 +375,14 @@ impl Shared {
             )
             .await
             .map_err(err)?;
-        let rows = tx.query(&stmt, &[&ids, &names, &data, &ts]).await.map_err(err)?;
+        let rows = tx
+            .query(&stmt, &[&ids, &names, &data, &ts])
+            .await
+            .map_err(err)?;
         if !rows.is_empty() {
-            tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await.map_err(err)?;
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+                .await
+                .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
 
@@ -391,7 +433,16 @@ impl Shared {
             .map_err(err)?;
         let lease = self.lease.as_millis() as i64;
         let rows = client
-            .query(&stmt, &[&self.app, &self.functions, &lease, &self.owner, &(max as i64)])
+            .query(
+                &stmt,
+                &[
+                    &self.app,
+                    &self.functions,
+                    &lease,
+                    &self.owner,
+                    &(max as i64),
+                ],
+            )
             .await
             .map_err(err)?;
         let mut runs = Vec::with_capacity(rows.len());
@@ -498,7 +549,10 @@ impl Shared {
             .await
             .map_err(err)?;
         client
-            .execute(&stmt, &[&ids, &statuses, &outputs, &errors, &delays, &self.owner])
+            .execute(
+                &stmt,
+                &[&ids, &statuses, &outputs, &errors, &delays, &self.owner],
+            )
             .await
             .map_err(err)?;
         Ok(())
@@ -657,7 +711,8 @@ async fn listen(config: tokio_postgres::Config, target: String, wake: Arc<Notify
                 }
             }
         }
-        let delay = crate::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)).delay(failures.min(10));
+        let delay = crate::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5))
+            .delay(failures.min(10));
         tokio::time::sleep(delay).await;
         wake.notify_one();
     }
@@ -669,10 +724,14 @@ impl Store for PgStore {
         let sent = self.sends.send((event, tx));
         Box::pin(async move {
             if sent.is_err() {
-                return Err(Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped"));
+                return Err(Error::new(
+                    ErrorKind::Store,
+                    "the PostgreSQL committers have stopped",
+                ));
             }
-            rx.await
-                .map_err(|_| Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped"))?
+            rx.await.map_err(|_| {
+                Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped")
+            })?
         })
     }
 

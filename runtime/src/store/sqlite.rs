@@ -8,10 +8,10 @@
 //! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
 //! while it runs. Runs left `running` by a process that died are re-queued at open.
 
-use super::{RecordError, RecordFuture};
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
+use super::{RecordError, RecordFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -90,7 +90,10 @@ pub(crate) struct SqliteStore {
 enum Command {
     Append(Envelope, oneshot::Sender<Result<usize>>),
     Claim(usize, oneshot::Sender<Result<Claim>>),
-    Record(Vec<Outcome>, oneshot::Sender<std::result::Result<(), RecordError>>),
+    Record(
+        Vec<Outcome>,
+        oneshot::Sender<std::result::Result<(), RecordError>>,
+    ),
     Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
 }
@@ -100,7 +103,11 @@ enum Reply {
     Append(oneshot::Sender<Result<usize>>, Result<usize>),
     Claim(oneshot::Sender<Result<Claim>>, Result<Claim>),
     Unit(oneshot::Sender<Result<()>>, Result<()>),
-    Record(oneshot::Sender<std::result::Result<(), RecordError>>, Vec<Outcome>, Result<()>),
+    Record(
+        oneshot::Sender<std::result::Result<(), RecordError>>,
+        Vec<Outcome>,
+        Result<()>,
+    ),
     Runs(
         oneshot::Sender<Result<Option<Vec<RunInfo>>>>,
         Result<Option<Vec<RunInfo>>>,
@@ -216,8 +223,16 @@ impl Store for SqliteStore {
             match sent {
                 // The outcomes are gone with the thread; their runs are re-queued at the
                 // next open.
-                Err(_) => Err(RecordError { error: stopped(), outcomes: Vec::new() }),
-                Ok(()) => rx.await.unwrap_or_else(|_| Err(RecordError { error: stopped(), outcomes: Vec::new() })),
+                Err(_) => Err(RecordError {
+                    error: stopped(),
+                    outcomes: Vec::new(),
+                }),
+                Ok(()) => rx.await.unwrap_or_else(|_| {
+                    Err(RecordError {
+                        error: stopped(),
+                        outcomes: Vec::new(),
+                    })
+                }),
             }
         })
     }
