@@ -286,6 +286,54 @@ async fn a_concurrency_of_zero_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn a_send_only_runtime_needs_a_durable_store() {
+    let err = fanfare::Runtime::builder()
+        .execute(false)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("needs a durable store"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_only_sqlite_runtime_leaves_runs_for_the_next_process() {
+    let path = common::temp_db();
+    let sender = fanfare::Runtime::builder()
+        .sqlite(&path)
+        .execute(false)
+        .start()
+        .await
+        .unwrap();
+    let id = sender.send(Signup { user_id: 77 }).await.unwrap();
+    let runs = sender.runs(id).await.unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs
+        .iter()
+        .all(|r| r.status == RunStatus::Queued && r.attempts == 0));
+    sender.shutdown().await.unwrap();
+    drop(sender);
+
+    let worker = timeout(LIMIT, async {
+        loop {
+            match fanfare::Runtime::builder().sqlite(&path).start().await {
+                Ok(rt) => break rt,
+                // The sender's writer thread may still hold the file for a moment.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let runs = timeout(LIMIT, worker.wait(id)).await.unwrap().unwrap();
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Completed),
+        "{runs:?}"
+    );
+    worker.shutdown().await.unwrap();
+}
+
 #[test]
 fn every_function_of_this_binary_is_linked() {
     let ids: HashSet<_> = fanfare::functions().iter().map(|f| f.id()).collect();

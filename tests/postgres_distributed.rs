@@ -115,10 +115,12 @@ fn by_function(runs: &[RunInfo]) -> HashMap<String, RunInfo> {
         .collect()
 }
 
+/// The test's own runtime: it sends and reads runs, and executes nothing.
 async fn observer(url: &str) -> Runtime {
     Runtime::builder()
         .postgres(url)
         .app("observer")
+        .execute(false)
         .start()
         .await
         .unwrap()

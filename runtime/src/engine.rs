@@ -30,7 +30,7 @@ pub(crate) struct Engine {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub backoff: Backoff,
-    /// Most runs executing at once.
+    /// Most runs executing at once; 0 for a process that only sends.
     pub concurrency: usize,
     /// New work, free slots or a stop request: the dispatcher looks again. Shared with
     /// the store, which wakes it for work it learns of itself (another process's send).
@@ -77,6 +77,9 @@ impl Engine {
 
     /// Claims and starts runs until shutdown begins.
     pub async fn dispatch(self: Arc<Self>) {
+        if self.concurrency == 0 {
+            return;
+        }
         let mut store_errors = 0u32;
         while !self.stopping.load(Ordering::Acquire) {
             let free = self.concurrency.saturating_sub(self.inflight_count());

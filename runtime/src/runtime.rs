@@ -45,6 +45,7 @@ pub struct Builder {
     group_commit: bool,
     app: Option<String>,
     lease: Duration,
+    execute: bool,
     store: StoreConfig,
 }
 
@@ -79,6 +80,7 @@ impl Default for Builder {
             group_commit: true,
             app: None,
             lease: Duration::from_secs(30),
+            execute: true,
             store: StoreConfig::Memory,
         }
     }
@@ -195,6 +197,16 @@ impl Builder {
         self
     }
 
+    /// Whether this process executes runs (default `true`). A process built with
+    /// `execute(false)` only sends: a web front end whose functions run in worker
+    /// processes. On PostgreSQL it neither registers its app's functions nor claims runs;
+    /// on SQLite the runs it creates wait for the next process that opens the file to
+    /// execute. The in-memory store refuses it: nothing else could run its runs.
+    pub fn execute(mut self, execute: bool) -> Self {
+        self.execute = execute;
+        self
+    }
+
     /// The app this process belongs to (default: the executable's file name, without
     /// extension). Function ids are unique per app; replicas of one service use the
     /// same app and share its runs, different services use different apps, so both
@@ -244,6 +256,12 @@ impl Builder {
                 "fanfare: registered function"
             );
         }
+        if !self.execute && matches!(self.store, StoreConfig::Memory) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a runtime that does not execute runs needs a durable store\nhelp: use `.sqlite(…)` or `.postgres(…)` with `.execute(false)`, or drop `.execute(false)`",
+            ));
+        }
         let app = match self.app {
             Some(app) => app,
             None => default_app(),
@@ -277,12 +295,14 @@ impl Builder {
                     self.retention,
                     self.group_commit,
                     self.lease,
+                    self.execute,
                     Arc::clone(&wake),
                 )
                 .await?,
             ),
         };
-        let (engine, outcomes) = Engine::new(store, registry, self.backoff, self.concurrency, wake);
+        let concurrency = if self.execute { self.concurrency } else { 0 };
+        let (engine, outcomes) = Engine::new(store, registry, self.backoff, concurrency, wake);
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let inner = Arc::new(Inner {

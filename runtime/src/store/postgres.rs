@@ -141,6 +141,7 @@ impl PgStore {
         retention: Duration,
         group_commit: bool,
         lease: Duration,
+        execute: bool,
         wake: Arc<Notify>,
     ) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
@@ -168,7 +169,12 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
-        let functions: Vec<String> = registry.defs.iter().map(|d| d.id().to_owned()).collect();
+        // A process that only sends hosts no functions: nothing is claimed or cached.
+        let functions: Vec<String> = if execute {
+            registry.defs.iter().map(|d| d.id().to_owned()).collect()
+        } else {
+            Vec::new()
+        };
         let shared = Arc::new(Shared {
             pool,
             app,
@@ -184,7 +190,9 @@ impl PgStore {
             lease,
         });
         shared.migrate().await?;
-        shared.register(&registry).await?;
+        if execute {
+            shared.register(&registry).await?;
+        }
 
         let (sends, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
