@@ -10,7 +10,10 @@ use crate::store::memory::MemoryStore;
 use crate::store::postgres::PgStore;
 #[cfg(feature = "sqlite")]
 use crate::store::sqlite::{SqliteStore, SqliteSync};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::store::StoreOptions;
 use crate::store::{RunInfo, Store};
+#[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -268,6 +271,14 @@ impl Builder {
         };
         check_app(&app)?;
         let wake = Arc::new(Notify::new());
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        let options = StoreOptions {
+            app: app.clone(),
+            retention: self.retention,
+            group_commit: self.group_commit,
+            lease: self.lease,
+            execute: self.execute,
+        };
         let store: Arc<dyn Store> = match self.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new(
                 Arc::clone(&registry),
@@ -275,30 +286,12 @@ impl Builder {
                 self.retention,
             )),
             #[cfg(feature = "sqlite")]
-            StoreConfig::Sqlite { path, sync } => Arc::new(
-                SqliteStore::open(
-                    path,
-                    sync,
-                    Arc::clone(&registry),
-                    app.clone(),
-                    self.retention,
-                    self.group_commit,
-                )
-                .await?,
-            ),
+            StoreConfig::Sqlite { path, sync } => {
+                Arc::new(SqliteStore::open(path, sync, Arc::clone(&registry), options).await?)
+            }
             #[cfg(feature = "postgres")]
             StoreConfig::Postgres { url } => Arc::new(
-                PgStore::open(
-                    &url,
-                    app.clone(),
-                    Arc::clone(&registry),
-                    self.retention,
-                    self.group_commit,
-                    self.lease,
-                    self.execute,
-                    Arc::clone(&wake),
-                )
-                .await?,
+                PgStore::open(&url, Arc::clone(&registry), options, Arc::clone(&wake)).await?,
             ),
         };
         let concurrency = if self.execute { self.concurrency } else { 0 };

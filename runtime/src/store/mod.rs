@@ -17,6 +17,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a runtime's builder tells a durable store.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // lease, execute: PostgreSQL's
+#[derive(Clone, Debug)]
+pub(crate) struct StoreOptions {
+    pub app: String,
+    pub retention: Duration,
+    pub group_commit: bool,
+    pub lease: Duration,
+    pub execute: bool,
+}
+
 /// A boxed future borrowing the store.
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 

@@ -14,7 +14,7 @@
 
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus,
-    Store, StoreFuture,
+    Store, StoreFuture, StoreOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -136,12 +136,8 @@ fn describe(config: &tokio_postgres::Config) -> String {
 impl PgStore {
     pub async fn open(
         url: &str,
-        app: String,
         registry: Arc<Registry>,
-        retention: Duration,
-        group_commit: bool,
-        lease: Duration,
-        execute: bool,
+        options: StoreOptions,
         wake: Arc<Notify>,
     ) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
@@ -170,6 +166,13 @@ impl PgStore {
             .build()
             .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
         // A process that only sends hosts no functions: nothing is claimed or cached.
+        let StoreOptions {
+            app,
+            retention,
+            lease,
+            execute,
+            ..
+        } = options;
         let functions: Vec<String> = if execute {
             registry.defs.iter().map(|d| d.id().to_owned()).collect()
         } else {
@@ -196,7 +199,7 @@ impl PgStore {
 
         let (sends, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let batch = if group_commit { MAX_BATCH } else { 1 };
+        let batch = if options.group_commit { MAX_BATCH } else { 1 };
         let mut tasks = Vec::new();
         for _ in 0..COMMITTERS {
             tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(

@@ -11,7 +11,7 @@
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordError, RecordFuture};
+use super::{RecordError, RecordFuture, StoreOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -156,25 +156,23 @@ impl SqliteStore {
         path: PathBuf,
         sync: SqliteSync,
         registry: Arc<Registry>,
-        app: String,
-        retention: Duration,
-        group_commit: bool,
+        options: StoreOptions,
     ) -> Result<SqliteStore> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (commands, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("fanfare-sqlite".into())
-            .spawn(
-                move || match Writer::open(&path, sync, registry, app, retention) {
+            .spawn(move || {
+                match Writer::open(&path, sync, registry, options.app, options.retention) {
                     Ok(writer) => {
                         let _ = opened_tx.send(Ok(()));
-                        writer.run(rx, if group_commit { MAX_BATCH } else { 1 });
+                        writer.run(rx, if options.group_commit { MAX_BATCH } else { 1 });
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
                     }
-                },
-            )
+                }
+            })
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Store,
