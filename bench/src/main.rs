@@ -380,6 +380,352 @@ mod sqlite_baseline {
     }
 }
 
+// --- PostgreSQL ------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "bench/remote-ping")]
+struct RemotePing {
+    seq: u64,
+    sent_unix_ns: u128,
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Runs in the worker process: reports how long after the send (same machine, same
+/// clock) its body started.
+#[function(trigger = "bench/remote-ping")]
+async fn on_remote_ping(ctx: Ctx<RemotePing>) -> fanfare::Result<()> {
+    let lat = unix_ns().saturating_sub(ctx.event().sent_unix_ns);
+    println!("STARTED {} {lat}", ctx.event().seq);
+    Ok(())
+}
+
+mod pg {
+    use super::*;
+    use tokio_postgres::{Client, NoTls};
+
+    pub fn url() -> String {
+        std::env::var("FANFARE_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    pub async fn connect(url: &str) -> Client {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .expect("PostgreSQL");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A URL into a new, empty schema.
+    pub async fn fresh_schema(tag: &str) -> String {
+        let url = url();
+        let schema = format!(
+            "fanfare_bench_{tag}_{}_{:x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        connect(&url)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create schema");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-csearch_path%3D{schema}")
+    }
+
+    pub async fn drop_schemas() {
+        let client = connect(&url()).await;
+        let rows = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'fanfare_bench_%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let name: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
+                .await;
+        }
+    }
+
+    const FUNCTIONS: [&str; 5] = ["f1", "f2", "f3", "f4", "f5"];
+
+    async fn schema(client: &Client) {
+        client
+            .batch_execute(
+                "CREATE TABLE events (id uuid PRIMARY KEY, name text NOT NULL, data text NOT NULL, ts bigint NOT NULL);
+                 CREATE TABLE runs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id uuid NOT NULL,
+                     function_id text NOT NULL, status smallint NOT NULL DEFAULT 0, attempts int NOT NULL DEFAULT 0,
+                     due_at bigint NOT NULL DEFAULT 0);
+                 CREATE INDEX runs_due ON runs (due_at) WHERE status = 0;",
+            )
+            .await
+            .expect("schema");
+    }
+
+    fn uuid() -> uuid::Uuid {
+        uuid::Uuid::from_u64_pair(fastrand::u64(..), fastrand::u64(..))
+    }
+
+    async fn insert(client: &mut Client, from: u64, to: u64, notify: bool) {
+        let ids: Vec<uuid::Uuid> = (from..to).map(|_| uuid()).collect();
+        let data: Vec<String> = (from..to)
+            .map(|n| serde_json::to_string(&Fanout { n }).unwrap())
+            .collect();
+        let tx = client.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO events (id, name, data, ts) SELECT id, 'bench/fanout', d, 0 FROM unnest($1::uuid[], $2::text[]) AS x(id, d)",
+            &[&ids, &data],
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            "INSERT INTO runs (event_id, function_id) SELECT e, f FROM unnest($1::uuid[]) e CROSS JOIN unnest($2::text[]) f",
+            &[&ids, &FUNCTIONS.to_vec()],
+        )
+        .await
+        .unwrap();
+        if notify {
+            tx.batch_execute("NOTIFY bench").await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    async fn claim(client: &Client, max: i64) -> Vec<(i64, String)> {
+        client
+            .query(
+                "WITH c AS (UPDATE runs SET status = 1, attempts = attempts + 1 WHERE id IN (
+                     SELECT id FROM runs WHERE status = 0 AND due_at <= 0 ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING id, event_id)
+                 SELECT c.id, e.data FROM c JOIN events e ON e.id = c.event_id",
+                &[&max],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// 512 events (2,560 runs) per insert transaction, claimed with SKIP LOCKED in one
+    /// statement, completed in one statement.
+    pub async fn baseline_throughput(events: u64) -> Duration {
+        let url = fresh_schema("base").await;
+        let mut client = connect(&url).await;
+        schema(&client).await;
+        arm(events * FANOUT);
+        let began = Instant::now();
+        let mut n = 0;
+        while n < events {
+            let to = (n + 512).min(events);
+            insert(&mut client, n, to, false).await;
+            n = to;
+            let claimed = claim(&client, 4096).await;
+            for (_, data) in &claimed {
+                let e: Fanout = serde_json::from_str(data).unwrap();
+                trivial_work(e.n);
+            }
+            let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+            client
+                .execute("UPDATE runs SET status = 2 WHERE id = ANY($1)", &[&ids])
+                .await
+                .unwrap();
+        }
+        began.elapsed()
+    }
+
+    /// One event committed with NOTIFY; a listening worker claims it: time to start.
+    pub async fn baseline_latency(samples: usize) -> (Duration, Duration) {
+        let url = fresh_schema("lat").await;
+        let mut sender = connect(&url).await;
+        schema(&sender).await;
+        let worker = connect(&url).await;
+        let (listener, mut conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                if let tokio_postgres::AsyncMessage::Notification(_) = msg {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        listener.batch_execute("LISTEN bench").await.unwrap();
+        let mut all = Vec::with_capacity(samples);
+        for i in 0..samples as u64 {
+            let t0 = Instant::now();
+            insert(&mut sender, i, i + 1, true).await;
+            rx.recv().await.unwrap();
+            let claimed = claim(&worker, 16).await;
+            all.push(t0.elapsed());
+            assert_eq!(claimed.len(), 5);
+        }
+        all.sort();
+        (all[samples / 2], all[samples * 99 / 100])
+    }
+
+    /// Completed runs in a fanfare schema.
+    pub async fn completed(client: &Client) -> i64 {
+        client
+            .query_one("SELECT count(*) FROM fanfare_runs WHERE status = 2", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// A worker process; closing its stdin stops it, and dropping this waits for it.
+    pub struct Worker(std::process::Child);
+
+    impl Drop for Worker {
+        fn drop(&mut self) {
+            drop(self.0.stdin.take());
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A second process of the bench, a replica of the same app.
+    pub fn spawn_worker(url: &str) -> Worker {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--pg-worker", url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start the worker process");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "READY");
+        // Keep reading its output on a thread, for the latency samples.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        *WORKER_LINES.lock().unwrap() = Some(rx);
+        Worker(child)
+    }
+
+    pub static WORKER_LINES: Mutex<Option<std::sync::mpsc::Receiver<String>>> = Mutex::new(None);
+
+    /// The worker process: executes runs until its stdin closes.
+    pub async fn worker(url: &str) -> fanfare::Result<()> {
+        let rt = Runtime::builder()
+            .postgres(url)
+            .app("bench")
+            .start()
+            .await?;
+        println!("READY");
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        })
+        .await
+        .ok();
+        rt.shutdown().await
+    }
+
+    /// Sends from 64 producers in this process; runs execute in this process and in
+    /// `workers` others; done when every run is completed in the database.
+    pub async fn throughput(
+        events: u64,
+        workers: usize,
+        group_commit: bool,
+    ) -> fanfare::Result<Duration> {
+        let url = fresh_schema("fanfare").await;
+        let rt = Runtime::builder()
+            .postgres(&url)
+            .app("bench")
+            .group_commit(group_commit)
+            .start()
+            .await?;
+        let children: Vec<Worker> = (0..workers).map(|_| spawn_worker(&url)).collect();
+        let observer = connect(&url).await;
+        arm(u64::MAX);
+        let began = Instant::now();
+        let producers: Vec<tokio::task::JoinHandle<fanfare::Result<()>>> = (0..PRODUCERS)
+            .map(|p| {
+                let rt = rt.clone();
+                tokio::spawn(async move {
+                    for i in (p..events).step_by(PRODUCERS as usize) {
+                        rt.send(Fanout { n: i }).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await.expect("producer panicked")?;
+        }
+        while completed(&observer).await < (events * FANOUT) as i64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = began.elapsed();
+        rt.shutdown().await?;
+        drop(children);
+        Ok(took)
+    }
+
+    /// Local path: the sending process executes. NOTIFY path: a send-only process sends,
+    /// a worker process is woken by NOTIFY and executes.
+    pub async fn latency(
+        samples: usize,
+    ) -> fanfare::Result<((Duration, Duration), (Duration, Duration))> {
+        let url = fresh_schema("latency").await;
+        let rt = Runtime::builder()
+            .postgres(&url)
+            .app("bench")
+            .start()
+            .await?;
+        let local = super::latency(samples, || async {
+            rt.send(Ping).await.expect("send failed");
+        })
+        .await;
+        rt.shutdown().await?;
+
+        let url = fresh_schema("notify").await;
+        let worker = spawn_worker(&url);
+        let sender = Runtime::builder()
+            .postgres(&url)
+            .app("bench-sender")
+            .execute(false)
+            .start()
+            .await?;
+        let lines = WORKER_LINES.lock().unwrap().take().unwrap();
+        let mut all = Vec::with_capacity(samples);
+        for seq in 0..samples as u64 {
+            sender
+                .send(RemotePing {
+                    seq,
+                    sent_unix_ns: unix_ns(),
+                })
+                .await?;
+            loop {
+                let line = lines.recv().expect("the worker stopped");
+                if let Some(rest) = line.strip_prefix("STARTED ") {
+                    let (s, ns) = rest.split_once(' ').unwrap();
+                    if s.parse::<u64>().unwrap() == seq {
+                        all.push(Duration::from_nanos(ns.parse::<u64>().unwrap()));
+                        break;
+                    }
+                }
+            }
+        }
+        sender.shutdown().await?;
+        drop(worker);
+        all.sort();
+        Ok((local, (all[samples / 2], all[samples * 99 / 100])))
+    }
+}
+
 // --- the program -----------------------------------------------------------------------
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -437,6 +783,12 @@ fn temp_db(tag: &str) -> std::path::PathBuf {
 
 #[tokio::main]
 async fn main() -> fanfare::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, url] = args.as_slice() {
+        if flag == "--pg-worker" {
+            return pg::worker(url).await;
+        }
+    }
     let events = arg("--events", 200_000);
     let sqlite_events = arg("--sqlite-events", 40_000);
     let samples = arg("--samples", 2_000) as usize;
@@ -550,6 +902,46 @@ async fn main() -> fanfare::Result<()> {
             us(b99)
         );
         println!("  fanfare                           p50 {:>8.1} us   p99 {:>8.1} us   (target p50 <= 1000 us)\n", us(f50), us(f99));
+    }
+    if wants("postgres") {
+        let pg_events = arg("--pg-events", 20_000);
+        let base = pg::baseline_throughput(pg_events).await;
+        let one = pg::throughput(pg_events, 0, true).await?;
+        let two = pg::throughput(pg_events, 1, true).await?;
+        let single_events = pg_events / 10;
+        let single = pg::throughput(single_events, 0, false).await?;
+        println!("PostgreSQL store: throughput, {pg_events} events (completed runs/s, outcomes committed)");
+        println!(
+            "  hand-written batched SQL          {:>10.0}",
+            rate(pg_events, base)
+        );
+        println!(
+            "  fanfare, one process              {:>10.0}   ratio {:.2} (target >= 0.30)",
+            rate(pg_events, one),
+            base.as_secs_f64() / one.as_secs_f64()
+        );
+        println!(
+            "  fanfare, two processes            {:>10.0}   ratio {:.2} (target >= 0.30)",
+            rate(pg_events, two),
+            base.as_secs_f64() / two.as_secs_f64()
+        );
+        println!("  fanfare, no group commit          {:>10.0}   ({single_events} events: a transaction per send)\n", rate(single_events, single));
+
+        let (b50, b99) = pg::baseline_latency(samples).await;
+        let ((l50, l99), (n50, n99)) = pg::latency(samples).await?;
+        println!("PostgreSQL store: latency, send -> function start ({samples} single events)");
+        println!(
+            "  hand-written: commit+NOTIFY, claim p50 {:>8.1} us   p99 {:>8.1} us",
+            us(b50),
+            us(b99)
+        );
+        println!(
+            "  fanfare, same process             p50 {:>8.1} us   p99 {:>8.1} us",
+            us(l50),
+            us(l99)
+        );
+        println!("  fanfare, other process (NOTIFY)   p50 {:>8.1} us   p99 {:>8.1} us   (target p50 <= 3000 us)\n", us(n50), us(n99));
+        pg::drop_schemas().await;
     }
     Ok(())
 }

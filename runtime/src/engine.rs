@@ -186,32 +186,46 @@ impl Engine {
 
     /// Writes outcomes back in batches, freeing the runs' slots.
     pub async fn record(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+        // A networked store takes several batches at once; the others one at a time.
+        let writers = Arc::new(tokio::sync::Semaphore::new(self.store.parallel_writes()));
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let keys: Vec<RunKey> = batch.iter().map(|o| o.key).collect();
-            // The outcomes are known: keep writing them until the store takes them (a
-            // database restart). Meanwhile the runs hold their slots, so nothing more is
-            // claimed. Should the process die first, their leases expire and the runs
-            // are repeated, never lost.
-            let mut failures = 0u32;
-            let mut outcomes = std::mem::take(&mut batch);
-            while let Err(failed) = self.store.record(outcomes).await {
-                outcomes = failed.outcomes;
-                failures += 1;
-                let delay = Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
-                    .delay(failures.min(10));
-                tracing::error!(error = %failed.error, runs = keys.len(), retry_in = ?delay, "fanfare: recording outcomes failed");
-                tokio::time::sleep(delay).await;
-            }
-            {
-                let mut inflight = self.inflight();
-                for key in &keys {
-                    inflight.remove(key);
-                }
-            }
-            self.progress.send_modify(|n| *n += 1);
-            self.wake.notify_one();
+            let Ok(permit) = Arc::clone(&writers).acquire_owned().await else {
+                return;
+            };
+            let outcomes = std::mem::take(&mut batch);
+            let engine = Arc::clone(&self);
+            tokio::spawn(async move {
+                engine.write(outcomes).await;
+                drop(permit);
+            });
         }
+    }
+
+    /// Writes one batch of outcomes, then frees the runs' slots.
+    async fn write(&self, mut outcomes: Vec<Outcome>) {
+        let keys: Vec<RunKey> = outcomes.iter().map(|o| o.key).collect();
+        // The outcomes are known: keep writing them until the store takes them (a
+        // database restart). Meanwhile the runs hold their slots, so nothing more is
+        // claimed. Should the process die first, their leases expire and the runs are
+        // repeated, never lost.
+        let mut failures = 0u32;
+        while let Err(failed) = self.store.record(outcomes).await {
+            outcomes = failed.outcomes;
+            failures += 1;
+            let delay = Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
+                .delay(failures.min(10));
+            tracing::error!(error = %failed.error, runs = keys.len(), retry_in = ?delay, "fanfare: recording outcomes failed");
+            tokio::time::sleep(delay).await;
+        }
+        {
+            let mut inflight = self.inflight();
+            for key in &keys {
+                inflight.remove(key);
+            }
+        }
+        self.progress.send_modify(|n| *n += 1);
+        self.wake.notify_one();
     }
 
     /// Aborts every executing run and returns its key, for the store to release.

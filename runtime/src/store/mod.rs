@@ -61,6 +61,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Puts running runs back in the queue without counting the attempt.
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()>;
 
+    /// How many `record` calls may run at once (default 1).
+    fn parallel_writes(&self) -> usize {
+        1
+    }
+
     /// The runs of one event, or `None` for an unknown event.
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>>;
 }

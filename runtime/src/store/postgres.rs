@@ -213,7 +213,9 @@ impl PgStore {
             shared.target.clone(),
             Arc::clone(&wake),
         )));
-        tasks.push(tokio::spawn(Arc::clone(&shared).heartbeat()));
+        tasks.push(tokio::spawn(
+            Arc::clone(&shared).heartbeat(Arc::clone(&wake)),
+        ));
         tasks.push(tokio::spawn(Arc::clone(&shared).prune(retention)));
         Ok(PgStore {
             shared,
@@ -241,12 +243,6 @@ impl Shared {
             .get()
             .await
             .map_err(|e| self.error("unreachable", e))
-    }
-
-    fn is_local(&self, app: &str, function: &str) -> Option<u32> {
-        (app == self.app)
-            .then(|| self.index.get(function).copied())
-            .flatten()
     }
 
     /// Applies the migrations this database has not seen, one process at a time;
@@ -378,16 +374,22 @@ impl Shared {
                 "WITH e AS (
                      INSERT INTO fanfare_events (id, name, data, ts)
                      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
-                     RETURNING id, name, ts)
-                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-                 SELECT fanfare_uuid7(e.ts), e.id, f.app, f.function_id, fanfare_now()
-                 FROM e JOIN fanfare_functions f ON f.trigger = e.name
-                 RETURNING event_id, app, function_id",
+                     RETURNING id, name),
+                 r AS (
+                     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
+                     SELECT gen_random_uuid(), e.id, f.app, f.function_id, fanfare_now()
+                     FROM e JOIN fanfare_functions f ON f.trigger = e.name
+                     RETURNING event_id, app, function_id)
+                 SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
+                 FROM r GROUP BY event_id",
             )
             .await
             .map_err(err)?;
         let rows = tx
-            .query(&stmt, &[&ids, &names, &data, &ts])
+            .query(
+                &stmt,
+                &[&ids, &names, &data, &ts, &self.app, &self.functions],
+            )
             .await
             .map_err(err)?;
         if !rows.is_empty() {
@@ -397,17 +399,15 @@ impl Shared {
         }
         tx.commit().await.map_err(err)?;
 
-        let mut counts: HashMap<Uuid, (usize, usize)> = HashMap::new();
-        for row in &rows {
-            let event: Uuid = row.get(0);
-            let app: &str = row.get(1);
-            let function: &str = row.get(2);
-            let c = counts.entry(event).or_default();
-            c.0 += 1;
-            if self.is_local(app, function).is_some() {
-                c.1 += 1;
-            }
-        }
+        // Per event: runs created, and how many of them this process may claim.
+        let counts: HashMap<Uuid, (usize, usize)> = rows
+            .iter()
+            .map(|row| {
+                let all: i64 = row.get(1);
+                let local: i64 = row.get(2);
+                (row.get(0), (all as usize, local as usize))
+            })
+            .collect();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         Ok(events
             .into_iter()
@@ -432,7 +432,7 @@ impl Shared {
                      WHERE r.id IN (
                          SELECT id FROM fanfare_runs
                          WHERE app = $1 AND function_id = ANY($2)
-                           AND ((status = 0 AND due_at <= fanfare_now()) OR (status = 1 AND lease_until < fanfare_now()))
+                           AND status = 0 AND due_at <= fanfare_now()
                          ORDER BY due_at
                          LIMIT $5
                          FOR UPDATE SKIP LOCKED)
@@ -626,24 +626,56 @@ impl Shared {
         ))
     }
 
-    /// Renews the leases of the runs this process is executing.
-    async fn heartbeat(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.lease / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Renews the leases of the runs this process is executing, and puts back in the
+    /// queue this app's runs whose lease expired (their process died or lost the
+    /// database); the interrupted attempt stays counted.
+    async fn heartbeat(self: Arc<Self>, wake: Arc<Notify>) {
+        // Renewing rewrites every running row, so it happens only every third of a lease;
+        // finding expired leases reads an index, so it happens every poll.
+        let mut renew = tokio::time::interval(self.lease / 3);
+        let mut reap = tokio::time::interval((self.lease / 3).min(POLL));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let lease = self.lease.as_millis() as i64;
         loop {
-            tick.tick().await;
-            let renewed = async {
-                let client = self.client().await?;
-                client
-                    .execute(
-                        "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 WHERE owner = $2 AND status = 1",
-                        &[&(self.lease.as_millis() as i64), &self.owner],
-                    )
-                    .await
-                    .map_err(|e| self.error("cannot renew leases", e))
-            };
-            if let Err(e) = renewed.await {
-                tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
+            tokio::select! {
+                _ = renew.tick() => {
+                    let renewed = async {
+                        self.client()
+                            .await?
+                            .execute(
+                                "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 \
+                                 WHERE app = $2 AND status = 1 AND owner = $3",
+                                &[&lease, &self.app, &self.owner],
+                            )
+                            .await
+                            .map_err(|e| self.error("cannot renew leases", e))
+                    };
+                    if let Err(e) = renewed.await {
+                        tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
+                    }
+                }
+                _ = reap.tick() => {
+                    let reaped = async {
+                        self.client()
+                            .await?
+                            .execute(
+                                "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
+                                 WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()",
+                                &[&self.app],
+                            )
+                            .await
+                            .map_err(|e| self.error("cannot re-queue expired runs", e))
+                    };
+                    match reaped.await {
+                        Ok(0) => {}
+                        Ok(expired) => {
+                            tracing::warn!(runs = expired, "fanfare: re-queued runs whose lease expired");
+                            wake.notify_one();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "fanfare: looking for expired leases failed"),
+                    }
+                }
             }
         }
     }
@@ -761,6 +793,10 @@ impl Store for PgStore {
 
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
         Box::pin(self.shared.release(runs))
+    }
+
+    fn parallel_writes(&self) -> usize {
+        3
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
