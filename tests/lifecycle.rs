@@ -21,6 +21,11 @@ struct Held {
     gate: String,
 }
 
+/// No function subscribes to it: probing sends creates no runs.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/probe")]
+struct Probe;
+
 /// Starts, then waits at its gate until the test opens it.
 #[function(trigger = "test/held")]
 async fn held(ctx: Ctx<Held>) -> fanfare::Result<()> {
