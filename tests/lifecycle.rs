@@ -48,12 +48,7 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends(store: Stor
     // Once shutdown has begun, sends are refused.
     let refused = timeout(LIMIT, async {
         loop {
-            match rt
-                .send(Held {
-                    gate: "unused".into(),
-                })
-                .await
-            {
+            match rt.send(Probe).await {
                 Err(e) => break e,
                 Ok(_) => tokio::task::yield_now().await,
             }
