@@ -5,7 +5,7 @@
 //! ```
 //!
 //! The program plays both parts. It starts a copy of itself (the *worker*) on
-//! `target/durable-example.db`, which sends five `order/placed` events and starts
+//! `fanfare-durable-example.db` in the temporary directory, which sends five `order/placed` events and starts
 //! working on them, slowly. Once every event is accepted, the first process kills the
 //! worker with SIGKILL mid-run, then opens the same database itself: the runs the worker
 //! left `running` are re-queued, and every run of every accepted event completes.
@@ -47,7 +47,9 @@ async fn email_receipt(ctx: Ctx<OrderPlaced>) -> fanfare::Result<()> {
     Ok(())
 }
 
-const DB: &str = "target/durable-example.db";
+fn db() -> std::path::PathBuf {
+    std::env::temp_dir().join("fanfare-durable-example.db")
+}
 
 #[tokio::main]
 async fn main() -> fanfare::Result<()> {
@@ -55,7 +57,7 @@ async fn main() -> fanfare::Result<()> {
         return worker().await;
     }
     for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{DB}{ext}"));
+        let _ = std::fs::remove_file(format!("{}{ext}", db().display()));
     }
 
     println!("1. the worker sends five events and starts on them");
@@ -83,7 +85,7 @@ async fn main() -> fanfare::Result<()> {
     child.wait()?;
 
     println!("3. restart on the same file: interrupted runs are re-queued");
-    let rt = Runtime::builder().sqlite(DB).start().await?;
+    let rt = Runtime::builder().sqlite(db()).start().await?;
     for id in &accepted {
         let runs = rt.wait(*id).await?;
         for run in &runs {
@@ -99,7 +101,7 @@ async fn main() -> fanfare::Result<()> {
 }
 
 async fn worker() -> fanfare::Result<()> {
-    let rt = Runtime::builder().sqlite(DB).start().await?;
+    let rt = Runtime::builder().sqlite(db()).start().await?;
     for order_id in 1..=5 {
         let id = rt.send(OrderPlaced { order_id }).await?;
         // `send` returned: the event and its runs are committed.
