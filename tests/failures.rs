@@ -23,6 +23,7 @@ conformance!(
     a_typed_send_decodes_for_every_view_of_the_event,
     an_event_over_the_size_limit_is_refused_and_runs_nothing,
     send_json_refuses_a_malformed_event_name,
+    completed_events_are_pruned_after_the_retention_and_failed_ones_are_kept,
 );
 
 /// Instants at which each event's attempts started.
@@ -354,5 +355,34 @@ async fn send_json_refuses_a_malformed_event_name(store: Store) {
         assert_eq!(err.kind(), ErrorKind::InvalidEventName, "{name:?}");
         assert!(err.to_string().contains("invalid event name"), "{err}");
     }
+    rt.shutdown().await.unwrap();
+}
+
+async fn completed_events_are_pruned_after_the_retention_and_failed_ones_are_kept(store: Store) {
+    let rt = store
+        .fast()
+        .retention(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let done = rt.send(Big { blob: "ok".into() }).await.unwrap();
+    let failed = rt.send(Fatal).await.unwrap();
+    timeout(LIMIT, rt.wait(done)).await.unwrap().unwrap();
+    timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    // Gone once the retention has passed and the store pruned (checked every second at most).
+    let err = timeout(LIMIT, async {
+        loop {
+            match rt.runs(done).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("the completed event was never pruned");
+    assert_eq!(err.kind(), ErrorKind::EventNotFound);
+    // The failed run is the dead-letter set: kept.
+    let runs = rt.runs(failed).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
     rt.shutdown().await.unwrap();
 }

@@ -287,6 +287,17 @@ async fn a_concurrency_of_zero_is_refused() {
 }
 
 #[tokio::test]
+async fn a_lease_too_short_to_renew_is_refused() {
+    let err = fanfare::Runtime::builder()
+        .lease(Duration::from_millis(5))
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("too short to renew"), "{err}");
+}
+
+#[tokio::test]
 async fn a_send_only_runtime_needs_a_durable_store() {
     let err = fanfare::Runtime::builder()
         .execute(false)

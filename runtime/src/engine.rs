@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+/// Longest an idle dispatcher waits before it claims again.
+const IDLE_CLAIM: Duration = Duration::from_secs(1);
+
 /// Most runs claimed or recorded in one store call.
 const BATCH: usize = 512;
 
@@ -103,14 +106,13 @@ impl Engine {
                 }
             };
             if claim.runs.is_empty() {
-                match claim.next_due {
-                    Some(due) => {
-                        tokio::select! {
-                            _ = self.wake.notified() => {}
-                            _ = tokio::time::sleep_until(due.into()) => {}
-                        }
-                    }
-                    None => self.wake.notified().await,
+                // Look again when woken, when the next delayed run is due, and at least
+                // every second: stores prune and notice other processes' work on claims.
+                let idle = tokio::time::Instant::now() + IDLE_CLAIM;
+                let until = claim.next_due.map_or(idle, |due| idle.min(due.into()));
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
                 }
                 continue;
             }

@@ -259,6 +259,15 @@ impl Builder {
                 "fanfare: registered function"
             );
         }
+        if self.lease < Duration::from_millis(100) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format_args!(
+                    "a lease of {:?} is too short to renew in time\nhelp: `Builder::lease` takes 100 ms or more; the default is 30 s",
+                    self.lease
+                ),
+            ));
+        }
         if !self.execute && matches!(self.store, StoreConfig::Memory) {
             return Err(Error::new(
                 ErrorKind::Config,

@@ -39,7 +39,9 @@ const MAX_BATCH: usize = 1024;
 const COMMITTERS: usize = 4;
 /// Connections in the pool.
 const POOL_SIZE: usize = 12;
-/// How often finished events past the retention are deleted.
+/// The shortest period of a background task.
+const MIN_TICK: Duration = Duration::from_millis(10);
+/// How often finished events past the retention are deleted, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Events kept decoded between `send` and the claim of their local runs.
 const MAX_CACHED_EVENTS: usize = 65_536;
@@ -632,8 +634,8 @@ impl Shared {
     async fn heartbeat(self: Arc<Self>, wake: Arc<Notify>) {
         // Renewing rewrites every running row, so it happens only every third of a lease;
         // finding expired leases reads an index, so it happens every poll.
-        let mut renew = tokio::time::interval(self.lease / 3);
-        let mut reap = tokio::time::interval((self.lease / 3).min(POLL));
+        let mut renew = tokio::time::interval((self.lease / 3).max(MIN_TICK));
+        let mut reap = tokio::time::interval((self.lease / 3).min(POLL).max(MIN_TICK));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lease = self.lease.as_millis() as i64;
@@ -682,7 +684,7 @@ impl Shared {
 
     /// Deletes events whose runs all completed longer ago than the retention.
     async fn prune(self: Arc<Self>, retention: Duration) {
-        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        let mut tick = tokio::time::interval(PRUNE_EVERY.min(retention / 2).max(MIN_TICK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let keep = retention.as_millis() as i64;
         loop {

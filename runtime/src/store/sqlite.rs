@@ -75,8 +75,13 @@ const IN_USE: &str = "cannot open: another process is using it (a SQLite databas
 const MAX_BATCH: usize = 2048;
 /// Events kept decoded in memory between `send` and the claim of their runs.
 const MAX_CACHED_EVENTS: usize = 65_536;
-/// How often finished events past the retention are deleted.
+/// How often finished events past the retention are deleted, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// How often to prune for a retention: often enough to keep it within half of itself.
+fn prune_every(retention: Duration) -> Duration {
+    PRUNE_EVERY.min(retention / 2)
+}
 
 const QUEUED: i64 = 0;
 const RUNNING: i64 = 1;
@@ -427,7 +432,7 @@ impl Writer {
     ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, String)> {
         let mut replies = Vec::with_capacity(batch.len());
         let now = now_millis();
-        let prune = self.last_prune.elapsed() >= PRUNE_EVERY;
+        let prune = self.last_prune.elapsed() >= prune_every(self.retention);
         let path = self.path.clone();
         let mut tx = match self
             .conn
