@@ -1,8 +1,14 @@
 //! [`Ctx`], what a function receives.
 
-use crate::event::{Event, EventId, RunId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{now_millis, Envelope, Event, EventId, RunId};
 use crate::function::RunInput;
+use crate::step::{RunState, Slot};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The context of one attempt of one run: the event and the run's identity.
 ///
@@ -27,6 +33,7 @@ pub struct Ctx<E> {
     run_id: RunId,
     attempt: u32,
     function_id: &'static str,
+    run: Arc<RunState>,
 }
 
 impl<E: Event> Ctx<E> {
@@ -38,6 +45,7 @@ impl<E: Event> Ctx<E> {
             run_id: input.run_id,
             attempt: input.attempt,
             function_id: input.def.id(),
+            run: Arc::clone(&input.state),
         }
     }
 
@@ -72,10 +80,160 @@ impl<E: Event> Ctx<E> {
     }
 }
 
+impl<E> Ctx<E> {
+    /// Runs `f` once per run, durably: its output is stored when it completes, and when
+    /// the run is executed again (a retry after a later failure, a resume after a sleep,
+    /// a restart after a crash) the stored output is returned without calling `f`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/order")]
+    /// # pub struct OrderPlaced { pub cents: u64 }
+    /// # async fn charge(cents: u64) -> Result<String, std::io::Error> { Ok(format!("ch_{cents}")) }
+    /// #[fanfare::function(trigger = "doc/order", retries = 5)]
+    /// async fn fulfil(ctx: fanfare::Ctx<OrderPlaced>) -> fanfare::Result<String> {
+    ///     // Charged once, however often the rest of the function fails and retries.
+    ///     let charge = ctx.step("charge-card", || charge(ctx.event().cents)).await?;
+    ///     Ok(charge)
+    /// }
+    /// ```
+    ///
+    /// A failed step fails the attempt; the run is retried per the function's `retries`,
+    /// and the step runs again. The output must be `Serialize + DeserializeOwned`.
+    ///
+    /// Step ids name a step within its run; calling one id again (in a loop) gives the
+    /// calls `id`, `id:1`, `id:2`, …. Steps must be called in the same order on every
+    /// execution: a different order fails the run with [`ErrorKind::NonDeterministic`]
+    /// instead of handing a step another step's output.
+    pub async fn step<T, Er, F, Fut>(&self, id: &str, f: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Er>>,
+        Er: Into<Error>,
+    {
+        match self.run.next(id)? {
+            Slot::Done(done) => serde_json::from_str(&done.output).map_err(|e| {
+                Error::new(
+                    ErrorKind::NonDeterministic,
+                    format_args!(
+                        "the stored output of step `{}` does not deserialize as `{}`: {e}",
+                        done.id,
+                        std::any::type_name::<T>()
+                    ),
+                )
+                .never_retry()
+            }),
+            Slot::New { seq, id } => {
+                let started = now_millis();
+                let value = f().await.map_err(Into::into)?;
+                let output = serde_json::to_string(&value).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Serialize,
+                        format_args!("the output of step `{id}` could not be serialized: {e}"),
+                    )
+                    .never_retry()
+                })?;
+                self.run.save(seq, id, output, started).await?;
+                Ok(value)
+            }
+        }
+    }
+
+    /// Pauses the run for `duration`, durably: the run gives up its worker slot and its
+    /// task, and is resumed at wake time — also after a restart of the process. Steps
+    /// before the sleep are not executed again.
+    ///
+    /// While it sleeps, the run is [`RunStatus::Sleeping`](crate::RunStatus::Sleeping).
+    pub async fn sleep(&self, id: &str, duration: Duration) -> Result<()> {
+        self.sleep_step(id, || {
+            now_millis().saturating_add(duration.as_millis() as u64)
+        })
+        .await
+    }
+
+    /// Pauses the run until `time`, durably, as [`Ctx::sleep`].
+    pub async fn sleep_until(&self, id: &str, time: SystemTime) -> Result<()> {
+        let wake = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.sleep_step(id, || wake).await
+    }
+
+    async fn sleep_step(&self, id: &str, wake: impl FnOnce() -> u64) -> Result<()> {
+        let wake = match self.run.next(id)? {
+            Slot::Done(done) => done.output.parse().map_err(|_| {
+                Error::new(
+                    ErrorKind::NonDeterministic,
+                    format_args!("step `{}` was not a sleep when it first ran", done.id),
+                )
+                .never_retry()
+            })?,
+            Slot::New { seq, id } => {
+                let wake = wake();
+                let now = now_millis();
+                self.run.save(seq, id, wake.to_string(), now).await?;
+                wake
+            }
+        };
+        if now_millis() >= wake {
+            return Ok(());
+        }
+        // The engine drops this attempt here and queues the run until `wake`.
+        self.run.suspend(wake);
+        std::future::pending().await
+    }
+
+    /// Sends an event from the run, exactly once per run: the event's id is derived from
+    /// the run and the step, so executing the step again stores nothing new.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/placed")]
+    /// # pub struct OrderPlaced { pub order_id: u64 }
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/shipped")]
+    /// # pub struct OrderShipped { pub order_id: u64 }
+    /// #[fanfare::function(trigger = "doc/placed")]
+    /// async fn ship(ctx: fanfare::Ctx<OrderPlaced>) -> fanfare::Result<()> {
+    ///     ctx.send("notify", OrderShipped { order_id: ctx.event().order_id }).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn send<Ev: Event>(&self, id: &str, event: Ev) -> Result<EventId> {
+        match self.run.next(id)? {
+            Slot::Done(done) => serde_json::from_str::<String>(&done.output)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(EventId::from_uuid)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NonDeterministic,
+                        format_args!("step `{}` was not a send when it first ran", done.id),
+                    )
+                    .never_retry()
+                }),
+            Slot::New { seq, id } => {
+                let started = now_millis();
+                let event_id = EventId::for_step(self.run_id, &id);
+                let engine = &self.run.engine;
+                let envelope = Envelope::typed_with_id(event, engine.max_event_size, event_id)?;
+                engine.append(envelope).await?;
+                let output = format!("\"{event_id}\"");
+                self.run.save(seq, id, output, started).await?;
+                Ok(event_id)
+            }
+        }
+    }
+}
+
 impl<E> Clone for Ctx<E> {
     fn clone(&self) -> Self {
         Ctx {
             event: Arc::clone(&self.event),
+            run: Arc::clone(&self.run),
             ..*self
         }
     }

@@ -9,7 +9,9 @@
 
 use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind};
+use crate::event::now_millis;
 use crate::function::{Registry, RunInput};
+use crate::step::RunState;
 use crate::store::{ClaimedRun, Outcome, OutcomeKind, RunKey, Store};
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +37,8 @@ pub(crate) struct Engine {
     pub backoff: Backoff,
     /// Most runs executing at once; 0 for a process that only sends.
     pub concurrency: usize,
+    /// Largest accepted event, for sends from functions.
+    pub max_event_size: usize,
     /// New work, free slots or a stop request: the dispatcher looks again. Shared with
     /// the store, which wakes it for work it learns of itself (another process's send).
     pub wake: Arc<Notify>,
@@ -53,6 +57,7 @@ impl Engine {
         registry: Arc<Registry>,
         backoff: Backoff,
         concurrency: usize,
+        max_event_size: usize,
         wake: Arc<Notify>,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -61,6 +66,7 @@ impl Engine {
             registry,
             backoff,
             concurrency,
+            max_event_size,
             wake,
             stopping: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
@@ -126,7 +132,7 @@ impl Engine {
     }
 
     /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, run: ClaimedRun) {
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun) {
         let def = self.registry.defs[run.function as usize];
         let span = tracing::info_span!(
             "fanfare.run",
@@ -135,11 +141,18 @@ impl Engine {
             event_id = %run.event.id,
             attempt = run.attempt,
         );
+        let state = Arc::new(RunState::new(
+            run.key,
+            run.run_id,
+            Arc::clone(&self),
+            std::mem::take(&mut run.steps),
+        ));
         let input = RunInput {
             envelope: Arc::clone(&run.event),
             run_id: run.run_id,
             attempt: run.attempt,
             def,
+            state: Arc::clone(&state),
         };
         let result = if run.attempt > def.retries() {
             // Every attempt was used, the last one by a process that died or lost its
@@ -154,7 +167,26 @@ impl Engine {
             .never_retry())
         } else {
             match span.in_scope(|| def.call(input)) {
-                Ok(fut) => CatchUnwind(fut).instrument(span.clone()).await,
+                Ok(fut) => {
+                    // A durable sleep suspends the run: the attempt's future is dropped
+                    // where it waits, and the run goes back to the queue until its wake
+                    // time, holding no task.
+                    tokio::select! {
+                        biased;
+                        result = CatchUnwind(fut).instrument(span.clone()) => result,
+                        wake_ms = state.suspended() => {
+                            let delay = Duration::from_millis(wake_ms.saturating_sub(now_millis()));
+                            let _enter = span.enter();
+                            tracing::debug!(sleep = ?delay, "fanfare: run sleeps");
+                            drop(_enter);
+                            let _ = self.outcomes.send(Outcome {
+                                key: run.key,
+                                result: OutcomeKind::Sleep { delay },
+                            });
+                            return;
+                        }
+                    }
+                }
                 Err(e) => Err(e),
             }
         };
@@ -228,6 +260,29 @@ impl Engine {
         }
         self.progress.send_modify(|n| *n += 1);
         self.wake.notify_one();
+    }
+
+    /// Stores an event and its runs, and wakes the dispatcher if some are this
+    /// process's. Used by `Runtime::send` and by `ctx.send`.
+    pub async fn append(
+        &self,
+        envelope: crate::event::Envelope,
+    ) -> crate::error::Result<crate::event::EventId> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::ShutDown,
+                format_args!(
+                    "event `{}` not sent: the runtime is shut down",
+                    envelope.name
+                ),
+            ));
+        }
+        let id = envelope.id;
+        let runs = self.store.append(envelope).await?;
+        if runs > 0 {
+            self.wake.notify_one();
+        }
+        Ok(id)
     }
 
     /// Aborts every executing run and returns its key, for the store to release.

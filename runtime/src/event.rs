@@ -70,6 +70,20 @@ macro_rules! uuid_id {
             }
         }
 
+        /// As its hyphenated string, so ids can travel inside events and outputs.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map($name).map_err(serde::de::Error::custom)
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = uuid::Error;
             fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
@@ -112,6 +126,31 @@ impl RunId {
     }
 }
 
+impl EventId {
+    /// The id of the event a run sends from step `step`: the same on every replay, so
+    /// the store keeps one event however often the step is re-executed. A UUIDv8 made
+    /// of two FNV-1a hashes of the run id and the step id.
+    pub(crate) fn for_step(run: RunId, step: &str) -> EventId {
+        fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
+            let mut h = seed;
+            for part in parts {
+                for &b in *part {
+                    h ^= b as u64;
+                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+            h
+        }
+        let parts: [&[u8]; 3] = [run.0.as_bytes(), b"\0", step.as_bytes()];
+        let hi = fnv(0xcbf2_9ce4_8422_2325, &parts);
+        let lo = fnv(0x6c62_272e_07bb_0142, &parts);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hi.to_be_bytes());
+        bytes[8..].copy_from_slice(&lo.to_be_bytes());
+        EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
 /// An accepted event as the runtime keeps it: serialized once, and — when sent from
 /// Rust in this process — also kept as the typed value, so functions of that type skip
 /// deserialization.
@@ -141,6 +180,13 @@ impl Envelope {
             Some(Arc::new(event)),
             max_size,
         )
+    }
+
+    /// The same, under a given id (a `ctx.send` step's deterministic id).
+    pub fn typed_with_id<E: Event>(event: E, max_size: usize, id: EventId) -> Result<Envelope> {
+        let mut envelope = Envelope::typed(event, max_size)?;
+        envelope.id = id;
+        Ok(envelope)
     }
 
     /// An event from outside Rust: its name is checked at run time.

@@ -202,6 +202,7 @@ pub struct RunInput {
     pub(crate) run_id: RunId,
     pub(crate) attempt: u32,
     pub(crate) def: &'static FunctionDef,
+    pub(crate) state: Arc<crate::step::RunState>,
 }
 
 /// A running function's future, its output serialized.

@@ -56,6 +56,7 @@ mod error;
 mod event;
 mod function;
 mod runtime;
+mod step;
 mod store;
 
 pub use backoff::Backoff;
@@ -67,7 +68,7 @@ pub use function::{functions, FunctionDef, IntoOutput, Location};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
-pub use store::{RunInfo, RunStatus};
+pub use store::{RunInfo, RunStatus, StepInfo};
 
 /// Sends an event through the ambient runtime: the last one started and still alive.
 ///

@@ -304,7 +304,14 @@ impl Builder {
             ),
         };
         let concurrency = if self.execute { self.concurrency } else { 0 };
-        let (engine, outcomes) = Engine::new(store, registry, self.backoff, concurrency, wake);
+        let (engine, outcomes) = Engine::new(
+            store,
+            registry,
+            self.backoff,
+            concurrency,
+            self.max_event_size,
+            wake,
+        );
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let inner = Arc::new(Inner {
@@ -415,22 +422,7 @@ impl Runtime {
     }
 
     async fn append(&self, envelope: Envelope) -> Result<EventId> {
-        let engine = &self.inner.engine;
-        if engine.stopping.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::ShutDown,
-                format_args!(
-                    "event `{}` not sent: the runtime is shut down",
-                    envelope.name
-                ),
-            ));
-        }
-        let id = envelope.id;
-        let runs = engine.store.append(envelope).await?;
-        if runs > 0 {
-            engine.wake.notify_one();
-        }
-        Ok(id)
+        self.inner.engine.append(envelope).await
     }
 
     /// The runs of an event: function id, status, attempts, last error, output.

@@ -3,10 +3,10 @@
 //! One mutex guards a slab of runs, a FIFO of ready runs and a heap of delayed ones.
 //! Events keep their typed value, so functions of the sender's type skip serde.
 
-use super::RecordFuture;
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
+use super::{RecordFuture, StepRecord};
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -43,6 +43,7 @@ struct Run {
     attempts: u32,
     last_error: Option<Box<str>>,
     output: Option<serde_json::Value>,
+    steps: Vec<StepRecord>,
 }
 
 struct EventEntry {
@@ -79,6 +80,10 @@ impl Store for MemoryStore {
         let run_ids: Vec<RunId> = subscribers.iter().map(|_| RunId::new(event.ts)).collect();
         let event = Arc::new(event);
         let mut inner = self.lock();
+        if inner.events.contains_key(&event.id) {
+            // A replayed `ctx.send`: the event was stored the first time.
+            return ready(Ok(0));
+        }
         let mut slots = Vec::with_capacity(subscribers.len());
         for (&function, id) in subscribers.iter().zip(run_ids) {
             let slot = inner.insert(Run {
@@ -89,6 +94,7 @@ impl Store for MemoryStore {
                 attempts: 0,
                 last_error: None,
                 output: None,
+                steps: Vec::new(),
             });
             inner.ready.push_back(slot);
             slots.push(slot);
@@ -136,6 +142,7 @@ impl Store for MemoryStore {
                 function: run.function,
                 attempt: run.attempts - 1,
                 event: Arc::clone(&run.event),
+                steps: run.steps.clone(),
             });
         }
         let next_due = inner.delayed.peek().map(|Reverse((due, _))| *due);
@@ -161,6 +168,12 @@ impl Store for MemoryStore {
                     run.status = RunStatus::Failed;
                     run.last_error = Some(error.into());
                     Some(true)
+                }
+                OutcomeKind::Sleep { delay } => {
+                    run.status = RunStatus::Sleeping;
+                    run.attempts -= 1;
+                    inner.delayed.push(Reverse((now + delay, slot)));
+                    None
                 }
                 OutcomeKind::Retry { delay, error } => {
                     run.status = RunStatus::Queued;
@@ -192,6 +205,16 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+        let mut inner = self.lock();
+        if let Some(run) = inner.runs.get_mut(run as usize).and_then(Option::as_mut) {
+            run.steps.retain(|s| s.seq != step.seq);
+            run.steps.push(step);
+            run.steps.sort_by_key(|s| s.seq);
+        }
+        ready(Ok(()))
+    }
+
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         let inner = self.lock();
         let runs = inner.events.get(&event).map(|entry| {
@@ -208,6 +231,7 @@ impl Store for MemoryStore {
                     attempts: run.attempts,
                     last_error: run.last_error.as_deref().map(str::to_owned),
                     output: run.output.clone(),
+                    steps: run.steps.iter().map(StepRecord::info).collect(),
                 })
                 .collect()
         });

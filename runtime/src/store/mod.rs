@@ -61,6 +61,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Puts running runs back in the queue without counting the attempt.
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()>;
 
+    /// Stores a completed step of a running run, durably, before the run goes on.
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()>;
+
     /// How many `record` calls may run at once (default 1).
     fn parallel_writes(&self) -> usize {
         1
@@ -86,6 +89,43 @@ pub(crate) struct ClaimedRun {
     /// 0 on the first attempt.
     pub attempt: u32,
     pub event: Arc<Envelope>,
+    /// The steps this run completed in earlier attempts, in the order they ran.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A completed step, as stored: its output is returned instead of running it again.
+#[derive(Clone, Debug)]
+pub(crate) struct StepRecord {
+    /// Position among the run's steps.
+    pub seq: u32,
+    /// The step id, with a `:n` suffix for its n-th repetition.
+    pub id: String,
+    /// The step's output, JSON.
+    pub output: String,
+    pub started_ms: u64,
+    pub completed_ms: u64,
+}
+
+impl StepRecord {
+    pub fn info(&self) -> StepInfo {
+        StepInfo {
+            id: self.id.clone(),
+            started_at_ms: self.started_ms,
+            completed_at_ms: self.completed_ms,
+        }
+    }
+}
+
+/// A completed step of a run, as [`RunInfo::steps`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StepInfo {
+    /// The step id (`id:1`, `id:2`, … for repetitions of one id).
+    pub id: String,
+    /// When the step started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When it completed.
+    pub completed_at_ms: u64,
 }
 
 /// The result of one attempt, as decided by the engine.
@@ -96,7 +136,15 @@ pub(crate) struct Outcome {
 
 pub(crate) enum OutcomeKind {
     Completed(serde_json::Value),
-    Retry { delay: Duration, error: String },
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    /// Suspended by a durable sleep: queued again for `delay` from now, without a task,
+    /// and without counting an attempt.
+    Sleep {
+        delay: Duration,
+    },
     Failed(String),
 }
 
@@ -120,6 +168,8 @@ pub struct RunInfo {
     pub last_error: Option<String>,
     /// What the function returned, once completed (`None` for `()`).
     pub output: Option<serde_json::Value>,
+    /// The steps completed so far, in the order they ran.
+    pub steps: Vec<StepInfo>,
 }
 
 /// Where a run is in its life.
@@ -130,6 +180,8 @@ pub enum RunStatus {
     Queued,
     /// An attempt is executing.
     Running,
+    /// Suspended by `ctx.sleep` until its wake time: it holds no worker slot and no task.
+    Sleeping,
     /// The function returned `Ok`.
     Completed,
     /// Every attempt failed, or one failed with a non-retriable error. Kept, with its

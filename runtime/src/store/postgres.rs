@@ -14,7 +14,7 @@
 
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus,
-    Store, StoreFuture, StoreOptions,
+    StepRecord, Store, StoreFuture, StoreOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -35,6 +35,8 @@ const CHANNEL: &str = "fanfare_runs";
 const POLL: Duration = Duration::from_secs(1);
 /// Sends committed together at most.
 const MAX_BATCH: usize = 1024;
+/// The outcome code of a durable sleep (stored as status 0 with `sleeping`).
+const SLEEP: i16 = 4;
 /// Parallel committers of sends.
 const COMMITTERS: usize = 4;
 /// Connections in the pool.
@@ -47,7 +49,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const MAX_CACHED_EVENTS: usize = 65_536;
 
 /// The schema migrations, applied in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE FUNCTION fanfare_now() RETURNS bigint LANGUAGE sql STABLE
     AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$;
 CREATE FUNCTION fanfare_uuid7(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
@@ -86,7 +89,21 @@ CREATE INDEX fanfare_runs_due ON fanfare_runs (app, function_id, due_at) WHERE s
 CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1;
 CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;
 CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
-"#];
+"#,
+    r#"
+CREATE TABLE fanfare_steps (
+    run bigint NOT NULL,
+    seq integer NOT NULL,
+    step_id text NOT NULL,
+    output text NOT NULL,
+    started_at bigint NOT NULL,
+    completed_at bigint NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+ALTER TABLE fanfare_runs ADD COLUMN steps integer NOT NULL DEFAULT 0,
+                         ADD COLUMN sleeping boolean NOT NULL DEFAULT false;
+"#,
+];
 
 /// A send waiting for its commit, and where to answer.
 type PendingSend = (Envelope, oneshot::Sender<Result<usize>>);
@@ -376,6 +393,7 @@ impl Shared {
                 "WITH e AS (
                      INSERT INTO fanfare_events (id, name, data, ts)
                      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+                     ON CONFLICT (id) DO NOTHING
                      RETURNING id, name),
                  r AS (
                      INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
@@ -438,8 +456,8 @@ impl Shared {
                          ORDER BY due_at
                          LIMIT $5
                          FOR UPDATE SKIP LOCKED)
-                     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts)
-                 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts
+                     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps)
+                 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps
                  FROM c JOIN fanfare_events e ON e.id = c.event_id",
             )
             .await
@@ -459,6 +477,7 @@ impl Shared {
             .await
             .map_err(err)?;
         let mut runs = Vec::with_capacity(rows.len());
+        let mut with_steps = Vec::new();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for row in rows {
@@ -484,13 +503,25 @@ impl Shared {
                         typed: None,
                     }),
                 };
+                if row.get::<_, i32>(8) > 0 {
+                    with_steps.push(row.get::<_, i64>(0));
+                }
                 runs.push(ClaimedRun {
                     key: row.get::<_, i64>(0) as RunKey,
                     run_id: RunId::from_uuid(row.get(1)),
                     function,
                     attempt: row.get::<_, i32>(4) as u32 - 1,
                     event,
+                    steps: Vec::new(),
                 });
+            }
+        }
+        if !with_steps.is_empty() {
+            let mut steps = self.steps(&client, &with_steps).await?;
+            for run in &mut runs {
+                if let Some(done) = steps.remove(&(run.key as i64)) {
+                    run.steps = done;
+                }
             }
         }
         let next_due = if runs.is_empty() {
@@ -535,6 +566,12 @@ impl Shared {
                     errors.push(Some(error.clone()));
                     delays.push(delay.as_millis() as i64);
                 }
+                OutcomeKind::Sleep { delay } => {
+                    statuses.push(SLEEP);
+                    outputs.push(None);
+                    errors.push(None);
+                    delays.push(delay.as_millis() as i64);
+                }
                 OutcomeKind::Failed(error) => {
                     statuses.push(3);
                     outputs.push(None);
@@ -548,10 +585,12 @@ impl Shared {
         let stmt = client
             .prepare_cached(
                 "UPDATE fanfare_runs r SET
-                     status = u.status,
+                     status = CASE WHEN u.status = 4 THEN 0 ELSE u.status END,
+                     sleeping = u.status = 4,
+                     attempts = r.attempts - CASE WHEN u.status = 4 THEN 1 ELSE 0 END,
                      output = u.output,
                      last_error = coalesce(u.error, r.last_error),
-                     due_at = CASE WHEN u.status = 0 THEN fanfare_now() + u.delay ELSE r.due_at END,
+                     due_at = CASE WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay ELSE r.due_at END,
                      finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
                      lease_until = NULL,
                      owner = NULL
@@ -599,12 +638,14 @@ impl Shared {
         }
         let rows = client
             .query(
-                "SELECT run_id, app, function_id, status, attempts, last_error, output \
+                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping \
                  FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
                 &[&id],
             )
             .await
             .map_err(err)?;
+        let keys: Vec<i64> = rows.iter().map(|row| row.get(7)).collect();
+        let mut steps = self.steps(&client, &keys).await?;
         Ok(Some(
             rows.into_iter()
                 .map(|row| RunInfo {
@@ -613,6 +654,7 @@ impl Shared {
                     app: row.get(1),
                     function_id: row.get(2),
                     status: match row.get::<_, i16>(3) {
+                        0 if row.get::<_, bool>(8) => RunStatus::Sleeping,
                         0 => RunStatus::Queued,
                         1 => RunStatus::Running,
                         2 => RunStatus::Completed,
@@ -623,9 +665,63 @@ impl Shared {
                     output: row
                         .get::<_, Option<String>>(6)
                         .and_then(|o| serde_json::from_str(&o).ok()),
+                    steps: steps
+                        .remove(&row.get::<_, i64>(7))
+                        .unwrap_or_default()
+                        .iter()
+                        .map(StepRecord::info)
+                        .collect(),
                 })
                 .collect(),
         ))
+    }
+
+    /// The completed steps of runs, by run, in order.
+    async fn steps(&self, client: &Object, runs: &[i64]) -> Result<HashMap<i64, Vec<StepRecord>>> {
+        let rows = client
+            .query(
+                "SELECT run, seq, step_id, output, started_at, completed_at FROM fanfare_steps \
+                 WHERE run = ANY($1) ORDER BY run, seq",
+                &[&runs],
+            )
+            .await
+            .map_err(|e| self.error("cannot read steps", e))?;
+        let mut steps: HashMap<i64, Vec<StepRecord>> = HashMap::new();
+        for row in rows {
+            steps.entry(row.get(0)).or_default().push(StepRecord {
+                seq: row.get::<_, i32>(1) as u32,
+                id: row.get(2),
+                output: row.get(3),
+                started_ms: row.get::<_, i64>(4) as u64,
+                completed_ms: row.get::<_, i64>(5) as u64,
+            });
+        }
+        Ok(steps)
+    }
+
+    async fn save_step(&self, run: RunKey, step: StepRecord) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH s AS (
+                     INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (run, seq) DO UPDATE SET step_id = excluded.step_id,
+                         output = excluded.output, started_at = excluded.started_at,
+                         completed_at = excluded.completed_at)
+                 UPDATE fanfare_runs SET steps = greatest(steps, $2 + 1) WHERE id = $1",
+                &[
+                    &(run as i64),
+                    &(step.seq as i32),
+                    &step.id,
+                    &step.output,
+                    &(step.started_ms as i64),
+                    &(step.completed_ms as i64),
+                ],
+            )
+            .await
+            .map_err(|e| self.error("cannot store a step", e))?;
+        Ok(())
     }
 
     /// Renews the leases of the runs this process is executing, and puts back in the
@@ -702,7 +798,10 @@ impl Shared {
                                      AND (r.status <> 2 OR r.finished_at >= fanfare_now() - {keep}))
                                  LIMIT 10000)
                              RETURNING e.id)
-                         DELETE FROM fanfare_runs r USING gone WHERE r.event_id = gone.id"
+                         , runs AS (
+                             DELETE FROM fanfare_runs r USING gone WHERE r.event_id = gone.id
+                             RETURNING r.id)
+                         DELETE FROM fanfare_steps s USING runs WHERE s.run = runs.id"
                     ))
                     .await
                     .map_err(|e| self.error("cannot prune", e))
@@ -795,6 +894,10 @@ impl Store for PgStore {
 
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
         Box::pin(self.shared.release(runs))
+    }
+
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.save_step(run, step))
     }
 
     fn parallel_writes(&self) -> usize {

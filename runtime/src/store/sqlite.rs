@@ -11,7 +11,7 @@
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordError, RecordFuture, StoreOptions};
+use super::{RecordError, RecordFuture, StepRecord, StoreOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -45,7 +45,8 @@ pub enum SqliteSync {
 }
 
 /// The schema migrations, applied in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE fanfare_events (
     id BLOB PRIMARY KEY,
     name TEXT NOT NULL,
@@ -66,7 +67,21 @@ CREATE TABLE fanfare_runs (
 );
 CREATE INDEX fanfare_runs_due ON fanfare_runs (due_at) WHERE status = 0;
 CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
-"#];
+"#,
+    r#"
+CREATE TABLE fanfare_steps (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    completed_at INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+ALTER TABLE fanfare_runs ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fanfare_runs ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 const IN_USE: &str = "cannot open: another process is using it (a SQLite database serves one \
     process at a time; use PostgreSQL to share work between processes)";
@@ -100,6 +115,7 @@ enum Command {
         oneshot::Sender<std::result::Result<(), RecordError>>,
     ),
     Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
+    SaveStep(RunKey, StepRecord, oneshot::Sender<Result<()>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
 }
 
@@ -242,6 +258,10 @@ impl Store for SqliteStore {
 
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
         self.call(|tx| Command::Release(runs, tx))
+    }
+
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+        self.call(|tx| Command::SaveStep(run, step, tx))
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
@@ -476,6 +496,9 @@ impl Writer {
                     Reply::Record(reply, outcomes, r)
                 }
                 Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
+                Command::SaveStep(key, step, reply) => {
+                    Reply::Unit(reply, ctx.save_step(&sp, key, step))
+                }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
             };
             let ok = match &reply {
@@ -521,15 +544,25 @@ fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Append(_, tx) => Reply::Append(tx, Err(e())),
         Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
-        Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
+        Command::Release(_, tx) | Command::SaveStep(_, _, tx) => Reply::Unit(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
     }
 }
 
-/// A due run: row id, run id, event id, function id, attempts so far.
-type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32);
-/// A run as `runs` reads it: run id, function id, status, attempts, last error, output.
-type RunRow = (Vec<u8>, String, i64, u32, Option<String>, Option<String>);
+/// A due run: row id, run id, event id, function id, attempts so far, steps completed.
+type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32);
+/// A run as `runs` reads it: run id, function id, status, attempts, last error, output,
+/// row id, sleeping.
+type RunRow = (
+    Vec<u8>,
+    String,
+    i64,
+    u32,
+    Option<String>,
+    Option<String>,
+    i64,
+    bool,
+);
 
 /// What the statements of one transaction need.
 struct Ctx<'a> {
@@ -554,18 +587,23 @@ impl Ctx<'_> {
     ) -> Result<usize> {
         let subscribers = self.registry.subscribers(&event.name);
         let err = self.err("cannot store the event");
-        tx.prepare_cached(
-            "INSERT INTO fanfare_events (id, name, data, ts) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                event.id.as_uuid().as_bytes(),
-                &*event.name,
-                &event.data,
-                event.ts as i64
-            ])
-        })
-        .map_err(&err)?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    event.id.as_uuid().as_bytes(),
+                    &*event.name,
+                    &event.data,
+                    event.ts as i64
+                ])
+            })
+            .map_err(&err)?;
+        if inserted == 0 {
+            // A replayed `ctx.send`: the event and its runs were stored the first time.
+            return Ok(0);
+        }
         let mut insert = tx
             .prepare_cached(
                 "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES (?1, ?2, ?3, 0, ?4)",
@@ -597,14 +635,21 @@ impl Ctx<'_> {
         let err = self.err("cannot claim runs");
         let mut select = tx
             .prepare_cached(
-                "SELECT id, run_id, event_id, function_id, attempts FROM fanfare_runs \
+                "SELECT id, run_id, event_id, function_id, attempts, steps FROM fanfare_runs \
                  WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
                  ORDER BY due_at LIMIT ?2",
             )
             .map_err(&err)?;
         let rows: Vec<ClaimRow> = select
             .query_map(params![self.now as i64, max as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .and_then(|rows| rows.collect())
             .map_err(&err)?;
@@ -617,7 +662,7 @@ impl Ctx<'_> {
             .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
             .map_err(&err)?;
         let mut runs = Vec::with_capacity(rows.len());
-        for (key, run_id, event_id, function_id, attempts) in rows {
+        for (key, run_id, event_id, function_id, attempts, steps) in rows {
             // Only this process's functions are selected, so the lookup always succeeds.
             let Some(&function) = self.functions.get(function_id.as_str()) else {
                 continue;
@@ -648,12 +693,18 @@ impl Ctx<'_> {
                     })
                 }
             };
+            let steps = if steps > 0 {
+                self.steps(tx, key)?
+            } else {
+                Vec::new()
+            };
             runs.push(ClaimedRun {
                 key: key as RunKey,
                 run_id: RunId::from_uuid(uuid_from(&run_id)?),
                 function,
                 attempt: attempts,
                 event,
+                steps,
             });
         }
         let next_due = if runs.is_empty() {
@@ -673,6 +724,51 @@ impl Ctx<'_> {
         Ok(Claim { runs, next_due })
     }
 
+    /// The completed steps of a run, in order.
+    fn steps(&self, tx: &Connection, run: i64) -> Result<Vec<StepRecord>> {
+        let err = self.err("cannot read steps");
+        tx.prepare_cached(
+            "SELECT seq, step_id, output, started_at, completed_at FROM fanfare_steps \
+             WHERE run = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([run], |r| {
+                Ok(StepRecord {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    output: r.get(2)?,
+                    started_ms: r.get::<_, i64>(3)? as u64,
+                    completed_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect()
+        })
+        .map_err(&err)
+    }
+
+    fn save_step(&self, tx: &Connection, run: RunKey, step: StepRecord) -> Result<()> {
+        let err = self.err("cannot store a step");
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run as i64,
+                step.seq,
+                step.id,
+                step.output,
+                step.started_ms as i64,
+                step.completed_ms as i64
+            ])
+        })
+        .map_err(&err)?;
+        tx.prepare_cached("UPDATE fanfare_runs SET steps = max(steps, ?2) WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![run as i64, step.seq + 1]))
+            .map_err(&err)?;
+        Ok(())
+    }
+
     fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
@@ -682,7 +778,7 @@ impl Ctx<'_> {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 2, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, output, now]))
                     .map_err(&err)?;
@@ -690,14 +786,23 @@ impl Ctx<'_> {
                 OutcomeKind::Retry { delay, error } => {
                     let due = now + delay.as_millis() as i64;
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 0, sleeping = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, due, error]))
                     .map_err(&err)?;
                 }
+                OutcomeKind::Sleep { delay } => {
+                    let due = now + delay.as_millis() as i64;
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, sleeping = 1, due_at = ?2, \
+                         attempts = attempts - 1 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, due]))
+                    .map_err(&err)?;
+                }
                 OutcomeKind::Failed(error) => {
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 3, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 3, sleeping = 0, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, error, now]))
                     .map_err(&err)?;
@@ -732,8 +837,8 @@ impl Ctx<'_> {
         }
         let mut s = tx
             .prepare_cached(
-                "SELECT run_id, function_id, status, attempts, last_error, output FROM fanfare_runs \
-                 WHERE event_id = ?1 ORDER BY id",
+                "SELECT run_id, function_id, status, attempts, last_error, output, id, sleeping \
+                 FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
             )
             .map_err(&err)?;
         let rows: Vec<RunRow> = s
@@ -745,22 +850,28 @@ impl Ctx<'_> {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
                 ))
             })
             .and_then(|rows| rows.collect())
             .map_err(&err)?;
         rows.into_iter()
             .map(
-                |(run_id, function_id, status, attempts, last_error, output)| {
+                |(run_id, function_id, status, attempts, last_error, output, key, sleeping)| {
                     Ok(RunInfo {
                         run_id: RunId::from_uuid(uuid_from(&run_id)?),
                         event_id: event,
                         app: self.app.to_owned(),
                         function_id,
-                        status: status_from(status),
+                        status: match status_from(status) {
+                            RunStatus::Queued if sleeping => RunStatus::Sleeping,
+                            other => other,
+                        },
                         attempts,
                         last_error,
                         output: output.and_then(|o| serde_json::from_str(&o).ok()),
+                        steps: self.steps(tx, key)?.iter().map(StepRecord::info).collect(),
                     })
                 },
             )
@@ -776,6 +887,12 @@ impl Ctx<'_> {
             "DELETE FROM fanfare_events WHERE ts < ?1 AND NOT EXISTS (\
                SELECT 1 FROM fanfare_runs r WHERE r.event_id = fanfare_events.id \
                AND (r.status != 2 OR r.finished_at >= ?1))",
+            [cutoff],
+        )?;
+        tx.execute(
+            "DELETE FROM fanfare_steps WHERE run IN (SELECT id FROM fanfare_runs r \
+             WHERE r.status = 2 AND r.finished_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM fanfare_events e WHERE e.id = r.event_id))",
             [cutoff],
         )?;
         tx.execute(

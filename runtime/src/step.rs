@@ -1,0 +1,117 @@
+//! Durable steps: the state one attempt of a run shares with its [`Ctx`](crate::Ctx).
+//!
+//! A run's function is executed again from the top on every attempt (a retry, a resume
+//! after a sleep or a crash). Each `ctx.step` call takes the next position; if the run
+//! completed a step at that position before, its stored output is returned and the step
+//! is not executed. Positions and ids must agree with the first execution: code that calls
+//! its steps in another order is detected and the run fails instead of receiving another
+//! step's output.
+
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{now_millis, RunId};
+use crate::store::{RunKey, StepRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What one attempt knows of its run's steps.
+pub(crate) struct RunState {
+    pub key: RunKey,
+    pub run_id: RunId,
+    pub engine: Arc<Engine>,
+    memo: Vec<StepRecord>,
+    cursor: Mutex<Cursor>,
+    /// Set when a step suspends the run until a time (unix ms).
+    suspend: watch::Sender<Option<u64>>,
+}
+
+#[derive(Default)]
+struct Cursor {
+    next: u32,
+    /// How many times each id was used, for the `:n` suffixes.
+    uses: HashMap<String, u32>,
+}
+
+/// Where a step call stands.
+pub(crate) enum Slot {
+    /// Completed in an earlier attempt: here is its record.
+    Done(StepRecord),
+    /// To execute now, at this position and under this id.
+    New { seq: u32, id: String },
+}
+
+impl RunState {
+    pub fn new(key: RunKey, run_id: RunId, engine: Arc<Engine>, memo: Vec<StepRecord>) -> Self {
+        RunState {
+            key,
+            run_id,
+            engine,
+            memo,
+            cursor: Mutex::new(Cursor::default()),
+            suspend: watch::Sender::new(None),
+        }
+    }
+
+    /// Takes the next step position for `id`.
+    pub fn next(&self, id: &str) -> Result<Slot> {
+        if id.is_empty() {
+            return Err(
+                Error::new(ErrorKind::Function, "a step id must not be empty").never_retry(),
+            );
+        }
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let uses = cursor.uses.entry(id.to_owned()).or_default();
+        let key = if *uses == 0 {
+            id.to_owned()
+        } else {
+            format!("{id}:{uses}")
+        };
+        *uses += 1;
+        let seq = cursor.next;
+        cursor.next += 1;
+        match self.memo.iter().find(|s| s.seq == seq) {
+            None => Ok(Slot::New { seq, id: key }),
+            Some(done) if done.id == key => Ok(Slot::Done(done.clone())),
+            Some(done) => Err(Error::new(
+                ErrorKind::NonDeterministic,
+                format_args!(
+                    "step #{seq} of run {} is `{key}` now but was `{}` when it first ran: the \
+                     function must call its steps in the same order on every attempt\n\
+                     help: keep step calls out of branches on time, randomness or external \
+                     state, or put those inside a step",
+                    self.run_id, done.id
+                ),
+            )
+            .never_retry()),
+        }
+    }
+
+    /// Stores a step's output; the run goes on only once it is durable.
+    pub async fn save(&self, seq: u32, id: String, output: String, started_ms: u64) -> Result<()> {
+        let record = StepRecord {
+            seq,
+            id,
+            output,
+            started_ms,
+            completed_ms: now_millis(),
+        };
+        self.engine.store.save_step(self.key, record).await
+    }
+
+    /// Asks the engine to stop this attempt and queue the run again at `wake_ms`.
+    pub fn suspend(&self, wake_ms: u64) {
+        self.suspend.send_replace(Some(wake_ms));
+    }
+
+    /// Resolves with the wake time once a step asked to suspend.
+    pub async fn suspended(&self) -> u64 {
+        let mut rx = self.suspend.subscribe();
+        let wake = rx.wait_for(Option::is_some).await.map(|wake| *wake);
+        match wake {
+            Ok(wake) => wake.unwrap_or(0),
+            // The sender lives as long as `self`: unreachable, but never resolve wrongly.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
