@@ -15,6 +15,9 @@ conformance!(
     steps_called_in_another_order_fail_the_run_as_non_deterministic,
     a_sleeping_run_holds_no_worker_and_resumes_after_the_step_before,
     a_send_step_sends_once_however_often_the_run_replays,
+    wait_for_event_resumes_the_run_with_the_matching_event,
+    wait_for_event_times_out_with_none,
+    an_event_sent_just_before_the_wait_is_not_missed,
 );
 
 // --- memoization ----------------------------------------------------------------------
@@ -265,5 +268,127 @@ async fn a_send_step_sends_once_however_often_the_run_replays(store: Store) {
     assert_eq!(child_runs.len(), 1);
     assert_eq!(child_runs[0].status, RunStatus::Completed);
     assert_eq!(hits(format!("child of {id}")), 1, "the event was sent once");
+    rt.shutdown().await.unwrap();
+}
+
+// --- wait for an event --------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "steps/order")]
+struct Order {
+    order_id: u64,
+    timeout_ms: u64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "steps/settled")]
+struct Settled {
+    order_id: u64,
+    cents: u64,
+}
+
+#[function(trigger = "steps/order")]
+async fn await_payment(ctx: Ctx<Order>) -> fanfare::Result<Option<u64>> {
+    let id = ctx.event_id();
+    ctx.step("reserve", || async {
+        hit(format!("reserve {id}"));
+        Ok::<_, Error>(())
+    })
+    .await?;
+    let paid = ctx
+        .wait_for_event::<Settled>("settled")
+        .matching("order_id")
+        .timeout(Duration::from_millis(ctx.event().timeout_ms))
+        .await?;
+    Ok(paid.map(|p| p.cents))
+}
+
+/// Order ids unique per test and store, so runs of other tests never match.
+fn order_id(store: Store, n: u64) -> u64 {
+    n * 10 + store as u64
+}
+
+async fn wait_for_event_resumes_the_run_with_the_matching_event(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let order = order_id(store, 1);
+    let id = rt
+        .send(Order {
+            order_id: order,
+            timeout_ms: 60_000,
+        })
+        .await
+        .unwrap();
+    timeout(LIMIT, async {
+        while rt.runs(id).await.unwrap()[0].status != RunStatus::Waiting {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the run never waited");
+    // Another order's payment does not count.
+    rt.send(Settled {
+        order_id: order + 1000,
+        cents: 1,
+    })
+    .await
+    .unwrap();
+    rt.send(Settled {
+        order_id: order,
+        cents: 4200,
+    })
+    .await
+    .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(
+        (runs[0].status, runs[0].attempts),
+        (RunStatus::Completed, 1)
+    );
+    assert_eq!(runs[0].output, Some(serde_json::json!(4200)));
+    assert_eq!(
+        hits(format!("reserve {id}")),
+        1,
+        "the step before the wait ran once"
+    );
+    let steps: Vec<&str> = runs[0].steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(steps, ["reserve", "settled"]);
+    rt.shutdown().await.unwrap();
+}
+
+async fn wait_for_event_times_out_with_none(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let id = rt
+        .send(Order {
+            order_id: order_id(store, 2),
+            timeout_ms: 300,
+        })
+        .await
+        .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(runs[0].status, RunStatus::Completed);
+    assert_eq!(runs[0].output, None, "timed out: Ok(None)");
+    rt.shutdown().await.unwrap();
+}
+
+async fn an_event_sent_just_before_the_wait_is_not_missed(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let order = order_id(store, 3);
+    // The order is sent first, the payment right after: it may well be stored before the
+    // function reaches its wait.
+    let id = rt
+        .send(Order {
+            order_id: order,
+            timeout_ms: 60_000,
+        })
+        .await
+        .unwrap();
+    rt.send(Settled {
+        order_id: order,
+        cents: 777,
+    })
+    .await
+    .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(runs[0].status, RunStatus::Completed);
+    assert_eq!(runs[0].output, Some(serde_json::json!(777)));
     rt.shutdown().await.unwrap();
 }

@@ -3,10 +3,14 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, Event, EventId, RunId};
 use crate::function::RunInput;
-use crate::step::{RunState, Slot};
+use crate::step::{RunState, Slot, Suspend};
+use crate::store::{WaitSpec, WaitState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -181,7 +185,7 @@ impl<E> Ctx<E> {
             return Ok(());
         }
         // The engine drops this attempt here and queues the run until `wake`.
-        self.run.suspend(wake);
+        self.run.suspend(Suspend::Sleep(wake));
         std::future::pending().await
     }
 
@@ -226,6 +230,144 @@ impl<E> Ctx<E> {
                 Ok(event_id)
             }
         }
+    }
+}
+
+/// How far back [`Ctx::wait_for_event`] looks for an event sent before the wait began.
+pub const WAIT_LOOKBACK: Duration = Duration::from_secs(60);
+
+/// Default timeout of [`Ctx::wait_for_event`].
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl<E: Event> Ctx<E> {
+    /// Waits, durably, for an event of type `Ev`: returns `Some(event)`, or `None` when
+    /// the wait times out. While it waits, the run holds no worker slot and no task
+    /// ([`RunStatus::Waiting`](crate::RunStatus::Waiting)); the event may come from any
+    /// process (PostgreSQL).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use std::time::Duration;
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/order-placed")]
+    /// # pub struct OrderPlaced { pub order_id: u64 }
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/payment-settled")]
+    /// # pub struct PaymentSettled { pub order_id: u64 }
+    /// #[fanfare::function(trigger = "doc/order-placed")]
+    /// async fn fulfil(ctx: fanfare::Ctx<OrderPlaced>) -> fanfare::Result<bool> {
+    ///     let paid = ctx
+    ///         .wait_for_event::<PaymentSettled>("settled")
+    ///         .matching("order_id") // the same value in both events' data
+    ///         .timeout(Duration::from_secs(86_400))
+    ///         .await?;
+    ///     Ok(paid.is_some())
+    /// }
+    /// ```
+    ///
+    /// **No race with a send just before the wait**: an event sent up to
+    /// [`WAIT_LOOKBACK`] (60 s) before the wait began — but not before the run's own
+    /// triggering event — counts, so an event that arrives while the function is on its
+    /// way to the wait is not missed. Later events count until the timeout (default
+    /// [`WAIT_TIMEOUT`], 7 days). The first matching event wins.
+    pub fn wait_for_event<Ev: Event>(&self, id: &str) -> WaitForEvent<'_, E, Ev> {
+        WaitForEvent {
+            ctx: self,
+            id: id.to_owned(),
+            matching: None,
+            timeout: WAIT_TIMEOUT,
+            _event: PhantomData,
+        }
+    }
+}
+
+/// A pending [`Ctx::wait_for_event`]: set `.matching(…)` and `.timeout(…)`, then `.await`.
+#[must_use = "a wait does nothing until `.await`ed"]
+pub struct WaitForEvent<'a, E, Ev> {
+    ctx: &'a Ctx<E>,
+    id: String,
+    matching: Option<String>,
+    timeout: Duration,
+    _event: PhantomData<fn() -> Ev>,
+}
+
+impl<E: Event, Ev: Event> WaitForEvent<'_, E, Ev> {
+    /// Only an event whose data has the same value in field `field` as the run's
+    /// triggering event counts (`"order_id"`: the same order).
+    pub fn matching(mut self, field: &str) -> Self {
+        self.matching = Some(field.to_owned());
+        self
+    }
+
+    /// How long to wait before returning `None`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl<'a, E: Event, Ev: Event> IntoFuture for WaitForEvent<'a, E, Ev> {
+    type Output = Result<Option<Ev>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Option<Ev>>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ctx = self.ctx;
+            let output = match ctx.run.next(&self.id)? {
+                Slot::Done(done) => done.output,
+                Slot::New { seq, id } => {
+                    let matching = match self.matching {
+                        None => None,
+                        Some(field) => {
+                            let trigger = serde_json::to_value(ctx.event()).map_err(|e| {
+                                Error::new(ErrorKind::Serialize, format_args!("{e}")).never_retry()
+                            })?;
+                            let value = trigger.get(&field).cloned().ok_or_else(|| {
+                                Error::new(
+                                    ErrorKind::Function,
+                                    format_args!(
+                                        "wait `{id}` matches on field `{field}`, which the triggering event `{}` does not have",
+                                        E::NAME
+                                    ),
+                                )
+                                .never_retry()
+                            })?;
+                            Some((field, value))
+                        }
+                    };
+                    let now = now_millis();
+                    let lookback = now.saturating_sub(WAIT_LOOKBACK.as_millis() as u64);
+                    let spec = WaitSpec {
+                        seq,
+                        step_id: id,
+                        event: Ev::NAME.to_owned(),
+                        matching,
+                        deadline_ms: now.saturating_add(self.timeout.as_millis() as u64),
+                        since_ms: lookback.max(ctx.event_ts),
+                    };
+                    match ctx.run.engine.store.wait(ctx.run.key, spec).await? {
+                        WaitState::Resolved(output) => output,
+                        WaitState::Pending(deadline) => {
+                            // The engine drops this attempt here; the run resumes when the
+                            // event arrives or at the deadline.
+                            ctx.run.suspend(Suspend::Wait(deadline));
+                            return std::future::pending().await;
+                        }
+                    }
+                }
+            };
+            serde_json::from_str::<Option<Ev>>(&output).map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format_args!(
+                        "the event awaited by `{}` does not decode as `{}`: {e}",
+                        self.id,
+                        std::any::type_name::<Ev>()
+                    ),
+                )
+                .never_retry()
+            })
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
 use crate::function::{Registry, RunInput};
-use crate::step::RunState;
+use crate::step::{RunState, Suspend};
 use crate::store::{ClaimedRun, Outcome, OutcomeKind, RunKey, Store};
 use std::collections::HashMap;
 use std::future::Future;
@@ -174,15 +174,15 @@ impl Engine {
                     tokio::select! {
                         biased;
                         result = CatchUnwind(fut).instrument(span.clone()) => result,
-                        wake_ms = state.suspended() => {
-                            let delay = Duration::from_millis(wake_ms.saturating_sub(now_millis()));
-                            let _enter = span.enter();
-                            tracing::debug!(sleep = ?delay, "fanfare: run sleeps");
-                            drop(_enter);
-                            let _ = self.outcomes.send(Outcome {
-                                key: run.key,
-                                result: OutcomeKind::Sleep { delay },
-                            });
+                        why = state.suspended() => {
+                            let result = match why {
+                                Suspend::Sleep(wake_ms) => OutcomeKind::Sleep {
+                                    delay: Duration::from_millis(wake_ms.saturating_sub(now_millis())),
+                                },
+                                Suspend::Wait(deadline_ms) => OutcomeKind::Wait { deadline_ms },
+                            };
+                            span.in_scope(|| tracing::debug!(?why, "fanfare: run suspended"));
+                            let _ = self.outcomes.send(Outcome { key: run.key, result });
                             return;
                         }
                     }

@@ -22,8 +22,8 @@ pub(crate) struct RunState {
     pub engine: Arc<Engine>,
     memo: Vec<StepRecord>,
     cursor: Mutex<Cursor>,
-    /// Set when a step suspends the run until a time (unix ms).
-    suspend: watch::Sender<Option<u64>>,
+    /// Set when a step suspends the run.
+    suspend: watch::Sender<Option<Suspend>>,
 }
 
 #[derive(Default)]
@@ -31,6 +31,15 @@ struct Cursor {
     next: u32,
     /// How many times each id was used, for the `:n` suffixes.
     uses: HashMap<String, u32>,
+}
+
+/// Why and until when (unix ms) a step suspends its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// `ctx.sleep`: resume at this time.
+    Sleep(u64),
+    /// `ctx.wait_for_event`: resume when the event arrives, or at this deadline.
+    Wait(u64),
 }
 
 /// Where a step call stands.
@@ -99,19 +108,19 @@ impl RunState {
         self.engine.store.save_step(self.key, record).await
     }
 
-    /// Asks the engine to stop this attempt and queue the run again at `wake_ms`.
-    pub fn suspend(&self, wake_ms: u64) {
-        self.suspend.send_replace(Some(wake_ms));
+    /// Asks the engine to stop this attempt and queue the run again.
+    pub fn suspend(&self, why: Suspend) {
+        self.suspend.send_replace(Some(why));
     }
 
-    /// Resolves with the wake time once a step asked to suspend.
-    pub async fn suspended(&self) -> u64 {
+    /// Resolves once a step asked to suspend.
+    pub async fn suspended(&self) -> Suspend {
         let mut rx = self.suspend.subscribe();
-        let wake = rx.wait_for(Option::is_some).await.map(|wake| *wake);
-        match wake {
-            Ok(wake) => wake.unwrap_or(0),
+        let why = rx.wait_for(Option::is_some).await.map(|why| *why);
+        match why {
+            Ok(Some(why)) => why,
             // The sender lives as long as `self`: unreachable, but never resolve wrongly.
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 }

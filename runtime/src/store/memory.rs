@@ -6,8 +6,10 @@
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordFuture, StepRecord};
+use super::{RecordFuture, StepRecord, WaitSpec, WaitState};
 use crate::error::Result;
+use crate::error::{Error, ErrorKind};
+use crate::event::now_millis;
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::Registry;
 use std::cmp::Reverse;
@@ -33,6 +35,8 @@ struct Inner {
     delayed: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Events whose runs all completed, oldest first, pruned after `retention`.
     completed: VecDeque<(Instant, EventId)>,
+    /// Pending `wait_for_event`s by awaited event name: (run slot, what it waits for).
+    waits: HashMap<String, Vec<(u32, WaitSpec)>>,
 }
 
 struct Run {
@@ -47,6 +51,7 @@ struct Run {
 }
 
 struct EventEntry {
+    envelope: Arc<Envelope>,
     runs: Box<[u32]>,
     /// Runs not finished yet.
     open: u32,
@@ -103,6 +108,7 @@ impl Store for MemoryStore {
         inner.events.insert(
             event.id,
             EventEntry {
+                envelope: Arc::clone(&event),
                 runs: slots.into_boxed_slice(),
                 open: n as u32,
                 any_failed: false,
@@ -110,6 +116,9 @@ impl Store for MemoryStore {
         );
         if n == 0 {
             inner.completed.push_back((Instant::now(), event.id));
+        }
+        if !inner.waits.is_empty() {
+            inner.resolve_waits(&event);
         }
         ready(Ok(n))
     }
@@ -134,6 +143,14 @@ impl Store for MemoryStore {
             let Some(run) = inner.runs[slot as usize].as_mut() else {
                 continue;
             };
+            // A slot can be queued twice (a wait resolved while a deadline was pending):
+            // only a run that is waiting for a worker is claimed.
+            if !matches!(
+                run.status,
+                RunStatus::Queued | RunStatus::Sleeping | RunStatus::Waiting
+            ) {
+                continue;
+            }
             run.status = RunStatus::Running;
             run.attempts += 1;
             runs.push(ClaimedRun {
@@ -168,6 +185,23 @@ impl Store for MemoryStore {
                     run.status = RunStatus::Failed;
                     run.last_error = Some(error.into());
                     Some(true)
+                }
+                OutcomeKind::Wait { deadline_ms } => {
+                    run.attempts -= 1;
+                    let pending = inner
+                        .waits
+                        .values()
+                        .any(|w| w.iter().any(|(s, _)| *s == slot));
+                    if pending {
+                        run.status = RunStatus::Waiting;
+                        let wait = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
+                        inner.delayed.push(Reverse((now + wait, slot)));
+                    } else {
+                        // The event arrived while the attempt was winding down.
+                        run.status = RunStatus::Queued;
+                        inner.ready.push_back(slot);
+                    }
+                    None
                 }
                 OutcomeKind::Sleep { delay } => {
                     run.status = RunStatus::Sleeping;
@@ -205,6 +239,57 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
+        let slot = run as u32;
+        let now = now_millis();
+        let mut inner = self.lock();
+        let Some(r) = inner.runs.get(slot as usize).and_then(Option::as_ref) else {
+            return ready(Err(Error::new(ErrorKind::Store, "the waiting run is gone")));
+        };
+        // Resolved while the run was between attempts.
+        if let Some(done) = r.steps.iter().find(|s| s.seq == spec.seq) {
+            return ready(Ok(WaitState::Resolved(done.output.clone())));
+        }
+        let existing = inner.waits.get(&spec.event).and_then(|w| {
+            w.iter()
+                .position(|(s, w)| *s == slot && w.seq == spec.seq)
+                .map(|i| (i, w[i].1.deadline_ms))
+        });
+        if let Some((i, deadline)) = existing {
+            if now < deadline {
+                return ready(Ok(WaitState::Pending(deadline)));
+            }
+            if let Some(w) = inner.waits.get_mut(&spec.event) {
+                w.remove(i);
+            }
+            inner.save(slot, &spec, "null".to_owned());
+            return ready(Ok(WaitState::Resolved("null".to_owned())));
+        }
+        // The lookback: the earliest matching event sent since `since_ms`.
+        let found = inner
+            .events
+            .values()
+            .map(|e| &e.envelope)
+            .filter(|e| e.name == spec.event && e.ts >= spec.since_ms && spec.matches(&e.data))
+            .min_by_key(|e| (e.ts, e.id))
+            .map(|e| e.data.clone());
+        if let Some(data) = found {
+            inner.save(slot, &spec, data.clone());
+            return ready(Ok(WaitState::Resolved(data)));
+        }
+        if now >= spec.deadline_ms {
+            inner.save(slot, &spec, "null".to_owned());
+            return ready(Ok(WaitState::Resolved("null".to_owned())));
+        }
+        let deadline = spec.deadline_ms;
+        inner
+            .waits
+            .entry(spec.event.clone())
+            .or_default()
+            .push((slot, spec));
+        ready(Ok(WaitState::Pending(deadline)))
+    }
+
     fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
         let mut inner = self.lock();
         if let Some(run) = inner.runs.get_mut(run as usize).and_then(Option::as_mut) {
@@ -240,6 +325,45 @@ impl Store for MemoryStore {
 }
 
 impl Inner {
+    /// Stores a wait's outcome as its step.
+    fn save(&mut self, slot: u32, spec: &WaitSpec, output: String) {
+        if let Some(run) = self.runs.get_mut(slot as usize).and_then(Option::as_mut) {
+            let now = now_millis();
+            run.steps.retain(|s| s.seq != spec.seq);
+            run.steps.push(StepRecord {
+                seq: spec.seq,
+                id: spec.step_id.clone(),
+                output,
+                started_ms: now,
+                completed_ms: now,
+            });
+            run.steps.sort_by_key(|s| s.seq);
+        }
+    }
+
+    /// Hands `event` to the runs waiting for it, and queues those that are suspended.
+    fn resolve_waits(&mut self, event: &Envelope) {
+        let Some(waits) = self.waits.get_mut(&*event.name) else {
+            return;
+        };
+        let (hit, keep): (Vec<_>, Vec<_>) = std::mem::take(waits)
+            .into_iter()
+            .partition(|(_, spec)| spec.matches(&event.data));
+        *waits = keep;
+        if waits.is_empty() {
+            self.waits.remove(&*event.name);
+        }
+        for (slot, spec) in hit {
+            self.save(slot, &spec, event.data.clone());
+            if let Some(run) = self.runs.get_mut(slot as usize).and_then(Option::as_mut) {
+                if run.status == RunStatus::Waiting {
+                    run.status = RunStatus::Queued;
+                    self.ready.push_back(slot);
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, run: Run) -> u32 {
         match self.free.pop() {
             Some(slot) => {

@@ -61,6 +61,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Puts running runs back in the queue without counting the attempt.
     fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()>;
 
+    /// Registers a run's wait for an event, or resolves it at once: from a step already
+    /// stored, an expired deadline (`null`), or a matching event sent since
+    /// `spec.since_ms` (the lookback). Events appended later resolve a pending wait.
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState>;
+
     /// Stores a completed step of a running run, durably, before the run goes on.
     fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()>;
 
@@ -91,6 +96,45 @@ pub(crate) struct ClaimedRun {
     pub event: Arc<Envelope>,
     /// The steps this run completed in earlier attempts, in the order they ran.
     pub steps: Vec<StepRecord>,
+}
+
+/// What a run waits for (`ctx.wait_for_event`).
+#[derive(Clone, Debug)]
+pub(crate) struct WaitSpec {
+    /// The step's position and id.
+    pub seq: u32,
+    pub step_id: String,
+    /// The awaited event's name.
+    pub event: String,
+    /// A field of the awaited event's data, and the value it must have.
+    pub matching: Option<(String, serde_json::Value)>,
+    /// When the wait times out (unix ms).
+    pub deadline_ms: u64,
+    /// Events sent since then count too (unix ms): the lookback.
+    pub since_ms: u64,
+}
+
+impl WaitSpec {
+    /// Whether an event's data (JSON) is what this wait is for.
+    pub fn matches(&self, data: &str) -> bool {
+        match &self.matching {
+            None => true,
+            Some((field, value)) => serde_json::from_str::<serde_json::Value>(data)
+                .ok()
+                .and_then(|d| d.get(field).cloned())
+                .is_some_and(|v| v == *value),
+        }
+    }
+}
+
+/// Where a wait stands.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum WaitState {
+    /// The step's output: the awaited event's data, or `null` on timeout.
+    Resolved(String),
+    /// Registered: the run suspends until the event or the deadline (unix ms, as first
+    /// registered).
+    Pending(u64),
 }
 
 /// A completed step, as stored: its output is returned instead of running it again.
@@ -145,6 +189,11 @@ pub(crate) enum OutcomeKind {
     Sleep {
         delay: Duration,
     },
+    /// Suspended by `ctx.wait_for_event`: queued again at the deadline, or as soon as
+    /// the awaited event arrives; without a task and without counting an attempt.
+    Wait {
+        deadline_ms: u64,
+    },
     Failed(String),
 }
 
@@ -182,6 +231,9 @@ pub enum RunStatus {
     Running,
     /// Suspended by `ctx.sleep` until its wake time: it holds no worker slot and no task.
     Sleeping,
+    /// Suspended by `ctx.wait_for_event` until the event arrives or the wait times out:
+    /// it holds no worker slot and no task.
+    Waiting,
     /// The function returned `Ok`.
     Completed,
     /// Every attempt failed, or one failed with a non-retriable error. Kept, with its

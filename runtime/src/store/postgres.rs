@@ -14,7 +14,7 @@
 
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus,
-    StepRecord, Store, StoreFuture, StoreOptions,
+    StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -37,6 +37,8 @@ const POLL: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 1024;
 /// The outcome code of a durable sleep (stored as status 0 with `sleeping`).
 const SLEEP: i16 = 4;
+/// The outcome code of a wait for an event (stored as status 0 with `waiting`).
+const WAIT: i16 = 5;
 /// Parallel committers of sends.
 const COMMITTERS: usize = 4;
 /// Connections in the pool.
@@ -102,6 +104,22 @@ CREATE TABLE fanfare_steps (
 );
 ALTER TABLE fanfare_runs ADD COLUMN steps integer NOT NULL DEFAULT 0,
                          ADD COLUMN sleeping boolean NOT NULL DEFAULT false;
+"#,
+    r#"
+CREATE TABLE fanfare_waits (
+    run bigint NOT NULL,
+    seq integer NOT NULL,
+    step_id text NOT NULL,
+    event text NOT NULL,
+    field text,
+    value jsonb,
+    deadline bigint NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+CREATE INDEX fanfare_waits_event ON fanfare_waits (event);
+CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
+ALTER TABLE fanfare_runs ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+CREATE INDEX fanfare_runs_waiting ON fanfare_runs (app) WHERE waiting;
 "#,
 ];
 
@@ -394,29 +412,46 @@ impl Shared {
                      INSERT INTO fanfare_events (id, name, data, ts)
                      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
                      ON CONFLICT (id) DO NOTHING
-                     RETURNING id, name),
+                     RETURNING id, name, data),
                  r AS (
                      INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
                      SELECT gen_random_uuid(), e.id, f.app, f.function_id, fanfare_now()
                      FROM e JOIN fanfare_functions f ON f.trigger = e.name
-                     RETURNING event_id, app, function_id)
+                     RETURNING event_id, app, function_id),
+                 w AS (
+                     DELETE FROM fanfare_waits w USING e
+                     WHERE w.event = e.name AND (w.field IS NULL OR (e.data::jsonb -> w.field) = w.value)
+                     RETURNING w.run, w.seq, w.step_id, e.data),
+                 s AS (
+                     INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                     SELECT run, seq, step_id, data, fanfare_now(), fanfare_now() FROM w
+                     ON CONFLICT (run, seq) DO NOTHING),
+                 u AS (
+                     UPDATE fanfare_runs x SET steps = greatest(x.steps, w.seq + 1), waiting = false,
+                         due_at = CASE WHEN x.status = 0 THEN fanfare_now() ELSE x.due_at END
+                     FROM w WHERE x.id = w.run)
                  SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
                  FROM r GROUP BY event_id",
             )
             .await
             .map_err(err)?;
-        let rows = tx
-            .query(
-                &stmt,
-                &[&ids, &names, &data, &ts, &self.app, &self.functions],
-            )
+        // Sends hold a shared lock per event name while they look for waits; a wait
+        // being registered holds it exclusively, so neither misses the other. Both
+        // statements go out in one round trip.
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
+        let lock = tx.execute(
+            "SELECT count(pg_advisory_xact_lock_shared(hashtext('fanfare:' || n))) \
+             FROM (SELECT DISTINCT unnest($1::text[])) x(n)",
+            &lock_params,
+        );
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&ids, &names, &data, &ts, &self.app, &self.functions];
+        let insert = tx.query(&stmt, &insert_params);
+        let (_, rows) = tokio::try_join!(lock, insert).map_err(err)?;
+        // Wakes every worker: for the new runs, and for waits this send resolved.
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
             .await
             .map_err(err)?;
-        if !rows.is_empty() {
-            tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
-                .await
-                .map_err(err)?;
-        }
         tx.commit().await.map_err(err)?;
 
         // Per event: runs created, and how many of them this process may claim.
@@ -566,6 +601,12 @@ impl Shared {
                     errors.push(Some(error.clone()));
                     delays.push(delay.as_millis() as i64);
                 }
+                OutcomeKind::Wait { deadline_ms } => {
+                    statuses.push(WAIT);
+                    outputs.push(None);
+                    errors.push(None);
+                    delays.push(deadline_ms.saturating_sub(crate::event::now_millis()) as i64);
+                }
                 OutcomeKind::Sleep { delay } => {
                     statuses.push(SLEEP);
                     outputs.push(None);
@@ -585,12 +626,18 @@ impl Shared {
         let stmt = client
             .prepare_cached(
                 "UPDATE fanfare_runs r SET
-                     status = CASE WHEN u.status = 4 THEN 0 ELSE u.status END,
+                     status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
                      sleeping = u.status = 4,
-                     attempts = r.attempts - CASE WHEN u.status = 4 THEN 1 ELSE 0 END,
+                     waiting = u.status = 5 AND EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id),
+                     attempts = r.attempts - CASE WHEN u.status IN (4, 5) THEN 1 ELSE 0 END,
                      output = u.output,
                      last_error = coalesce(u.error, r.last_error),
-                     due_at = CASE WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay ELSE r.due_at END,
+                     due_at = CASE
+                         WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay
+                         WHEN u.status = 5 AND EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id)
+                             THEN fanfare_now() + u.delay
+                         WHEN u.status = 5 THEN fanfare_now()
+                         ELSE r.due_at END,
                      finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
                      lease_until = NULL,
                      owner = NULL
@@ -638,7 +685,7 @@ impl Shared {
         }
         let rows = client
             .query(
-                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping \
+                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping, waiting \
                  FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
                 &[&id],
             )
@@ -655,6 +702,7 @@ impl Shared {
                     function_id: row.get(2),
                     status: match row.get::<_, i16>(3) {
                         0 if row.get::<_, bool>(8) => RunStatus::Sleeping,
+                        0 if row.get::<_, bool>(9) => RunStatus::Waiting,
                         0 => RunStatus::Queued,
                         1 => RunStatus::Running,
                         2 => RunStatus::Completed,
@@ -697,6 +745,107 @@ impl Shared {
             });
         }
         Ok(steps)
+    }
+
+    async fn wait(&self, run: RunKey, spec: WaitSpec) -> Result<WaitState> {
+        let err = |e| self.error("cannot register a wait", e);
+        let run = run as i64;
+        let seq = spec.seq as i32;
+        let now = crate::event::now_millis();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        // Exclusive against sends of this event name (see `insert`).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('fanfare:' || $1))",
+            &[&spec.event],
+        )
+        .await
+        .map_err(err)?;
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT output FROM fanfare_steps WHERE run = $1 AND seq = $2",
+                &[&run, &seq],
+            )
+            .await
+            .map_err(err)?
+        {
+            return Ok(WaitState::Resolved(row.get(0)));
+        }
+        let pending: Option<i64> = tx
+            .query_opt(
+                "SELECT deadline FROM fanfare_waits WHERE run = $1 AND seq = $2",
+                &[&run, &seq],
+            )
+            .await
+            .map_err(err)?
+            .map(|row| row.get(0));
+        let (field, value) = match &spec.matching {
+            Some((f, v)) => (Some(f.clone()), Some(v.to_string())),
+            None => (None, None),
+        };
+        let output = match pending {
+            Some(deadline) if (now as i64) < deadline => {
+                return Ok(WaitState::Pending(deadline as u64))
+            }
+            Some(_) => Some("null".to_owned()),
+            None => {
+                let found = tx
+                    .query_opt(
+                        "SELECT data FROM fanfare_events WHERE name = $1 AND ts >= $2 \
+                         AND ($3::text IS NULL OR (data::jsonb -> $3::text) = $4::text::jsonb) \
+                         ORDER BY ts LIMIT 1",
+                        &[&spec.event, &(spec.since_ms as i64), &field, &value],
+                    )
+                    .await
+                    .map_err(err)?;
+                match found {
+                    Some(row) => Some(row.get::<_, String>(0)),
+                    None if now >= spec.deadline_ms => Some("null".to_owned()),
+                    None => None,
+                }
+            }
+        };
+        let state = match output {
+            Some(output) => {
+                tx.execute(
+                    "DELETE FROM fanfare_waits WHERE run = $1 AND seq = $2",
+                    &[&run, &seq],
+                )
+                .await
+                .map_err(err)?;
+                tx.execute(
+                    "WITH s AS (
+                         INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                         VALUES ($1, $2, $3, $4, $5, $5)
+                         ON CONFLICT (run, seq) DO NOTHING)
+                     UPDATE fanfare_runs SET steps = greatest(steps, $2 + 1) WHERE id = $1",
+                    &[&run, &seq, &spec.step_id, &output, &(now as i64)],
+                )
+                .await
+                .map_err(err)?;
+                WaitState::Resolved(output)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline) \
+                     VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)",
+                    &[
+                        &run,
+                        &seq,
+                        &spec.step_id,
+                        &spec.event,
+                        &field,
+                        &value,
+                        &(spec.deadline_ms as i64),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+                WaitState::Pending(spec.deadline_ms)
+            }
+        };
+        tx.commit().await.map_err(err)?;
+        Ok(state)
     }
 
     async fn save_step(&self, run: RunKey, step: StepRecord) -> Result<()> {
@@ -757,18 +906,31 @@ impl Shared {
                     let reaped = async {
                         self.client()
                             .await?
-                            .execute(
-                                "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
-                                 WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()",
+                            .query_one(
+                                "WITH expired AS (
+                                     UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL
+                                     WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()
+                                     RETURNING id),
+                                 resumed AS (
+                                     -- A wait resolved while its attempt was being recorded.
+                                     UPDATE fanfare_runs r SET waiting = false, due_at = fanfare_now()
+                                     WHERE app = $1 AND waiting AND status = 0
+                                       AND NOT EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id)
+                                     RETURNING id)
+                                 SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM resumed)",
                                 &[&self.app],
                             )
                             .await
+                            .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
                             .map_err(|e| self.error("cannot re-queue expired runs", e))
                     };
                     match reaped.await {
-                        Ok(0) => {}
-                        Ok(expired) => {
-                            tracing::warn!(runs = expired, "fanfare: re-queued runs whose lease expired");
+                        Ok((0, 0)) => {}
+                        Ok((expired, resumed)) => {
+                            if expired > 0 {
+                                tracing::warn!(runs = expired, "fanfare: re-queued runs whose lease expired");
+                            }
+                            let _ = resumed;
                             wake.notify_one();
                         }
                         Err(e) => tracing::warn!(error = %e, "fanfare: looking for expired leases failed"),
@@ -898,6 +1060,10 @@ impl Store for PgStore {
 
     fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.shared.save_step(run, step))
+    }
+
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
+        Box::pin(self.shared.wait(run, spec))
     }
 
     fn parallel_writes(&self) -> usize {

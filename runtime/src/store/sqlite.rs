@@ -11,7 +11,7 @@
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordError, RecordFuture, StepRecord, StoreOptions};
+use super::{RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -81,6 +81,21 @@ CREATE TABLE fanfare_steps (
 ALTER TABLE fanfare_runs ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fanfare_runs ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE fanfare_waits (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    field TEXT,
+    value TEXT,
+    deadline INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE INDEX fanfare_waits_event ON fanfare_waits (event);
+CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
+ALTER TABLE fanfare_runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 const IN_USE: &str = "cannot open: another process is using it (a SQLite database serves one \
@@ -116,6 +131,7 @@ enum Command {
     ),
     Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
     SaveStep(RunKey, StepRecord, oneshot::Sender<Result<()>>),
+    Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
 }
 
@@ -133,6 +149,7 @@ enum Reply {
         oneshot::Sender<Result<Option<Vec<RunInfo>>>>,
         Result<Option<Vec<RunInfo>>>,
     ),
+    Wait(oneshot::Sender<Result<WaitState>>, Result<WaitState>),
 }
 
 impl Reply {
@@ -160,6 +177,7 @@ impl Reply {
                 let _ = tx.send(r.map_err(|error| RecordError { error, outcomes }));
             }
             Reply::Runs(tx, r) => answer(tx, r, commit),
+            Reply::Wait(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -262,6 +280,10 @@ impl Store for SqliteStore {
 
     fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
         self.call(|tx| Command::SaveStep(run, step, tx))
+    }
+
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
+        self.call(|tx| Command::Wait(run, spec, tx))
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
@@ -496,6 +518,7 @@ impl Writer {
                     Reply::Record(reply, outcomes, r)
                 }
                 Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
+                Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(&sp, key, spec)),
                 Command::SaveStep(key, step, reply) => {
                     Reply::Unit(reply, ctx.save_step(&sp, key, step))
                 }
@@ -506,6 +529,7 @@ impl Writer {
                 Reply::Claim(_, r) => r.is_ok(),
                 Reply::Unit(_, r) | Reply::Record(_, _, r) => r.is_ok(),
                 Reply::Runs(_, r) => r.is_ok(),
+                Reply::Wait(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
@@ -546,13 +570,14 @@ fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
         Command::Release(_, tx) | Command::SaveStep(_, _, tx) => Reply::Unit(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
+        Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
 }
 
 /// A due run: row id, run id, event id, function id, attempts so far, steps completed.
 type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32);
 /// A run as `runs` reads it: run id, function id, status, attempts, last error, output,
-/// row id, sleeping.
+/// row id, suspension (1 sleeping, 2 waiting).
 type RunRow = (
     Vec<u8>,
     String,
@@ -561,8 +586,11 @@ type RunRow = (
     Option<String>,
     Option<String>,
     i64,
-    bool,
+    i64,
 );
+
+/// A pending wait: run, step position, step id, matched field, its JSON value.
+type WaitRow = (i64, u32, String, Option<String>, Option<String>);
 
 /// What the statements of one transaction need.
 struct Ctx<'a> {
@@ -620,10 +648,12 @@ impl Ctx<'_> {
                 ])
                 .map_err(&err)?;
         }
+        let resolved = self.resolve_waits(tx, &event)?;
         if !subscribers.is_empty() && cache.len() < MAX_CACHED_EVENTS {
             cache.insert(event.id, (Arc::new(event), subscribers.len()));
         }
-        Ok(subscribers.len())
+        // Runs made due: the new ones, and waiting ones this event resumes.
+        Ok(subscribers.len() + resolved)
     }
 
     fn claim(
@@ -724,6 +754,128 @@ impl Ctx<'_> {
         Ok(Claim { runs, next_due })
     }
 
+    /// Hands `event` to the runs waiting for it; returns how many it resumed.
+    fn resolve_waits(&self, tx: &Connection, event: &Envelope) -> Result<usize> {
+        let err = self.err("cannot resolve waits");
+        let waits: Vec<WaitRow> = tx
+            .prepare_cached(
+                "SELECT run, seq, step_id, field, value FROM fanfare_waits WHERE event = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_map([&*event.name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(&err)?;
+        let mut resolved = 0;
+        for (run, seq, step_id, field, value) in waits {
+            let spec = WaitSpec {
+                seq,
+                step_id,
+                event: event.name.to_string(),
+                matching: field.zip(value.and_then(|v| serde_json::from_str(&v).ok())),
+                deadline_ms: 0,
+                since_ms: 0,
+            };
+            if !spec.matches(&event.data) {
+                continue;
+            }
+            self.resolve(tx, run, &spec, event.data.clone())?;
+            resolved += 1;
+        }
+        Ok(resolved)
+    }
+
+    /// Ends a wait with `output` (the event's data, or `null`) and makes the run due.
+    fn resolve(&self, tx: &Connection, run: i64, spec: &WaitSpec, output: String) -> Result<()> {
+        let err = self.err("cannot resolve a wait");
+        tx.prepare_cached("DELETE FROM fanfare_waits WHERE run = ?1 AND seq = ?2")
+            .and_then(|mut s| s.execute(params![run, spec.seq]))
+            .map_err(&err)?;
+        let now = self.now;
+        self.save_step(
+            tx,
+            run as RunKey,
+            StepRecord {
+                seq: spec.seq,
+                id: spec.step_id.clone(),
+                output,
+                started_ms: now,
+                completed_ms: now,
+            },
+        )?;
+        tx.prepare_cached(
+            "UPDATE fanfare_runs SET due_at = ?2, waiting = 0 WHERE id = ?1 AND status = 0 AND waiting = 1",
+        )
+        .and_then(|mut s| s.execute(params![run, now as i64]))
+        .map_err(&err)?;
+        Ok(())
+    }
+
+    fn wait(&self, tx: &Connection, key: RunKey, spec: WaitSpec) -> Result<WaitState> {
+        let err = self.err("cannot register a wait");
+        let run = key as i64;
+        let done: Option<String> = tx
+            .prepare_cached("SELECT output FROM fanfare_steps WHERE run = ?1 AND seq = ?2")
+            .and_then(|mut s| s.query_row(params![run, spec.seq], |r| r.get(0)).optional())
+            .map_err(&err)?;
+        if let Some(output) = done {
+            return Ok(WaitState::Resolved(output));
+        }
+        let pending: Option<i64> = tx
+            .prepare_cached("SELECT deadline FROM fanfare_waits WHERE run = ?1 AND seq = ?2")
+            .and_then(|mut s| s.query_row(params![run, spec.seq], |r| r.get(0)).optional())
+            .map_err(&err)?;
+        let now = self.now;
+        if let Some(deadline) = pending {
+            if (now as i64) < deadline {
+                return Ok(WaitState::Pending(deadline as u64));
+            }
+            self.resolve(tx, run, &spec, "null".into())?;
+            return Ok(WaitState::Resolved("null".into()));
+        }
+        // The lookback: the earliest matching event sent since `since_ms`.
+        let candidates: Vec<String> = tx
+            .prepare_cached(
+                "SELECT data FROM fanfare_events WHERE name = ?1 AND ts >= ?2 ORDER BY ts",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![spec.event, spec.since_ms as i64], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(&err)?;
+        if let Some(data) = candidates.into_iter().find(|d| spec.matches(d)) {
+            self.resolve(tx, run, &spec, data.clone())?;
+            return Ok(WaitState::Resolved(data));
+        }
+        if now >= spec.deadline_ms {
+            self.resolve(tx, run, &spec, "null".into())?;
+            return Ok(WaitState::Resolved("null".into()));
+        }
+        let (field, value) = match &spec.matching {
+            Some((f, v)) => (Some(f.clone()), Some(v.to_string())),
+            None => (None, None),
+        };
+        tx.prepare_cached(
+            "INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run,
+                spec.seq,
+                spec.step_id,
+                spec.event,
+                field,
+                value,
+                spec.deadline_ms as i64
+            ])
+        })
+        .map_err(&err)?;
+        Ok(WaitState::Pending(spec.deadline_ms))
+    }
+
     /// The completed steps of a run, in order.
     fn steps(&self, tx: &Connection, run: i64) -> Result<Vec<StepRecord>> {
         let err = self.err("cannot read steps");
@@ -778,7 +930,7 @@ impl Ctx<'_> {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, output, now]))
                     .map_err(&err)?;
@@ -786,9 +938,21 @@ impl Ctx<'_> {
                 OutcomeKind::Retry { delay, error } => {
                     let due = now + delay.as_millis() as i64;
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 0, sleeping = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 0, sleeping = 0, waiting = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, due, error]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Wait { deadline_ms } => {
+                    // Waiting until the deadline, unless the event came in the meantime.
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, \
+                         waiting = EXISTS (SELECT 1 FROM fanfare_waits WHERE run = ?1), \
+                         due_at = CASE WHEN EXISTS (SELECT 1 FROM fanfare_waits WHERE run = ?1) \
+                                  THEN ?2 ELSE ?3 END \
+                         WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, *deadline_ms as i64, now]))
                     .map_err(&err)?;
                 }
                 OutcomeKind::Sleep { delay } => {
@@ -802,7 +966,7 @@ impl Ctx<'_> {
                 }
                 OutcomeKind::Failed(error) => {
                     tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 3, sleeping = 0, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                        "UPDATE fanfare_runs SET status = 3, sleeping = 0, waiting = 0, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
                     )
                     .and_then(|mut s| s.execute(params![key, error, now]))
                     .map_err(&err)?;
@@ -837,8 +1001,8 @@ impl Ctx<'_> {
         }
         let mut s = tx
             .prepare_cached(
-                "SELECT run_id, function_id, status, attempts, last_error, output, id, sleeping \
-                 FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
+                "SELECT run_id, function_id, status, attempts, last_error, output, id, \
+                 sleeping + 2 * waiting FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
             )
             .map_err(&err)?;
         let rows: Vec<RunRow> = s
@@ -865,7 +1029,8 @@ impl Ctx<'_> {
                         app: self.app.to_owned(),
                         function_id,
                         status: match status_from(status) {
-                            RunStatus::Queued if sleeping => RunStatus::Sleeping,
+                            RunStatus::Queued if sleeping == 1 => RunStatus::Sleeping,
+                            RunStatus::Queued if sleeping >= 2 => RunStatus::Waiting,
                             other => other,
                         },
                         attempts,
