@@ -6,7 +6,7 @@
 mod common;
 
 use common::{hit, hits, Store, LIMIT};
-use fanfare::{function, Backoff, Ctx, Error, ErrorKind, Event, EventId, RunStatus};
+use fanfare::{function, Backoff, Ctx, Error, ErrorKind, Event, EventId, Failure, RunStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +24,7 @@ conformance!(
     an_event_over_the_size_limit_is_refused_and_runs_nothing,
     send_json_refuses_a_malformed_event_name,
     completed_events_are_pruned_after_the_retention_and_failed_ones_are_kept,
+    the_on_failure_handler_runs_once_with_the_event_and_the_final_error,
 );
 
 /// Instants at which each event's attempts started.
@@ -384,5 +385,103 @@ async fn completed_events_are_pruned_after_the_retention_and_failed_ones_are_kep
     // The failed run is the dead-letter set: kept.
     let runs = rt.runs(failed).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
+    rt.shutdown().await.unwrap();
+}
+
+// --- on_failure -------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/refundable")]
+struct Refundable {
+    cents: u64,
+    fail: bool,
+}
+
+static REFUNDS: Mutex<Vec<(EventId, u64, String, u32, String)>> = Mutex::new(Vec::new());
+
+#[function(id = "take-payment", trigger = "test/refundable", retries = 1, on_failure = refund)]
+async fn take_payment(ctx: Ctx<Refundable>) -> fanfare::Result<()> {
+    if ctx.event().fail {
+        return Err(Error::msg(format!(
+            "card declined (attempt {})",
+            ctx.attempt()
+        )));
+    }
+    Ok(())
+}
+
+async fn refund(ctx: Ctx<Failure<Refundable>>) -> fanfare::Result<()> {
+    let f = ctx.event();
+    REFUNDS.lock().unwrap().push((
+        f.event_id,
+        f.event.cents,
+        f.error.clone(),
+        f.attempts,
+        f.function_id.clone(),
+    ));
+    hit(format!("refund {}", f.event_id));
+    Ok(())
+}
+
+async fn the_on_failure_handler_runs_once_with_the_event_and_the_final_error(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let ok = rt
+        .send(Refundable {
+            cents: 10,
+            fail: false,
+        })
+        .await
+        .unwrap();
+    let failed = rt
+        .send(Refundable {
+            cents: 250,
+            fail: true,
+        })
+        .await
+        .unwrap();
+    timeout(LIMIT, rt.wait(ok)).await.unwrap().unwrap();
+    let runs = timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    assert_eq!((runs[0].status, runs[0].attempts), (RunStatus::Failed, 2));
+    timeout(LIMIT, async {
+        while hits(format!("refund {failed}")) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the on_failure handler never ran");
+    let refunds: Vec<_> = REFUNDS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == failed)
+        .cloned()
+        .collect();
+    assert_eq!(refunds.len(), 1);
+    let (_, cents, error, attempts, function) = &refunds[0];
+    assert_eq!((*cents, *attempts), (250, 2));
+    assert_eq!(error, "card declined (attempt 1)");
+    assert_eq!(function, "take-payment");
+    assert_eq!(
+        hits(format!("refund {ok}")),
+        0,
+        "a success has no failure handler run"
+    );
+    let handler = fanfare::functions()
+        .into_iter()
+        .find(|f| f.id() == "take-payment:on-failure")
+        .expect("the handler is registered as a function");
+    assert_eq!(handler.fn_name(), "refund");
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn send_json_refuses_fanfares_reserved_names() {
+    let rt = fanfare::Runtime::builder().start().await.unwrap();
+    let err = rt
+        .send_json("fanfare/function-failed", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidEventName);
+    assert!(err.to_string().contains("reserved"), "{err}");
     rt.shutdown().await.unwrap();
 }

@@ -10,6 +10,7 @@ mod kw {
     syn::custom_keyword!(trigger);
     syn::custom_keyword!(id);
     syn::custom_keyword!(retries);
+    syn::custom_keyword!(on_failure);
     syn::custom_keyword!(name);
 }
 
@@ -44,12 +45,13 @@ fn parse_pairs(
     Ok(())
 }
 
-/// `#[function(trigger = "…", id = "…", retries = N)]`
+/// `#[function(trigger = "…", id = "…", retries = N, on_failure = handler)]`
 #[derive(Default)]
 pub struct FunctionArgs {
     pub trigger: Option<LitStr>,
     pub id: Option<LitStr>,
     pub retries: Option<LitInt>,
+    pub on_failure: Option<syn::Path>,
     /// Problems that do not stop parsing (duplicates); reported with the other checks.
     pub errors: Errors,
 }
@@ -82,6 +84,17 @@ impl Parse for FunctionArgs {
                 set(
                     &mut args.retries,
                     "retries",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::on_failure) {
+                let key = input.parse::<kw::on_failure>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.on_failure,
+                    "on_failure",
                     key.span,
                     value,
                     &mut args.errors,

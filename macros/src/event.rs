@@ -58,6 +58,12 @@ fn check(input: &DeriveInput) -> syn::Result<syn::LitStr> {
     }
     if let Some(name) = &name {
         check::name(name, "event name", &mut errors);
+        if name.value().starts_with("fanfare/") {
+            errors.spanned(
+                name,
+                "event names starting with `fanfare/` are reserved for fanfare's own events",
+            );
+        }
     }
     errors.finish()?;
     Ok(name.expect("a missing name was reported above"))

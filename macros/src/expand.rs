@@ -50,7 +50,14 @@ struct Checked {
     id: LitStr,
     retries: u32,
     event: Type,
+    on_failure: Option<syn::Path>,
 }
+
+/// The suffix of an on-failure handler's function id.
+const ON_FAILURE_SUFFIX: &str = ":on-failure";
+
+/// Event names the runtime keeps for itself.
+const RESERVED_PREFIX: &str = "fanfare/";
 
 impl Checked {
     /// Runs every check, reporting each problem to `errors`; `None` when any failed.
@@ -92,6 +99,28 @@ impl Checked {
             }
             None => LitStr::new(&sig.ident.to_string(), sig.ident.span()),
         };
+        if let Some(t) = &trigger {
+            if t.value().starts_with(RESERVED_PREFIX) {
+                errors.spanned(
+                    t,
+                    format_args!(
+                        "event names starting with `{RESERVED_PREFIX}` are reserved for fanfare's own events"
+                    ),
+                );
+            }
+        }
+        if args.on_failure.is_some()
+            && id.value().len() + ON_FAILURE_SUFFIX.len() > check::MAX_NAME_LEN
+        {
+            errors.spanned(
+                &id,
+                format_args!(
+                    "with `on_failure`, the function id must leave room for `{ON_FAILURE_SUFFIX}` \
+                     within {} bytes",
+                    check::MAX_NAME_LEN
+                ),
+            );
+        }
         let retries = match args.retries {
             Some(_) => args.retries(errors)?,
             None => DEFAULT_RETRIES,
@@ -101,6 +130,7 @@ impl Checked {
             id,
             retries,
             event: event?,
+            on_failure: args.on_failure,
         })
     }
 }
@@ -166,6 +196,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         id,
         retries,
         event,
+        on_failure,
     } = c;
     let ev_private = exports::private(event.span());
     let fn_name = ident.to_string();
@@ -191,6 +222,46 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
             column: ::core::column!(),
         }
     };
+    let has_on_failure = on_failure.is_some();
+    // The handler named by `on_failure`: a function of its own, run once with a
+    // `Failure<E>` when this one fails for good. Its signature is checked by the same
+    // `call` bounds, spanned on the handler's path.
+    let failure = on_failure.as_ref().map(|handler| {
+        let span = handler.span();
+        let private = exports::private(span);
+        let failure_id = format!("{}{ON_FAILURE_SUFFIX}", id.value());
+        let handler_name = quote!(#handler).to_string().replace(' ', "");
+        let failure_event = format!("Failure<{event_name}>");
+        let call = quote_spanned! {span=>
+            #private::call::<#private::Failure<#event>, _, _>(#input, #handler)
+        };
+        let location = quote_spanned! {span=>
+            #private::Location {
+                module_path: ::core::module_path!(),
+                file: ::core::file!(),
+                line: ::core::line!(),
+                column: ::core::column!(),
+            }
+        };
+        quote! {
+            fn __fanfare_failure_call(#input: #private::RunInput) -> #private::HandlerResult {
+                #call
+            }
+
+            #private::inventory::submit! {
+                #private::FunctionDef::__new(
+                    #failure_id,
+                    #handler_name,
+                    #private::FAILURE_EVENT,
+                    #retries,
+                    #failure_event,
+                    #location,
+                    __fanfare_failure_call,
+                    false,
+                )
+            }
+        }
+    });
     quote! {
         #func
 
@@ -211,8 +282,11 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     #event_name,
                     #location,
                     __fanfare_call,
+                    #has_on_failure,
                 )
             }
+
+            #failure
         };
     }
 }

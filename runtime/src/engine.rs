@@ -211,6 +211,13 @@ impl Engine {
                 OutcomeKind::Failed(e.to_string())
             }
         };
+        drop(_enter);
+        if let OutcomeKind::Failed(error) = &result {
+            if let Some(handler) = self.registry.failure_handler(run.function) {
+                self.start_failure_handler(&run, def.id(), handler, error)
+                    .await;
+            }
+        }
         // The receiver is gone only after shutdown gave up on this run and released it.
         let _ = self.outcomes.send(Outcome {
             key: run.key,
@@ -283,6 +290,37 @@ impl Engine {
             self.wake.notify_one();
         }
         Ok(id)
+    }
+
+    /// Queues the `on_failure` handler's run for a run that failed for good, before the
+    /// failure is recorded: should the process die in between, the run fails again and
+    /// the handler's event (its id derived from the run) is not stored twice.
+    async fn start_failure_handler(
+        &self,
+        run: &ClaimedRun,
+        function: &str,
+        handler: u32,
+        error: &str,
+    ) {
+        let event: serde_json::Value =
+            serde_json::from_str(&run.event.data).unwrap_or(serde_json::Value::Null);
+        let data = serde_json::json!({
+            "function_id": function,
+            "run_id": run.run_id,
+            "event_id": run.event.id,
+            "error": error,
+            "attempts": run.attempt + 1,
+            "event": event,
+        });
+        let id = crate::event::EventId::for_step(run.run_id, "fanfare:on-failure");
+        let envelope =
+            crate::event::Envelope::internal(crate::function::FAILURE_EVENT, data.to_string(), id);
+        match self.store.append_to(envelope, handler).await {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => {
+                tracing::error!(error = %e, function, "fanfare: could not start the on_failure handler")
+            }
+        }
     }
 
     /// Aborts every executing run and returns its key, for the store to release.

@@ -189,9 +189,26 @@ impl Envelope {
         Ok(envelope)
     }
 
+    /// A failure handler's event, under a given id.
+    pub fn internal(name: &'static str, data: String, id: EventId) -> Envelope {
+        Envelope {
+            id,
+            name: Cow::Borrowed(name),
+            ts: now_millis(),
+            data,
+            typed: None,
+        }
+    }
+
     /// An event from outside Rust: its name is checked at run time.
     pub fn json(name: String, data: &serde_json::Value, max_size: usize) -> Result<Envelope> {
         check_name(&name)?;
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::new(
+                ErrorKind::InvalidEventName,
+                format_args!("invalid event name {name:?}: names starting with `{RESERVED_PREFIX}` are reserved for fanfare's own events"),
+            ));
+        }
         let data = serde_json::to_string(data).map_err(|e| {
             Error::new(
                 ErrorKind::Serialize,
@@ -257,6 +274,9 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
             .map(|c| format!("it contains {c:?}"))
     }
 }
+
+/// Names under this prefix are fanfare's own events.
+pub(crate) const RESERVED_PREFIX: &str = "fanfare/";
 
 /// The naming rules, as a `help:` line.
 pub(crate) const NAME_RULES: &str = "1 to 256 ASCII letters, digits and `/`, `.`, `_`, `-`, `:`";

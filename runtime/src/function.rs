@@ -23,6 +23,7 @@ pub struct FunctionDef {
     event_type: &'static str,
     location: Location,
     call: fn(RunInput) -> HandlerResult,
+    on_failure: bool,
 }
 
 /// Where a function is defined in the source.
@@ -55,6 +56,7 @@ impl FunctionDef {
         event_type: &'static str,
         location: Location,
         call: fn(RunInput) -> HandlerResult,
+        on_failure: bool,
     ) -> Self {
         FunctionDef {
             id,
@@ -64,7 +66,13 @@ impl FunctionDef {
             event_type,
             location,
             call,
+            on_failure,
         }
+    }
+
+    /// Whether the function names an `on_failure` handler.
+    pub fn has_on_failure(&self) -> bool {
+        self.on_failure
     }
 
     /// The function's id: `id = "…"`, or the fn's name.
@@ -148,6 +156,8 @@ pub fn functions() -> Vec<&'static FunctionDef> {
 pub(crate) struct Registry {
     pub defs: Vec<&'static FunctionDef>,
     by_trigger: HashMap<&'static str, Box<[u32]>>,
+    /// For each function, its `on_failure` handler's index.
+    failure_handlers: Vec<Option<u32>>,
 }
 
 impl Registry {
@@ -178,9 +188,26 @@ impl Registry {
         }
         let mut by_trigger: HashMap<&'static str, Vec<u32>> = HashMap::new();
         for (i, def) in defs.iter().enumerate() {
-            by_trigger.entry(def.trigger).or_default().push(i as u32);
+            // Failure handlers run only for their function's failures, never on a send.
+            if def.trigger != FAILURE_EVENT {
+                by_trigger.entry(def.trigger).or_default().push(i as u32);
+            }
         }
+        let index: HashMap<&str, u32> = defs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id, i as u32))
+            .collect();
+        let failure_handlers = defs
+            .iter()
+            .map(|d| {
+                d.on_failure
+                    .then(|| index.get(format!("{}:on-failure", d.id).as_str()).copied())
+                    .flatten()
+            })
+            .collect();
         Ok(Registry {
+            failure_handlers,
             defs,
             by_trigger: by_trigger
                 .into_iter()
@@ -189,10 +216,66 @@ impl Registry {
         })
     }
 
+    /// The index of the `on_failure` handler of function `function`, if it has one.
+    pub fn failure_handler(&self, function: u32) -> Option<u32> {
+        self.failure_handlers
+            .get(function as usize)
+            .copied()
+            .flatten()
+    }
+
     /// Indexes of the functions triggered by `event`.
     pub fn subscribers(&self, event: &str) -> &[u32] {
         self.by_trigger.get(event).map_or(&[], |v| v)
     }
+}
+
+/// The name of the events that run `on_failure` handlers. Names starting with
+/// `fanfare/` are reserved: user code cannot send them.
+#[doc(hidden)]
+pub const FAILURE_EVENT: &str = "fanfare/function-failed";
+
+/// What an `on_failure` handler receives: the failed run and its triggering event.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// # #[event(name = "doc/charge")]
+/// # pub struct Charge { pub cents: u64 }
+/// use fanfare::{Ctx, Failure};
+///
+/// #[fanfare::function(trigger = "doc/charge", retries = 2, on_failure = refund)]
+/// async fn charge(ctx: Ctx<Charge>) -> fanfare::Result<()> {
+///     Err(fanfare::Error::msg("card declined"))
+/// }
+///
+/// /// Runs once, after `charge` failed for good.
+/// async fn refund(ctx: Ctx<Failure<Charge>>) -> fanfare::Result<()> {
+///     let failure = ctx.event();
+///     assert_eq!(failure.error, "card declined");
+///     let _cents = failure.event.cents;
+///     Ok(())
+/// }
+/// ```
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
+#[non_exhaustive]
+pub struct Failure<E> {
+    /// The id of the function that failed.
+    pub function_id: String,
+    /// The failed run.
+    pub run_id: RunId,
+    /// The event that triggered it.
+    pub event_id: crate::EventId,
+    /// The last attempt's error.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The triggering event itself.
+    pub event: E,
+}
+
+impl<E: Event> Event for Failure<E> {
+    const NAME: &'static str = FAILURE_EVENT;
 }
 
 /// What a run hands a function's generated shim.

@@ -79,15 +79,16 @@ fn ready<T: Send + 'static>(value: Result<T>) -> StoreFuture<'static, T> {
     Box::pin(std::future::ready(value))
 }
 
-impl Store for MemoryStore {
-    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
-        let subscribers = self.registry.subscribers(&event.name);
+impl MemoryStore {
+    /// Stores the event with one queued run per function of `functions`; 0 if an event
+    /// with its id is already stored.
+    fn insert_event(&self, event: Envelope, subscribers: &[u32]) -> usize {
         let run_ids: Vec<RunId> = subscribers.iter().map(|_| RunId::new(event.ts)).collect();
         let event = Arc::new(event);
         let mut inner = self.lock();
         if inner.events.contains_key(&event.id) {
             // A replayed `ctx.send`: the event was stored the first time.
-            return ready(Ok(0));
+            return 0;
         }
         let mut slots = Vec::with_capacity(subscribers.len());
         for (&function, id) in subscribers.iter().zip(run_ids) {
@@ -120,7 +121,18 @@ impl Store for MemoryStore {
         if !inner.waits.is_empty() {
             inner.resolve_waits(&event);
         }
-        ready(Ok(n))
+        n
+    }
+}
+
+impl Store for MemoryStore {
+    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
+        let subscribers = self.registry.subscribers(&event.name);
+        ready(Ok(self.insert_event(event, subscribers)))
+    }
+
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
+        ready(Ok(self.insert_event(event, &[function])))
     }
 
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {

@@ -51,6 +51,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Returns the number of runs created.
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize>;
 
+    /// Stores the event with a run of one function of this process only (an
+    /// `on_failure` handler), unless an event with its id is already stored.
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize>;
+
     /// Marks up to `max` due runs as running and hands them over.
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim>;
 

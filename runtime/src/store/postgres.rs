@@ -476,6 +476,39 @@ impl Shared {
             .collect())
     }
 
+    async fn insert_to(&self, event: Envelope, function: u32) -> Result<usize> {
+        let err = |e| self.error("cannot store events", e);
+        let Some(function) = self.functions.get(function as usize) else {
+            return Ok(0);
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let n = tx
+            .execute(
+                "WITH e AS (
+                     INSERT INTO fanfare_events (id, name, data, ts) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id)
+                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
+                 SELECT gen_random_uuid(), e.id, $5, $6, fanfare_now() FROM e",
+                &[
+                    &event.id.as_uuid(),
+                    &&*event.name,
+                    &event.data,
+                    &(event.ts as i64),
+                    &self.app,
+                    function,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(n as usize)
+    }
+
     async fn claim(&self, max: usize) -> Result<Claim> {
         let err = |e| self.error("cannot claim runs", e);
         let client = self.client().await?;
@@ -1039,6 +1072,10 @@ impl Store for PgStore {
                 Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped")
             })?
         })
+    }
+
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
+        Box::pin(self.shared.insert_to(event, function))
     }
 
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {

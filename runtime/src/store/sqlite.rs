@@ -123,7 +123,7 @@ pub(crate) struct SqliteStore {
 }
 
 enum Command {
-    Append(Envelope, oneshot::Sender<Result<usize>>),
+    Append(Envelope, Option<u32>, oneshot::Sender<Result<usize>>),
     Claim(usize, oneshot::Sender<Result<Claim>>),
     Record(
         Vec<Outcome>,
@@ -245,7 +245,11 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
-        self.call(|tx| Command::Append(event, tx))
+        self.call(|tx| Command::Append(event, None, tx))
+    }
+
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
+        self.call(|tx| Command::Append(event, Some(function), tx))
     }
 
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
@@ -506,8 +510,8 @@ impl Writer {
                 }
             };
             let reply = match command {
-                Command::Append(event, reply) => {
-                    let r = ctx.append(&sp, event, &mut self.cache);
+                Command::Append(event, to, reply) => {
+                    let r = ctx.append(&sp, event, to, &mut self.cache);
                     Reply::Append(reply, r)
                 }
                 Command::Claim(max, reply) => {
@@ -565,7 +569,7 @@ impl Writer {
 fn failed_reply(command: Command, msg: &str) -> Reply {
     let e = || Error::new(ErrorKind::Store, msg);
     match command {
-        Command::Append(_, tx) => Reply::Append(tx, Err(e())),
+        Command::Append(_, _, tx) => Reply::Append(tx, Err(e())),
         Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
         Command::Release(_, tx) | Command::SaveStep(_, _, tx) => Reply::Unit(tx, Err(e())),
@@ -611,9 +615,17 @@ impl Ctx<'_> {
         &self,
         tx: &Connection,
         event: Envelope,
+        to: Option<u32>,
         cache: &mut HashMap<EventId, (Arc<Envelope>, usize)>,
     ) -> Result<usize> {
-        let subscribers = self.registry.subscribers(&event.name);
+        let target;
+        let subscribers = match to {
+            Some(function) => {
+                target = [function];
+                &target[..]
+            }
+            None => self.registry.subscribers(&event.name),
+        };
         let err = self.err("cannot store the event");
         let inserted = tx
             .prepare_cached(

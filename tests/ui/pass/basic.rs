@@ -16,8 +16,13 @@ async fn send_welcome_email(ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
     Ok(())
 }
 
-#[function(id = "crm-sync", trigger = "user/signup", retries = 5)]
+#[function(id = "crm-sync", trigger = "user/signup", retries = 5, on_failure = crm_failed)]
 async fn sync_crm(_ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+async fn crm_failed(ctx: Ctx<fanfare::Failure<UserSignup>>) -> fanfare::Result<()> {
+    let _: &str = &ctx.event().error;
     Ok(())
 }
 
@@ -44,6 +49,9 @@ async fn main() -> fanfare::Result<()> {
     fanfare::send(UserSignup { user_id: 2, email: "d@e.f".into() }).await?;
     assert_eq!(rt.wait(id).await?.len(), 3);
     let ids: Vec<_> = fanfare::functions().iter().map(|f| f.id()).collect();
-    assert_eq!(ids, ["on_generic", "crm-sync", "returns_a_value", "send_welcome_email"]);
+    assert_eq!(
+        ids,
+        ["on_generic", "crm-sync:on-failure", "crm-sync", "returns_a_value", "send_welcome_email"]
+    );
     rt.shutdown().await
 }

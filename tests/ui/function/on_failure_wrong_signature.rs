@@ -1,0 +1,20 @@
+use fanfare::{function, Ctx, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "user/signup")]
+pub struct UserSignup {
+    pub user_id: u64,
+}
+
+#[function(trigger = "user/signup", on_failure = cleanup)]
+async fn welcome(_ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+/// Takes the event itself instead of `Ctx<Failure<UserSignup>>`.
+async fn cleanup(_ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+fn main() {}
