@@ -397,7 +397,10 @@ struct Refundable {
     fail: bool,
 }
 
-static REFUNDS: Mutex<Vec<(EventId, u64, String, u32, String)>> = Mutex::new(Vec::new());
+/// What the handler saw: original event id, cents, error, attempts, function id.
+type Refund = (EventId, u64, String, u32, String);
+
+static REFUNDS: Mutex<Vec<Refund>> = Mutex::new(Vec::new());
 
 #[function(id = "take-payment", trigger = "test/refundable", retries = 1, on_failure = refund)]
 async fn take_payment(ctx: Ctx<Refundable>) -> fanfare::Result<()> {
