@@ -274,6 +274,7 @@ pub struct Failure<E> {
     pub event: E,
 }
 
+#[diagnostic::do_not_recommend]
 impl<E: Event> Event for Failure<E> {
     const NAME: &'static str = FAILURE_EVENT;
 }

@@ -13,7 +13,7 @@ use crate::event::{now_millis, RunId};
 use crate::store::{RunKey, StepRecord};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// What one attempt knows of its run's steps.
 pub(crate) struct RunState {
@@ -22,8 +22,9 @@ pub(crate) struct RunState {
     pub engine: Arc<Engine>,
     memo: Vec<StepRecord>,
     cursor: Mutex<Cursor>,
-    /// Set when a step suspends the run.
-    suspend: watch::Sender<Option<Suspend>>,
+    /// Set when a step suspends the run; `suspended_signal` tells the engine.
+    suspend: Mutex<Option<Suspend>>,
+    suspended_signal: Notify,
 }
 
 #[derive(Default)]
@@ -58,7 +59,8 @@ impl RunState {
             engine,
             memo,
             cursor: Mutex::new(Cursor::default()),
-            suspend: watch::Sender::new(None),
+            suspend: Mutex::new(None),
+            suspended_signal: Notify::new(),
         }
     }
 
@@ -110,17 +112,19 @@ impl RunState {
 
     /// Asks the engine to stop this attempt and queue the run again.
     pub fn suspend(&self, why: Suspend) {
-        self.suspend.send_replace(Some(why));
+        *self.suspend.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.suspended_signal.notify_one();
     }
 
-    /// Resolves once a step asked to suspend.
+    /// Resolves once a step asked to suspend. (A `Notify` and a `Mutex`, not a
+    /// channel: every attempt makes one of these, and neither allocates.)
     pub async fn suspended(&self) -> Suspend {
-        let mut rx = self.suspend.subscribe();
-        let why = rx.wait_for(Option::is_some).await.map(|why| *why);
-        match why {
-            Ok(Some(why)) => why,
-            // The sender lives as long as `self`: unreachable, but never resolve wrongly.
-            _ => std::future::pending().await,
+        loop {
+            let signal = self.suspended_signal.notified();
+            if let Some(why) = *self.suspend.lock().unwrap_or_else(|p| p.into_inner()) {
+                return why;
+            }
+            signal.await;
         }
     }
 }
