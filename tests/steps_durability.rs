@@ -125,14 +125,27 @@ async fn postgres_sleep_survives_a_restart() {
     sleep_survives_a_restart(|| Runtime::builder().postgres(&url).app("steps")).await;
 }
 
+/// A builder for a store named as `sqlite:<path>` or `postgres:<url>`, with a short
+/// lease so a killed process's runs are taken over quickly.
+fn store_builder(store: &str) -> Builder {
+    match store.split_once(':') {
+        Some(("sqlite", path)) => Runtime::builder().sqlite(path),
+        Some(("postgres", url)) => Runtime::builder()
+            .postgres(url)
+            .app("steps-crash")
+            .lease(Duration::from_millis(1000)),
+        _ => panic!("unknown store {store:?}"),
+    }
+}
+
 /// The child of `a_process_killed_between_steps_does_not_redo_the_first`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by a_process_killed_between_steps_does_not_redo_the_first in a child process"]
+#[ignore = "run by the tests killed between steps, in a child process"]
 async fn steps_child() {
-    let db = PathBuf::from(std::env::var("FANFARE_CHILD_DB").expect("FANFARE_CHILD_DB"));
+    let store = std::env::var("FANFARE_CHILD_STORE").expect("FANFARE_CHILD_STORE");
     let log_path = PathBuf::from(std::env::var("FANFARE_CHILD_LOG").expect("FANFARE_CHILD_LOG"));
     let hold = PathBuf::from(std::env::var("FANFARE_CHILD_HOLD").expect("FANFARE_CHILD_HOLD"));
-    let rt = Runtime::builder().sqlite(&db).start().await.unwrap();
+    let rt = store_builder(&store).start().await.unwrap();
     let order = Order {
         log: log_path,
         nap_ms: 0,
@@ -144,11 +157,9 @@ async fn steps_child() {
     std::future::pending::<()>().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_killed_between_steps_does_not_redo_the_first() {
-    let db = temp_db();
-    let log_path = db.with_extension("log");
-    let hold = db.with_extension("hold");
+async fn killed_between_steps(store: String) {
+    let log_path = temp_db().with_extension("log");
+    let hold = log_path.with_extension("hold");
     std::fs::write(&hold, b"").unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -158,7 +169,7 @@ async fn a_process_killed_between_steps_does_not_redo_the_first() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("FANFARE_CHILD_DB", &db)
+        .env("FANFARE_CHILD_STORE", &store)
         .env("FANFARE_CHILD_LOG", &log_path)
         .env("FANFARE_CHILD_HOLD", &hold)
         .stdout(Stdio::piped())
@@ -185,7 +196,7 @@ async fn a_process_killed_between_steps_does_not_redo_the_first() {
 
     // The restarted process resumes with the first step's stored result.
     std::fs::remove_file(&hold).unwrap();
-    let rt = reopen(|| Runtime::builder().sqlite(&db)).await;
+    let rt = reopen(|| store_builder(&store)).await;
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_eq!(runs[0].attempts, 2, "the interrupted attempt counts");
@@ -203,4 +214,17 @@ async fn a_process_killed_between_steps_does_not_redo_the_first() {
     let steps: Vec<&str> = runs[0].steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(steps, ["charge", "cool-off", "ship"]);
     rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_process_killed_between_steps_does_not_redo_the_first() {
+    killed_between_steps(format!("sqlite:{}", temp_db().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_process_killed_between_steps_does_not_redo_the_first() {
+    if !postgres_ready().await {
+        return;
+    }
+    killed_between_steps(format!("postgres:{}", postgres_schema())).await;
 }
