@@ -726,6 +726,99 @@ mod pg {
     }
 }
 
+// --- durable steps: per-step overhead, sleeping runs -------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "bench/stepped")]
+struct Stepped {
+    steps: u32,
+}
+
+/// `steps` trivial steps, then reports that it finished.
+#[function(trigger = "bench/stepped")]
+async fn stepped(ctx: Ctx<Stepped>) -> fanfare::Result<()> {
+    for i in 0..ctx.event().steps {
+        ctx.step("s", || async { Ok::<_, fanfare::Error>(i) })
+            .await?;
+    }
+    report_start();
+    Ok(())
+}
+
+/// Median time from send to the end of a run of `steps` steps, one run at a time.
+async fn stepped_run(rt: &Runtime, steps: u32, runs: usize) -> Duration {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let done = expect_start();
+        let t0 = Instant::now();
+        rt.send(Stepped { steps }).await.expect("send failed");
+        let t1 = done.await.expect("the run never finished");
+        all.push(t1 - t0);
+    }
+    median(all)
+}
+
+/// Per-step overhead on a fresh runtime: (`steps` steps − none) / `steps`, medians.
+async fn per_step(
+    builder: fanfare::Builder,
+    steps: u32,
+    runs: usize,
+) -> fanfare::Result<(Duration, Duration, f64)> {
+    let rt = builder.start().await?;
+    stepped_run(&rt, steps, runs / 10 + 1).await; // warm-up
+    let none = stepped_run(&rt, 0, runs).await;
+    let with = stepped_run(&rt, steps, runs).await;
+    rt.shutdown().await?;
+    let per = (with.as_secs_f64() - none.as_secs_f64()) / steps as f64 * 1e6;
+    Ok((none, with, per))
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "bench/sleeper")]
+struct Sleeper {
+    n: u64,
+}
+
+static SLEEPERS: AtomicU64 = AtomicU64::new(0);
+
+#[function(trigger = "bench/sleeper")]
+async fn sleeper(ctx: Ctx<Sleeper>) -> fanfare::Result<()> {
+    SLEEPERS.fetch_add(1, Ordering::SeqCst);
+    ctx.sleep("nap", Duration::from_secs(3600)).await?;
+    Ok(())
+}
+
+/// Bytes and tokio tasks held by `n` runs sleeping in the memory store.
+async fn sleeping_runs(n: u64) -> fanfare::Result<(f64, usize)> {
+    let rt = Runtime::builder().start().await?;
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let before = ALLOCATED.load(Ordering::SeqCst);
+    let mut last = None;
+    for i in 0..n {
+        last = Some(rt.send(Sleeper { n: i }).await?);
+    }
+    let last = last.expect("at least one run");
+    // Every run started, reached its sleep and was put back to sleep.
+    while SLEEPERS.load(Ordering::SeqCst) < n
+        || rt.runs(last).await?[0].status != fanfare::RunStatus::Sleeping
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while rt.runs(last).await?[0].status != fanfare::RunStatus::Sleeping {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the last outcomes land
+    let after = ALLOCATED.load(Ordering::SeqCst);
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+        .saturating_sub(tasks_before);
+    rt.shutdown().await?;
+    Ok(((after as f64 - before as f64) / n as f64, tasks))
+}
+
 // --- the program -----------------------------------------------------------------------
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -941,6 +1034,42 @@ async fn main() -> fanfare::Result<()> {
             us(l99)
         );
         println!("  fanfare, other process (NOTIFY)   p50 {:>8.1} us   p99 {:>8.1} us   (target p50 <= 3000 us)\n", us(n50), us(n99));
+        pg::drop_schemas().await;
+    }
+    if wants("steps") {
+        let runs = arg("--step-runs", 300) as usize;
+        println!("durable steps: per-step overhead, a run of 10 trivial steps vs none (medians of {runs} runs, one at a time)");
+        let (n, t, per) = per_step(Runtime::builder(), 10, runs * 10).await?;
+        println!("  memory          run {:>8.1} us, with 10 steps {:>8.1} us: {per:>7.2} us/step (target <= 5)", us(n), us(t));
+        let (n, t, per) = per_step(Runtime::builder(), 1000, runs).await?;
+        println!(
+            "  memory, 1000 st run {:>8.1} us, with 1000 st  {:>8.1} us: {per:>7.2} us/step",
+            us(n),
+            us(t)
+        );
+        let (n, t, per) = per_step(
+            Runtime::builder()
+                .sqlite(temp_db("steps"))
+                .sqlite_sync(fanfare::SqliteSync::Normal),
+            10,
+            runs,
+        )
+        .await?;
+        println!("  SQLite NORMAL   run {:>8.1} us, with 10 steps {:>8.1} us: {per:>7.1} us/step (target <= 150)", us(n), us(t));
+        let (n, t, per) =
+            per_step(Runtime::builder().sqlite(temp_db("stepsfull")), 10, runs).await?;
+        println!(
+            "  SQLite FULL     run {:>8.1} us, with 10 steps {:>8.1} us: {per:>7.1} us/step",
+            us(n),
+            us(t)
+        );
+        let url = pg::fresh_schema("steps").await;
+        let (n, t, per) =
+            per_step(Runtime::builder().postgres(&url).app("bench"), 10, runs).await?;
+        println!("  PostgreSQL      run {:>8.1} us, with 10 steps {:>8.1} us: {per:>7.1} us/step (target <= 1000)", us(n), us(t));
+        let sleepers = arg("--sleepers", 100_000);
+        let (bytes, tasks) = sleeping_runs(sleepers).await?;
+        println!("\nmemory store: {sleepers} sleeping runs hold {:.1} MiB ({bytes:.0} bytes each) and {tasks} tokio tasks\n", bytes * sleepers as f64 / (1 << 20) as f64);
         pg::drop_schemas().await;
     }
     Ok(())
