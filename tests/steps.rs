@@ -18,6 +18,8 @@ conformance!(
     wait_for_event_resumes_the_run_with_the_matching_event,
     wait_for_event_times_out_with_none,
     an_event_sent_just_before_the_wait_is_not_missed,
+    invoke_returns_the_called_functions_typed_result,
+    a_failed_invoked_function_fails_the_step_without_multiplying_retries,
 );
 
 // --- memoization ----------------------------------------------------------------------
@@ -390,5 +392,98 @@ async fn an_event_sent_just_before_the_wait_is_not_missed(store: Store) {
     let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     assert_eq!(runs[0].status, RunStatus::Completed);
     assert_eq!(runs[0].output, Some(serde_json::json!(777)));
+    rt.shutdown().await.unwrap();
+}
+
+// --- invoke -------------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "steps/quote")]
+struct Quote {
+    cents: u64,
+    fail: bool,
+    key: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "steps/checkout")]
+struct Checkout {
+    cents: u64,
+    fail_tax: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Tax {
+    cents: u64,
+}
+
+#[function(trigger = "steps/quote", retries = 1)]
+async fn tax(ctx: Ctx<Quote>) -> fanfare::Result<Tax> {
+    hit(format!("tax {}", ctx.event().key));
+    if ctx.event().fail {
+        return Err(Error::msg("tax service down"));
+    }
+    Ok(Tax {
+        cents: ctx.event().cents / 5,
+    })
+}
+
+#[function(trigger = "steps/checkout", retries = 3)]
+async fn checkout(ctx: Ctx<Checkout>) -> fanfare::Result<u64> {
+    let quote = Quote {
+        cents: ctx.event().cents,
+        fail: ctx.event().fail_tax,
+        key: ctx.event_id().to_string(),
+    };
+    let tax: Tax = ctx.invoke::<tax>("tax", quote).await?;
+    if ctx.attempt() == 0 {
+        return Err(Error::msg("fail once after the invocation"));
+    }
+    Ok(ctx.event().cents + tax.cents)
+}
+
+async fn invoke_returns_the_called_functions_typed_result(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let id = rt
+        .send(Checkout {
+            cents: 1000,
+            fail_tax: false,
+        })
+        .await
+        .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(
+        (runs[0].status, runs[0].attempts),
+        (RunStatus::Completed, 2)
+    );
+    assert_eq!(runs[0].output, Some(serde_json::json!(1200)));
+    assert_eq!(
+        hits(format!("tax {id}")),
+        1,
+        "invoked once although the caller replayed"
+    );
+    let steps: Vec<&str> = runs[0].steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(steps, ["tax"]);
+    rt.shutdown().await.unwrap();
+}
+
+async fn a_failed_invoked_function_fails_the_step_without_multiplying_retries(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let id = rt
+        .send(Checkout {
+            cents: 1000,
+            fail_tax: true,
+        })
+        .await
+        .unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!((runs[0].status, runs[0].attempts), (RunStatus::Failed, 1));
+    let error = runs[0].last_error.as_deref().unwrap();
+    assert_eq!(error, "invoked function `tax` failed: tax service down");
+    assert_eq!(
+        hits(format!("tax {id}")),
+        2,
+        "the invoked function retried on its own, once"
+    );
     rt.shutdown().await.unwrap();
 }

@@ -262,8 +262,31 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
             }
         }
     });
+    // The function as a type, for `ctx.invoke::<name>(…)`: a braced struct lives in the
+    // type namespace only, so it sits beside the fn of the same name (as Rocket's routes).
+    // At most crate-visible: the event type of a `pub fn` is often crate-private, and a
+    // public type may not expose it through `Function::Event`.
+    let vis = match &func.vis {
+        syn::Visibility::Public(_) => quote!(pub(crate)),
+        other => quote!(#other),
+    };
+    let output = match &func.sig.output {
+        syn::ReturnType::Type(_, ty) => quote!(#ty),
+        syn::ReturnType::Default => quote!(()),
+    };
+    let doc = format!("The function [`{ident}()`] as a type, for `ctx.invoke::<{ident}>(…)`.");
     quote! {
         #func
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #ident {}
+
+        impl #private::Function for #ident {
+            type Event = #event;
+            type Returns = #output;
+            const ID: &'static str = #id;
+        }
 
         #[doc(hidden)]
         const _: () = {

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, Event, EventId, RunId};
-use crate::function::RunInput;
+use crate::function::{Function, IntoOutput, RunInput, INVOKE_EVENT, INVOKE_RESULT_EVENT};
 use crate::step::{RunState, Slot, Suspend};
 use crate::store::{WaitSpec, WaitState};
 use serde::de::DeserializeOwned;
@@ -152,7 +152,7 @@ impl<E> Ctx<E> {
     /// While it sleeps, the run is [`RunStatus::Sleeping`](crate::RunStatus::Sleeping).
     pub async fn sleep(&self, id: &str, duration: Duration) -> Result<()> {
         self.sleep_step(id, || {
-            now_millis().saturating_add(duration.as_millis() as u64)
+            now_millis().saturating_add(duration.as_millis().min(1 << 52) as u64)
         })
         .await
     }
@@ -230,6 +230,133 @@ impl<E> Ctx<E> {
                 Ok(event_id)
             }
         }
+    }
+}
+
+/// How long [`Ctx::invoke`] waits for the invoked function at most.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl<E> Ctx<E> {
+    /// Calls another function as a step and returns its typed result: the function runs
+    /// as a run of its own (with its own retries), once per step however often this run
+    /// replays, and this run waits for it without holding a task.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/quote")]
+    /// # pub struct QuoteRequested { pub cents: u64 }
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/checkout")]
+    /// # pub struct Checkout { pub cents: u64 }
+    /// #[fanfare::function(trigger = "doc/quote")]
+    /// async fn tax(ctx: fanfare::Ctx<QuoteRequested>) -> fanfare::Result<u64> {
+    ///     Ok(ctx.event().cents / 5)
+    /// }
+    ///
+    /// #[fanfare::function(trigger = "doc/checkout")]
+    /// async fn checkout(ctx: fanfare::Ctx<Checkout>) -> fanfare::Result<u64> {
+    ///     // `tax` names the function as a type; its event and output types are checked.
+    ///     let tax: u64 = ctx.invoke::<tax>("tax", QuoteRequested { cents: ctx.event().cents }).await?;
+    ///     Ok(ctx.event().cents + tax)
+    /// }
+    /// ```
+    ///
+    /// When the invoked function fails for good, the step fails with
+    /// [`ErrorKind::Invoked`] and is not retried: retrying would only invoke it again,
+    /// multiplying its retries. The function must be linked into this program (naming
+    /// its type sees to that).
+    pub async fn invoke<F>(
+        &self,
+        id: &str,
+        event: F::Event,
+    ) -> Result<<F::Returns as IntoOutput>::Output>
+    where
+        F: Function,
+        F::Event: Event,
+        F::Returns: IntoOutput,
+        <F::Returns as IntoOutput>::Output: DeserializeOwned,
+    {
+        let output = match self.run.next(id)? {
+            Slot::Done(done) => done.output,
+            Slot::New { seq, id } => {
+                let engine = &self.run.engine;
+                let function = engine.registry.index_of(F::ID).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format_args!(
+                            "cannot invoke `{}`: it is not a function of this runtime",
+                            F::ID
+                        ),
+                    )
+                    .never_retry()
+                })?;
+                let child = EventId::for_step(self.run_id, &id);
+                let mut envelope = Envelope::typed_with_id(event, engine.max_event_size, child)?;
+                envelope.name = std::borrow::Cow::Borrowed(INVOKE_EVENT);
+                if engine.store.append_to(envelope, function).await? > 0 {
+                    engine.wake.notify_one();
+                }
+                let now = now_millis();
+                let spec = WaitSpec {
+                    seq,
+                    step_id: id,
+                    event: INVOKE_RESULT_EVENT.to_owned(),
+                    matching: Some(("invocation".to_owned(), serde_json::json!(child))),
+                    deadline_ms: now.saturating_add(INVOKE_TIMEOUT.as_millis() as u64),
+                    // The result may be any age: it is found by its invocation id.
+                    since_ms: 0,
+                };
+                match engine.store.wait(self.run.key, spec).await? {
+                    WaitState::Resolved(output) => output,
+                    WaitState::Pending(deadline) => {
+                        self.run.suspend(Suspend::Wait(deadline));
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        };
+        invoke_result(F::ID, &output)
+    }
+}
+
+/// Reads an invocation's result: `{"ok": …}` or `{"error": "…"}` (`null`: timed out).
+fn invoke_result<T: DeserializeOwned>(function: &str, output: &str) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Finished<T> {
+        ok: Option<T>,
+        error: Option<String>,
+    }
+    let finished: Option<Finished<T>> = serde_json::from_str(output).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format_args!("the result of `{function}` does not decode: {e}"),
+        )
+        .never_retry()
+    })?;
+    match finished {
+        Some(Finished {
+            error: Some(error), ..
+        }) => Err(Error::new(
+            ErrorKind::Invoked,
+            format_args!("invoked function `{function}` failed: {error}"),
+        )
+        .never_retry()),
+        Some(Finished {
+            ok: Some(value), ..
+        }) => Ok(value),
+        Some(Finished { ok: None, .. }) => serde_json::from_str("null").map_err(|_| {
+            Error::new(
+                ErrorKind::Decode,
+                format_args!("`{function}` returned no value"),
+            )
+            .never_retry()
+        }),
+        None => Err(Error::new(
+            ErrorKind::Invoked,
+            format_args!("invoked function `{function}` did not finish in time"),
+        )
+        .never_retry()),
     }
 }
 
@@ -342,7 +469,9 @@ impl<'a, E: Event, Ev: Event> IntoFuture for WaitForEvent<'a, E, Ev> {
                         step_id: id,
                         event: Ev::NAME.to_owned(),
                         matching,
-                        deadline_ms: now.saturating_add(self.timeout.as_millis() as u64),
+                        // Far enough for any wait, near enough for every store's integers.
+                        deadline_ms: now
+                            .saturating_add(self.timeout.as_millis().min(1 << 52) as u64),
                         since_ms: lookback.max(ctx.event_ts),
                     };
                     match ctx.run.engine.store.wait(ctx.run.key, spec).await? {

@@ -212,6 +212,9 @@ impl Engine {
             }
         };
         drop(_enter);
+        if run.event.name == crate::function::INVOKE_EVENT {
+            self.report_invocation(&run, &result).await;
+        }
         if let OutcomeKind::Failed(error) = &result {
             if let Some(handler) = self.registry.failure_handler(run.function) {
                 self.start_failure_handler(&run, def.id(), handler, error)
@@ -292,6 +295,33 @@ impl Engine {
         Ok(id)
     }
 
+    /// Reports a finished invocation (`ctx.invoke`) to the run waiting for it, before
+    /// the outcome is recorded; the report's id is derived from the run, so a repeat
+    /// after a crash stores nothing new.
+    async fn report_invocation(&self, run: &ClaimedRun, result: &OutcomeKind) {
+        let data = match result {
+            OutcomeKind::Completed(output) => {
+                serde_json::json!({ "invocation": run.event.id, "ok": output })
+            }
+            OutcomeKind::Failed(error) => {
+                serde_json::json!({ "invocation": run.event.id, "error": error })
+            }
+            _ => return,
+        };
+        let id = crate::event::EventId::for_step(run.run_id, "fanfare:invoke-finished");
+        let envelope = crate::event::Envelope::internal(
+            crate::function::INVOKE_RESULT_EVENT,
+            data.to_string(),
+            id,
+        );
+        match self.store.append(envelope).await {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => {
+                tracing::error!(error = %e, "fanfare: could not report an invocation's result")
+            }
+        }
+    }
+
     /// Queues the `on_failure` handler's run for a run that failed for good, before the
     /// failure is recorded: should the process die in between, the run fails again and
     /// the handler's event (its id derived from the run) is not stored twice.
@@ -319,6 +349,26 @@ impl Engine {
             Ok(_) => self.wake.notify_one(),
             Err(e) => {
                 tracing::error!(error = %e, function, "fanfare: could not start the on_failure handler")
+            }
+        }
+    }
+
+    /// Renews the leases of the runs this process executes, every third of a lease, for
+    /// stores that lease runs.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let Some(lease) = self.store.lease() else {
+            return;
+        };
+        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let runs: Vec<RunKey> = self.inflight().keys().copied().collect();
+            if runs.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.store.renew(runs).await {
+                tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
             }
         }
     }

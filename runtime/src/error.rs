@@ -73,6 +73,8 @@ pub enum ErrorKind {
     /// The store failed: the database is unreachable, refused a statement, or is not a
     /// fanfare database.
     Store,
+    /// A function called with `ctx.invoke` failed for good.
+    Invoked,
     /// The function called its steps in another order than when they first ran.
     NonDeterministic,
     /// The process running an attempt stopped before it finished (a crash, `kill -9`,

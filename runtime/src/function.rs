@@ -216,6 +216,11 @@ impl Registry {
         })
     }
 
+    /// The index of the function with id `id`.
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.defs.iter().position(|d| d.id == id).map(|i| i as u32)
+    }
+
     /// The index of the `on_failure` handler of function `function`, if it has one.
     pub fn failure_handler(&self, function: u32) -> Option<u32> {
         self.failure_handlers
@@ -229,6 +234,28 @@ impl Registry {
         self.by_trigger.get(event).map_or(&[], |v| v)
     }
 }
+
+/// A `#[function]`, as a type: the macro defines one per function, named like the fn
+/// (as Rocket does for its routes), so that [`Ctx::invoke`](crate::Ctx::invoke) can name
+/// the function it calls and get its event and output types checked.
+///
+/// Its types are not bounded here, so that a misdeclared function is reported once, at
+/// the function; `invoke` requires them.
+pub trait Function {
+    /// The event type the function takes.
+    type Event;
+    /// The function's declared return type (`fanfare::Result<T>`).
+    type Returns;
+    /// The function's id.
+    const ID: &'static str;
+}
+
+/// The name of the events that invoke a function directly (`ctx.invoke`), and of the
+/// events that report an invocation's result. Never fanned out.
+#[doc(hidden)]
+pub const INVOKE_EVENT: &str = "fanfare/invoke";
+#[doc(hidden)]
+pub const INVOKE_RESULT_EVENT: &str = "fanfare/invoke-finished";
 
 /// The name of the events that run `on_failure` handlers. Names starting with
 /// `fanfare/` are reserved: user code cannot send them.
@@ -304,11 +331,16 @@ pub type HandlerResult = Result<HandlerFuture>;
     note = "return `fanfare::Result<()>`, or `fanfare::Result<T>` where `T: serde::Serialize`"
 )]
 pub trait IntoOutput {
+    /// What the function produces when it succeeds.
+    type Output;
+
     #[doc(hidden)]
     fn into_output(self) -> Result<serde_json::Value>;
 }
 
 impl<T: Serialize> IntoOutput for Result<T> {
+    type Output = T;
+
     fn into_output(self) -> Result<serde_json::Value> {
         let value = self?;
         serde_json::to_value(value).map_err(|e| {

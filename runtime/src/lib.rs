@@ -64,7 +64,7 @@ pub use ctx::{Ctx, WaitForEvent, WAIT_LOOKBACK, WAIT_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
-pub use function::{functions, Failure, FunctionDef, IntoOutput, Location};
+pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
@@ -94,8 +94,8 @@ pub async fn send<E: Event>(event: E) -> Result<EventId> {
 pub mod __private {
     pub use crate::event::{Event, EventBounds};
     pub use crate::function::{
-        call, check_trigger, Failure, FunctionDef, HandlerFuture, HandlerResult, Location,
-        RunInput, FAILURE_EVENT,
+        call, check_trigger, Failure, Function, FunctionDef, HandlerFuture, HandlerResult,
+        IntoOutput, Location, RunInput, FAILURE_EVENT,
     };
     pub use inventory;
 }

@@ -314,6 +314,7 @@ impl Builder {
         );
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
+        let heartbeat = tokio::spawn(Arc::clone(&engine).heartbeat());
         let inner = Arc::new(Inner {
             engine,
             max_event_size: self.max_event_size,
@@ -321,6 +322,7 @@ impl Builder {
             tasks: Mutex::new(Some(Tasks {
                 dispatcher,
                 recorder,
+                heartbeat,
             })),
         });
         *AMBIENT.write().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&inner);
@@ -373,6 +375,7 @@ struct Inner {
 struct Tasks {
     dispatcher: JoinHandle<()>,
     recorder: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
 }
 
 /// The runtime `fanfare::send` uses: the last one started.
@@ -492,6 +495,7 @@ impl Runtime {
         .await;
         let released = engine.abort_inflight();
         tasks.recorder.abort();
+        tasks.heartbeat.abort();
         if drained.is_err() {
             tracing::warn!(
                 runs = released.len(),
@@ -559,6 +563,7 @@ impl Drop for Inner {
             .take()
         {
             tasks.recorder.abort();
+            tasks.heartbeat.abort();
         }
     }
 }

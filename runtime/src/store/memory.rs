@@ -207,7 +207,7 @@ impl Store for MemoryStore {
                     if pending {
                         run.status = RunStatus::Waiting;
                         let wait = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
-                        inner.delayed.push(Reverse((now + wait, slot)));
+                        inner.delayed.push(Reverse((later(now, wait), slot)));
                     } else {
                         // The event arrived while the attempt was winding down.
                         run.status = RunStatus::Queued;
@@ -218,13 +218,13 @@ impl Store for MemoryStore {
                 OutcomeKind::Sleep { delay } => {
                     run.status = RunStatus::Sleeping;
                     run.attempts -= 1;
-                    inner.delayed.push(Reverse((now + delay, slot)));
+                    inner.delayed.push(Reverse((later(now, delay), slot)));
                     None
                 }
                 OutcomeKind::Retry { delay, error } => {
                     run.status = RunStatus::Queued;
                     run.last_error = Some(error.into());
-                    inner.delayed.push(Reverse((now + delay, slot)));
+                    inner.delayed.push(Reverse((later(now, delay), slot)));
                     None
                 }
             };
@@ -415,6 +415,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// `now + delay`, for any delay a user can write (an `Instant` overflows past a few
+/// centuries): far-future times become a hundred years.
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Hashes an [`EventId`] by its random bits: UUIDv7s are already uniformly random there,

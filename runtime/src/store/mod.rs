@@ -29,6 +29,13 @@ pub(crate) struct StoreOptions {
     pub execute: bool,
 }
 
+/// A duration in milliseconds for SQL, saturating far below `i64::MAX` so that adding it
+/// to a timestamp cannot overflow (a `Duration::MAX` backoff is a thousand centuries).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn sql_millis(d: Duration) -> i64 {
+    d.as_millis().min(1 << 52) as i64
+}
+
 /// A boxed future borrowing the store.
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
@@ -72,6 +79,19 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Stores a completed step of a running run, durably, before the run goes on.
     fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()>;
+
+    /// How long a claim lasts without renewal, for stores that lease runs to processes
+    /// (default: no lease).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Renews the leases of runs this process is executing (called every third of the
+    /// lease with exactly those runs, so a run claimed by a request whose answer was lost
+    /// is not kept alive by it).
+    fn renew(&self, _runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// How many `record` calls may run at once (default 1).
     fn parallel_writes(&self) -> usize {

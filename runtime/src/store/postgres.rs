@@ -438,12 +438,17 @@ impl Shared {
         // Sends hold a shared lock per event name while they look for waits; a wait
         // being registered holds it exclusively, so neither misses the other. Both
         // statements go out in one round trip.
+        // Both statements are prepared, so that pipelining keeps their order (a statement
+        // given as text would be prepared first, letting the insert overtake the lock).
+        let lock_stmt = tx
+            .prepare_cached(
+                "SELECT count(pg_advisory_xact_lock_shared(hashtext('fanfare:' || n))) \
+                 FROM (SELECT DISTINCT unnest($1::text[])) x(n)",
+            )
+            .await
+            .map_err(err)?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
-        let lock = tx.execute(
-            "SELECT count(pg_advisory_xact_lock_shared(hashtext('fanfare:' || n))) \
-             FROM (SELECT DISTINCT unnest($1::text[])) x(n)",
-            &lock_params,
-        );
+        let lock = tx.execute(&lock_stmt, &lock_params);
         let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
             [&ids, &names, &data, &ts, &self.app, &self.functions];
         let insert = tx.query(&stmt, &insert_params);
@@ -530,7 +535,7 @@ impl Shared {
             )
             .await
             .map_err(err)?;
-        let lease = self.lease.as_millis() as i64;
+        let lease = super::sql_millis(self.lease);
         let rows = client
             .query(
                 &stmt,
@@ -632,7 +637,7 @@ impl Shared {
                     statuses.push(0);
                     outputs.push(None);
                     errors.push(Some(error.clone()));
-                    delays.push(delay.as_millis() as i64);
+                    delays.push(super::sql_millis(*delay));
                 }
                 OutcomeKind::Wait { deadline_ms } => {
                     statuses.push(WAIT);
@@ -644,7 +649,7 @@ impl Shared {
                     statuses.push(SLEEP);
                     outputs.push(None);
                     errors.push(None);
-                    delays.push(delay.as_millis() as i64);
+                    delays.push(super::sql_millis(*delay));
                 }
                 OutcomeKind::Failed(error) => {
                     statuses.push(3);
@@ -906,35 +911,31 @@ impl Shared {
         Ok(())
     }
 
-    /// Renews the leases of the runs this process is executing, and puts back in the
-    /// queue this app's runs whose lease expired (their process died or lost the
-    /// database); the interrupted attempt stays counted.
+    /// Renews the leases of runs this process is executing.
+    async fn renew(&self, runs: Vec<RunKey>) -> Result<()> {
+        let ids: Vec<i64> = runs.into_iter().map(|k| k as i64).collect();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 \
+                 WHERE id = ANY($2) AND owner = $3 AND status = 1",
+                &[&super::sql_millis(self.lease), &ids, &self.owner],
+            )
+            .await
+            .map_err(|e| self.error("cannot renew leases", e))?;
+        Ok(())
+    }
+
+    /// Puts back in the queue this app's runs whose lease expired (their process died or
+    /// lost the database; the interrupted attempt stays counted), and waiting runs whose
+    /// wait was resolved while their attempt was being recorded.
     async fn heartbeat(self: Arc<Self>, wake: Arc<Notify>) {
-        // Renewing rewrites every running row, so it happens only every third of a lease;
-        // finding expired leases reads an index, so it happens every poll.
-        let mut renew = tokio::time::interval((self.lease / 3).max(MIN_TICK));
+        // Finding expired leases reads an index, so it happens every poll. (Leases are
+        // renewed by the engine, for the runs it is executing: `renew`.)
         let mut reap = tokio::time::interval((self.lease / 3).min(POLL).max(MIN_TICK));
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let lease = self.lease.as_millis() as i64;
         loop {
             tokio::select! {
-                _ = renew.tick() => {
-                    let renewed = async {
-                        self.client()
-                            .await?
-                            .execute(
-                                "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 \
-                                 WHERE app = $2 AND status = 1 AND owner = $3",
-                                &[&lease, &self.app, &self.owner],
-                            )
-                            .await
-                            .map_err(|e| self.error("cannot renew leases", e))
-                    };
-                    if let Err(e) = renewed.await {
-                        tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
-                    }
-                }
                 _ = reap.tick() => {
                     let reaped = async {
                         self.client()
@@ -977,7 +978,7 @@ impl Shared {
     async fn prune(self: Arc<Self>, retention: Duration) {
         let mut tick = tokio::time::interval(PRUNE_EVERY.min(retention / 2).max(MIN_TICK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let keep = retention.as_millis() as i64;
+        let keep = super::sql_millis(retention);
         loop {
             tick.tick().await;
             let pruned = async {
@@ -1101,6 +1102,14 @@ impl Store for PgStore {
 
     fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
         Box::pin(self.shared.wait(run, spec))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.shared.lease)
+    }
+
+    fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.renew(runs))
     }
 
     fn parallel_writes(&self) -> usize {

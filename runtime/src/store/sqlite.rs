@@ -948,7 +948,7 @@ impl Ctx<'_> {
                     .map_err(&err)?;
                 }
                 OutcomeKind::Retry { delay, error } => {
-                    let due = now + delay.as_millis() as i64;
+                    let due = now + super::sql_millis(*delay);
                     tx.prepare_cached(
                         "UPDATE fanfare_runs SET status = 0, sleeping = 0, waiting = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
                     )
@@ -968,7 +968,7 @@ impl Ctx<'_> {
                     .map_err(&err)?;
                 }
                 OutcomeKind::Sleep { delay } => {
-                    let due = now + delay.as_millis() as i64;
+                    let due = now + super::sql_millis(*delay);
                     tx.prepare_cached(
                         "UPDATE fanfare_runs SET status = 0, sleeping = 1, due_at = ?2, \
                          attempts = attempts - 1 WHERE id = ?1 AND status = 1",
