@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{temp_db, LIMIT};
+use common::{log, temp_db, LIMIT};
 use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::timeout;
@@ -24,17 +24,6 @@ struct Order {
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "durable/doomed")]
 struct Doomed;
-
-/// Appends one line to the side-effect log shared by both processes.
-fn log(path: &Path, line: String) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("cannot open the log");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("cannot write the log");
-}
 
 #[function(trigger = "durable/order")]
 async fn reserve_stock(ctx: Ctx<Order>) -> fanfare::Result<()> {

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{postgres_ready, postgres_schema, temp_db, LIMIT};
+use common::{count, log, postgres_ready, postgres_schema, temp_db, LIMIT};
 use fanfare::{function, Builder, Ctx, Error, Event, EventId, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::timeout;
@@ -19,24 +19,6 @@ struct Order {
     nap_ms: u64,
     /// While this file exists, the second step waits (so a test can kill it there).
     hold: Option<PathBuf>,
-}
-
-fn log(path: &Path, line: String) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("cannot open the log");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("cannot write the log");
-}
-
-fn count(path: &Path, line: &str) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| *l == line)
-        .count()
 }
 
 #[function(trigger = "durable-steps/order", retries = 3)]

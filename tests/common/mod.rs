@@ -61,6 +61,27 @@ pub fn temp_db() -> std::path::PathBuf {
     ))
 }
 
+/// Appends one line to a side-effect log that several processes may share.
+pub fn log(path: &std::path::Path, line: String) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("cannot open the log");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("cannot write the log");
+}
+
+/// How many lines of the log are exactly `line`.
+pub fn count(path: &std::path::Path, line: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == line)
+        .count()
+}
+
 fn counters() -> &'static Mutex<HashMap<String, u32>> {
     static C: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
     C.get_or_init(Default::default)

@@ -36,6 +36,43 @@ pub(crate) fn sql_millis(d: Duration) -> i64 {
     d.as_millis().min(1 << 52) as i64
 }
 
+/// Events sent by this process, kept decoded (with their typed value) until their local
+/// runs are claimed, so those runs skip reading and deserializing the event. Bounded.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Default)]
+pub(crate) struct EventCache {
+    events: std::collections::HashMap<EventId, (Arc<Envelope>, usize)>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl EventCache {
+    /// Most events kept.
+    const MAX: usize = 65_536;
+
+    /// Keeps `event` for the `runs` runs of it this process may claim, if there is room.
+    pub fn keep(&mut self, event: Envelope, runs: usize) {
+        if runs > 0 && self.events.len() < Self::MAX {
+            self.events.insert(event.id, (Arc::new(event), runs));
+        }
+    }
+
+    /// The event, for one of its runs being claimed.
+    pub fn take(&mut self, id: &EventId) -> Option<Arc<Envelope>> {
+        let (envelope, left) = self.events.get_mut(id)?;
+        let envelope = Arc::clone(envelope);
+        *left -= 1;
+        if *left == 0 {
+            self.events.remove(id);
+        }
+        Some(envelope)
+    }
+
+    #[cfg(feature = "sqlite")]
+    pub fn clear(&mut self) {
+        self.events.clear();
+    }
+}
+
 /// A boxed future borrowing the store.
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 

@@ -13,8 +13,8 @@
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
 use super::{
-    Claim, ClaimedRun, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo, RunKey, RunStatus,
-    StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
+    Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo,
+    RunKey, RunStatus, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -47,8 +47,6 @@ const POOL_SIZE: usize = 12;
 const MIN_TICK: Duration = Duration::from_millis(10);
 /// How often finished events past the retention are deleted, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
-/// Events kept decoded between `send` and the claim of their local runs.
-const MAX_CACHED_EVENTS: usize = 65_536;
 
 /// The schema migrations, applied in order; the schema version is their count.
 const MIGRATIONS: &[&str] = &[
@@ -140,7 +138,7 @@ struct Shared {
     /// Local function ids, in registry order.
     functions: Vec<String>,
     index: HashMap<String, u32>,
-    cache: Mutex<HashMap<EventId, (Arc<Envelope>, usize)>>,
+    cache: Mutex<EventCache>,
     target: String,
     /// A claimed run's lease; renewed every third of it while the run executes.
     lease: Duration,
@@ -225,7 +223,7 @@ impl PgStore {
                 .map(|(i, f)| (f.clone(), i as u32))
                 .collect(),
             functions,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(EventCache::default()),
             target,
             lease,
         });
@@ -473,9 +471,7 @@ impl Shared {
             .into_iter()
             .map(|event| {
                 let c = counts.get(&event.id.as_uuid()).copied().unwrap_or_default();
-                if c.1 > 0 && cache.len() < MAX_CACHED_EVENTS {
-                    cache.insert(event.id, (Arc::new(event), c.1));
-                }
+                cache.keep(event, c.1);
                 c
             })
             .collect())
@@ -559,15 +555,8 @@ impl Shared {
                     continue;
                 };
                 let event_id = EventId::from_uuid(row.get(2));
-                let event = match cache.get_mut(&event_id) {
-                    Some((env, left)) => {
-                        let env = Arc::clone(env);
-                        *left -= 1;
-                        if *left == 0 {
-                            cache.remove(&event_id);
-                        }
-                        env
-                    }
+                let event = match cache.take(&event_id) {
+                    Some(env) => env,
                     None => Arc::new(Envelope {
                         id: event_id,
                         name: Cow::Owned(row.get(5)),

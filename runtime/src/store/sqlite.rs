@@ -11,7 +11,7 @@
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
+use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -103,8 +103,6 @@ const IN_USE: &str = "cannot open: another process is using it (a SQLite databas
 
 /// Most commands run in one transaction.
 const MAX_BATCH: usize = 2048;
-/// Events kept decoded in memory between `send` and the claim of their runs.
-const MAX_CACHED_EVENTS: usize = 65_536;
 /// How often finished events past the retention are deleted, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -305,7 +303,7 @@ struct Writer {
     retention: Duration,
     /// Events sent by this process whose runs are not all claimed yet, with the number
     /// of runs left to claim: their typed values spare the functions a deserialization.
-    cache: HashMap<EventId, (Arc<Envelope>, usize)>,
+    cache: EventCache,
     last_prune: Instant,
 }
 
@@ -367,7 +365,7 @@ impl Writer {
                 .collect(),
             registry,
             retention,
-            cache: HashMap::new(),
+            cache: EventCache::default(),
             last_prune: Instant::now(),
         };
         writer.migrate()?;
@@ -616,7 +614,7 @@ impl Ctx<'_> {
         tx: &Connection,
         event: Envelope,
         to: Option<u32>,
-        cache: &mut HashMap<EventId, (Arc<Envelope>, usize)>,
+        cache: &mut EventCache,
     ) -> Result<usize> {
         let target;
         let subscribers = match to {
@@ -661,19 +659,12 @@ impl Ctx<'_> {
                 .map_err(&err)?;
         }
         let resolved = self.resolve_waits(tx, &event)?;
-        if !subscribers.is_empty() && cache.len() < MAX_CACHED_EVENTS {
-            cache.insert(event.id, (Arc::new(event), subscribers.len()));
-        }
+        cache.keep(event, subscribers.len());
         // Runs made due: the new ones, and waiting ones this event resumes.
         Ok(subscribers.len() + resolved)
     }
 
-    fn claim(
-        &self,
-        tx: &Connection,
-        max: usize,
-        cache: &mut HashMap<EventId, (Arc<Envelope>, usize)>,
-    ) -> Result<Claim> {
+    fn claim(&self, tx: &Connection, max: usize, cache: &mut EventCache) -> Result<Claim> {
         let err = self.err("cannot claim runs");
         let mut select = tx
             .prepare_cached(
@@ -711,15 +702,8 @@ impl Ctx<'_> {
             };
             mark.execute([key]).map_err(&err)?;
             let event_id = EventId::from_uuid(uuid_from(&event_id)?);
-            let event = match cache.get_mut(&event_id) {
-                Some((env, left)) => {
-                    let env = Arc::clone(env);
-                    *left -= 1;
-                    if *left == 0 {
-                        cache.remove(&event_id);
-                    }
-                    env
-                }
+            let event = match cache.take(&event_id) {
+                Some(env) => env,
                 None => {
                     let (name, data, ts): (String, String, i64) = load
                         .query_row([event_id.as_uuid().as_bytes()], |r| {
