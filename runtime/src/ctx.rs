@@ -304,8 +304,9 @@ impl<E> Ctx<E> {
                     event: INVOKE_RESULT_EVENT.to_owned(),
                     matching: Some(("invocation".to_owned(), serde_json::json!(child))),
                     deadline_ms: now.saturating_add(INVOKE_TIMEOUT.as_millis() as u64),
-                    // The result may be any age: it is found by its invocation id.
-                    since_ms: 0,
+                    since_ms: now,
+                    // The result may be any age: it is looked up by its id.
+                    event_id: Some(EventId::invocation_result(child)),
                 };
                 match engine.store.wait(self.run.key, spec).await? {
                     WaitState::Resolved(output) => output,
@@ -473,6 +474,7 @@ impl<'a, E: Event, Ev: Event> IntoFuture for WaitForEvent<'a, E, Ev> {
                         deadline_ms: now
                             .saturating_add(self.timeout.as_millis().min(1 << 52) as u64),
                         since_ms: lookback.max(ctx.event_ts),
+                        event_id: None,
                     };
                     match ctx.run.engine.store.wait(ctx.run.key, spec).await? {
                         WaitState::Resolved(output) => output,

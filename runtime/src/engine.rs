@@ -308,16 +308,42 @@ impl Engine {
             }
             _ => return,
         };
-        let id = crate::event::EventId::for_step(run.run_id, "fanfare:invoke-finished");
+        let id = crate::event::EventId::invocation_result(run.event.id);
         let envelope = crate::event::Envelope::internal(
             crate::function::INVOKE_RESULT_EVENT,
             data.to_string(),
             id,
         );
-        match self.store.append(envelope).await {
-            Ok(_) => self.wake.notify_one(),
-            Err(e) => {
-                tracing::error!(error = %e, "fanfare: could not report an invocation's result")
+        self.store_internal(envelope, None, "an invocation's result")
+            .await;
+    }
+
+    /// Stores an event of the runtime's own, retrying until the store takes it (the run's
+    /// outcome waits meanwhile, holding its slot) or shutdown begins.
+    async fn store_internal(&self, envelope: crate::event::Envelope, to: Option<u32>, what: &str) {
+        let mut failures = 0u32;
+        loop {
+            let stored = match to {
+                Some(function) => self.store.append_to(envelope.clone(), function).await,
+                None => self.store.append(envelope.clone()).await,
+            };
+            match stored {
+                Ok(_) => {
+                    self.wake.notify_one();
+                    return;
+                }
+                Err(e) if self.stopping.load(Ordering::Acquire) => {
+                    tracing::error!(error = %e, "fanfare: could not store {what} before shutdown");
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay =
+                        Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
+                            .delay(failures.min(10));
+                    tracing::error!(error = %e, retry_in = ?delay, "fanfare: could not store {what}");
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
@@ -345,12 +371,8 @@ impl Engine {
         let id = crate::event::EventId::for_step(run.run_id, "fanfare:on-failure");
         let envelope =
             crate::event::Envelope::internal(crate::function::FAILURE_EVENT, data.to_string(), id);
-        match self.store.append_to(envelope, handler).await {
-            Ok(_) => self.wake.notify_one(),
-            Err(e) => {
-                tracing::error!(error = %e, function, "fanfare: could not start the on_failure handler")
-            }
-        }
+        self.store_internal(envelope, Some(handler), "the on_failure handler's event")
+            .await;
     }
 
     /// Renews the leases of the runs this process executes, every third of a lease, for

@@ -130,6 +130,12 @@ impl EventId {
     /// The id of the event a run sends from step `step`: the same on every replay, so
     /// the store keeps one event however often the step is re-executed. A UUIDv8 made
     /// of two FNV-1a hashes of the run id and the step id.
+    /// The id of the event that reports the result of invocation `invocation` (the
+    /// invoked run's event): the caller can look it up directly.
+    pub(crate) fn invocation_result(invocation: EventId) -> EventId {
+        EventId::for_step(RunId(invocation.0), "fanfare:invoke-finished")
+    }
+
     pub(crate) fn for_step(run: RunId, step: &str) -> EventId {
         fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
             let mut h = seed;
@@ -154,6 +160,7 @@ impl EventId {
 /// An accepted event as the runtime keeps it: serialized once, and — when sent from
 /// Rust in this process — also kept as the typed value, so functions of that type skip
 /// deserialization.
+#[derive(Clone)]
 pub(crate) struct Envelope {
     pub id: EventId,
     pub name: Cow<'static, str>,

@@ -277,14 +277,23 @@ impl Store for MemoryStore {
             inner.save(slot, &spec, "null".to_owned());
             return ready(Ok(WaitState::Resolved("null".to_owned())));
         }
-        // The lookback: the earliest matching event sent since `since_ms`.
-        let found = inner
-            .events
-            .values()
-            .map(|e| &e.envelope)
-            .filter(|e| e.name == spec.event && e.ts >= spec.since_ms && spec.matches(&e.data))
-            .min_by_key(|e| (e.ts, e.id))
-            .map(|e| e.data.clone());
+        // The lookback: the event itself when its id is known, otherwise the earliest
+        // matching event sent since `since_ms`.
+        let found = match spec.event_id {
+            Some(id) => inner
+                .events
+                .get(&id)
+                .map(|e| &e.envelope)
+                .filter(|e| e.name == spec.event && spec.matches(&e.data))
+                .map(|e| e.data.clone()),
+            None => inner
+                .events
+                .values()
+                .map(|e| &e.envelope)
+                .filter(|e| e.name == spec.event && e.ts >= spec.since_ms && spec.matches(&e.data))
+                .min_by_key(|e| (e.ts, e.id))
+                .map(|e| e.data.clone()),
+        };
         if let Some(data) = found {
             inner.save(slot, &spec, data.clone());
             return ready(Ok(WaitState::Resolved(data)));

@@ -173,6 +173,9 @@ pub(crate) struct WaitSpec {
     pub deadline_ms: u64,
     /// Events sent since then count too (unix ms): the lookback.
     pub since_ms: u64,
+    /// The awaited event's id, when it is known in advance (an invocation's result):
+    /// looked up directly instead of searched for.
+    pub event_id: Option<EventId>,
 }
 
 impl WaitSpec {

@@ -816,15 +816,25 @@ impl Shared {
             }
             Some(_) => Some("null".to_owned()),
             None => {
-                let found = tx
-                    .query_opt(
-                        "SELECT data FROM fanfare_events WHERE name = $1 AND ts >= $2 \
-                         AND ($3::text IS NULL OR (data::jsonb -> $3::text) = $4::text::jsonb) \
-                         ORDER BY ts LIMIT 1",
-                        &[&spec.event, &(spec.since_ms as i64), &field, &value],
-                    )
-                    .await
-                    .map_err(err)?;
+                let found = match spec.event_id {
+                    Some(id) => tx
+                        .query_opt(
+                            "SELECT data FROM fanfare_events WHERE id = $1 AND name = $2",
+                            &[&id.as_uuid(), &spec.event],
+                        )
+                        .await
+                        .map_err(err)?
+                        .filter(|row| spec.matches(row.get::<_, &str>(0))),
+                    None => tx
+                        .query_opt(
+                            "SELECT data FROM fanfare_events WHERE name = $1 AND ts >= $2 \
+                             AND ($3::text IS NULL OR (data::jsonb -> $3::text) = $4::text::jsonb) \
+                             ORDER BY ts LIMIT 1",
+                            &[&spec.event, &(spec.since_ms as i64), &field, &value],
+                        )
+                        .await
+                        .map_err(err)?,
+                };
                 match found {
                     Some(row) => Some(row.get::<_, String>(0)),
                     None if now >= spec.deadline_ms => Some("null".to_owned()),

@@ -773,6 +773,7 @@ impl Ctx<'_> {
                 matching: field.zip(value.and_then(|v| serde_json::from_str(&v).ok())),
                 deadline_ms: 0,
                 since_ms: 0,
+                event_id: None,
             };
             if !spec.matches(&event.data) {
                 continue;
@@ -831,16 +832,25 @@ impl Ctx<'_> {
             self.resolve(tx, run, &spec, "null".into())?;
             return Ok(WaitState::Resolved("null".into()));
         }
-        // The lookback: the earliest matching event sent since `since_ms`.
-        let candidates: Vec<String> = tx
-            .prepare_cached(
-                "SELECT data FROM fanfare_events WHERE name = ?1 AND ts >= ?2 ORDER BY ts",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![spec.event, spec.since_ms as i64], |r| r.get(0))?
-                    .collect()
-            })
-            .map_err(&err)?;
+        // The lookback: the event itself when its id is known, otherwise every event of
+        // the name sent since `since_ms`, earliest first.
+        let candidates: Vec<String> = match spec.event_id {
+            Some(id) => tx
+                .prepare_cached("SELECT data FROM fanfare_events WHERE id = ?1 AND name = ?2")
+                .and_then(|mut s| {
+                    s.query_map(params![id.as_uuid().as_bytes(), spec.event], |r| r.get(0))?
+                        .collect()
+                }),
+            None => tx
+                .prepare_cached(
+                    "SELECT data FROM fanfare_events WHERE name = ?1 AND ts >= ?2 ORDER BY ts",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![spec.event, spec.since_ms as i64], |r| r.get(0))?
+                        .collect()
+                }),
+        }
+        .map_err(&err)?;
         if let Some(data) = candidates.into_iter().find(|d| spec.matches(d)) {
             self.resolve(tx, run, &spec, data.clone())?;
             return Ok(WaitState::Resolved(data));
