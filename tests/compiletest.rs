@@ -11,4 +11,5 @@ fn ui() {
     t.compile_fail("ui/function/*.rs");
     t.compile_fail("ui/event/*.rs");
     t.compile_fail("ui/send/*.rs");
+    t.compile_fail("ui/step/*.rs");
 }

@@ -112,7 +112,7 @@ impl<E> Ctx<E> {
     /// instead of handing a step another step's output.
     pub async fn step<T, Er, F, Fut>(&self, id: &str, f: F) -> Result<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: StepOutput,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, Er>>,
         Er: Into<Error>,
@@ -232,6 +232,17 @@ impl<E> Ctx<E> {
         }
     }
 }
+
+/// What a step may return: a value that can be stored and read back.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the output of a step",
+    label = "a step's output is stored, so it must be `Serialize + DeserializeOwned`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or return a type that has them"
+)]
+pub trait StepOutput: Serialize + DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> StepOutput for T {}
 
 /// How long [`Ctx::invoke`] waits for the invoked function at most.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -60,7 +60,7 @@ mod step;
 mod store;
 
 pub use backoff::Backoff;
-pub use ctx::{Ctx, WaitForEvent, WAIT_LOOKBACK, WAIT_TIMEOUT};
+pub use ctx::{Ctx, StepOutput, WaitForEvent, WAIT_LOOKBACK, WAIT_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
