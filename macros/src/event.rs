@@ -66,7 +66,7 @@ fn check(input: &DeriveInput) -> syn::Result<syn::LitStr> {
         }
     }
     errors.finish()?;
-    Ok(name.expect("a missing name was reported above"))
+    name.ok_or_else(|| syn::Error::new_spanned(&input.ident, "missing `#[event(name = \"…\")]`"))
 }
 
 fn expand(input: &DeriveInput, name: &syn::LitStr) -> TokenStream {
