@@ -24,6 +24,7 @@ conformance!(
     an_event_over_the_size_limit_is_refused_and_runs_nothing,
     send_json_refuses_a_malformed_event_name,
     completed_events_are_pruned_after_the_retention_and_failed_ones_are_kept,
+    a_history_larger_than_a_batch_is_pruned_and_every_event_with_a_failed_run_kept,
     the_on_failure_handler_runs_once_with_the_event_and_the_final_error,
 );
 
@@ -385,6 +386,95 @@ async fn completed_events_are_pruned_after_the_retention_and_failed_ones_are_kep
     // The failed run is the dead-letter set: kept.
     let runs = rt.runs(failed).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
+    rt.shutdown().await.unwrap();
+}
+
+/// One function completes, the other fails for good: the event is kept for its failure.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/mixed")]
+struct Mixed {
+    fail: bool,
+}
+
+#[function(trigger = "test/mixed")]
+async fn mixed_ok(_: Ctx<Mixed>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+#[function(trigger = "test/mixed")]
+async fn mixed_maybe(ctx: Ctx<Mixed>) -> fanfare::Result<()> {
+    if ctx.event().fail {
+        return Err(Error::non_retriable("declined"));
+    }
+    Ok(())
+}
+
+/// No function subscribes to it.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/unheard")]
+struct Unheard;
+
+async fn a_history_larger_than_a_batch_is_pruned_and_every_event_with_a_failed_run_kept(
+    store: Store,
+) {
+    let rt = store
+        .fast()
+        .retention(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    // 2,500 events whose runs all complete, interleaved with 1 in 100 that has a failed
+    // run (kept, with its completed sibling), and 600 without runs: more than two batches
+    // of each of the pruner's walks.
+    let mut done = Vec::new();
+    let mut kept = Vec::new();
+    for i in 0..2_500 {
+        let fail = i % 100 == 50;
+        let id = rt.send(Mixed { fail }).await.unwrap();
+        if fail {
+            kept.push(id)
+        } else {
+            done.push(id)
+        }
+    }
+    let mut unheard = Vec::new();
+    for _ in 0..600 {
+        unheard.push(rt.send(Unheard).await.unwrap());
+    }
+    // (A completed event may be pruned before the test could wait for it.)
+    let gone = |id: EventId| {
+        let rt = rt.clone();
+        async move {
+            match rt.runs(id).await {
+                Err(e) if e.kind() == ErrorKind::EventNotFound => true,
+                Ok(_) => false,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    timeout(LIMIT, async {
+        loop {
+            let mut all = true;
+            for id in done.iter().chain(&unheard) {
+                if !gone(*id).await {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the completed history was never pruned");
+    for id in &kept {
+        let runs = timeout(LIMIT, rt.wait(*id)).await.unwrap().unwrap();
+        let mut statuses: Vec<RunStatus> = runs.iter().map(|r| r.status).collect();
+        statuses.sort_by_key(|s| format!("{s:?}"));
+        assert_eq!(statuses, [RunStatus::Completed, RunStatus::Failed]);
+    }
     rt.shutdown().await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 use tokio::time::timeout;
 
@@ -233,7 +233,8 @@ struct Limited {
 /// Per store: (running now, most ever running at once).
 static RUNNING: Mutex<Vec<(String, AtomicUsize, AtomicUsize)>> = Mutex::new(Vec::new());
 
-fn running(store: &str, delta: isize) -> usize {
+/// Adds `delta` to the store's runs running now; returns (running now, most at once).
+fn running(store: &str, delta: isize) -> (usize, usize) {
     let mut all = RUNNING.lock().unwrap();
     if !all.iter().any(|(s, ..)| s == store) {
         all.push((store.to_owned(), AtomicUsize::new(0), AtomicUsize::new(0)));
@@ -242,21 +243,35 @@ fn running(store: &str, delta: isize) -> usize {
     let n = (now.load(Ordering::SeqCst) as isize + delta) as usize;
     now.store(n, Ordering::SeqCst);
     max.fetch_max(n, Ordering::SeqCst);
-    max.load(Ordering::SeqCst)
+    (n, max.load(Ordering::SeqCst))
 }
+
+/// The limit the test runtime is built with.
+const LIMIT_AT_ONCE: usize = 3;
 
 #[function(trigger = "test/limited")]
 async fn limited(ctx: Ctx<Limited>) -> fanfare::Result<()> {
-    running(&ctx.event().store, 1);
-    // Stands for I/O: keeps the run busy so that others would overlap it.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    running(&ctx.event().store, -1);
+    let store = &ctx.event().store;
+    running(store, 1);
+    // Stays busy until the limit's worth of runs run at once (or a second passed:
+    // the last runs may be fewer), so a limit that let more through would be seen
+    // however slowly the machine sends and claims.
+    let until = Instant::now() + Duration::from_secs(1);
+    while running(store, 0).0 < LIMIT_AT_ONCE && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    running(store, -1);
     hit(format!("limited {}", ctx.event().store));
     Ok(())
 }
 
 async fn no_more_runs_execute_at_once_than_the_concurrency_limit(store: Store) {
-    let rt = store.builder().concurrency(3).start().await.unwrap();
+    let rt = store
+        .builder()
+        .concurrency(LIMIT_AT_ONCE)
+        .start()
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for _ in 0..30 {
         let event = Limited {
@@ -268,7 +283,11 @@ async fn no_more_runs_execute_at_once_than_the_concurrency_limit(store: Store) {
         timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
     }
     assert_eq!(hits(format!("limited {}", store.name())), 30);
-    assert_eq!(running(store.name(), 0), 3, "most runs at once");
+    assert_eq!(
+        running(store.name(), 0).1,
+        LIMIT_AT_ONCE,
+        "most runs at once"
+    );
     rt.shutdown().await.unwrap();
 }
 

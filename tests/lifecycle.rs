@@ -35,9 +35,31 @@ async fn held(ctx: Ctx<Held>) -> fanfare::Result<()> {
     Ok(())
 }
 
+/// The runs of an event once `rt` is shut down. The memory store stays readable; a
+/// durable store is closed by shutdown (`rt` says so), and a new runtime on the same
+/// database, in this same process while `rt` is still alive, reads them.
+async fn runs_after_shutdown(
+    store: Store,
+    builder: fanfare::Builder,
+    rt: &Runtime,
+    id: fanfare::EventId,
+) -> Vec<fanfare::RunInfo> {
+    if store == Store::Memory {
+        return rt.runs(id).await.unwrap();
+    }
+    let err = rt.runs(id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ShutDown, "{err}");
+    assert!(err.to_string().contains("store is closed"), "{err}");
+    let again = builder.execute(false).start().await.unwrap();
+    let runs = again.runs(id).await.unwrap();
+    again.shutdown().await.unwrap();
+    runs
+}
+
 async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends(store: Store) {
     let key = format!("finish {}", store.name());
-    let rt = store.builder().start().await.unwrap();
+    let builder = store.builder();
+    let rt = builder.clone().start().await.unwrap();
     let id = rt.send(Held { gate: key.clone() }).await.unwrap();
     timeout(LIMIT, gate(&key).started.notified()).await.unwrap();
 
@@ -62,7 +84,7 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends(store: Stor
     // The running attempt is still allowed to finish, and its outcome is stored.
     gate(&key).release.add_permits(1);
     timeout(LIMIT, stopping).await.unwrap().unwrap().unwrap();
-    let runs = rt.runs(id).await.unwrap();
+    let runs = runs_after_shutdown(store, builder, &rt, id).await;
     assert_eq!(
         (runs[0].status, runs[0].attempts),
         (RunStatus::Completed, 1)
@@ -74,12 +96,8 @@ async fn shutdown_lets_running_attempts_finish_and_refuses_new_sends(store: Stor
 
 async fn shutdown_releases_runs_that_outlive_the_timeout(store: Store) {
     let key = format!("stuck {}", store.name());
-    let rt = store
-        .builder()
-        .shutdown_timeout(Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap();
+    let builder = store.builder().shutdown_timeout(Duration::from_millis(100));
+    let rt = builder.clone().start().await.unwrap();
     let id = rt.send(Held { gate: key.clone() }).await.unwrap();
     timeout(LIMIT, gate(&key).started.notified()).await.unwrap();
     assert_eq!(rt.runs(id).await.unwrap()[0].status, RunStatus::Running);
@@ -89,7 +107,7 @@ async fn shutdown_releases_runs_that_outlive_the_timeout(store: Store) {
     assert!(began.elapsed() >= Duration::from_millis(100));
 
     // Back in the queue, the interrupted attempt not counted.
-    let runs = rt.runs(id).await.unwrap();
+    let runs = runs_after_shutdown(store, builder, &rt, id).await;
     assert_eq!((runs[0].status, runs[0].attempts), (RunStatus::Queued, 0));
     let err = rt.wait(id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ShutDown);

@@ -321,8 +321,8 @@ impl<E> Ctx<E> {
                 };
                 match engine.store.wait(self.run.key, spec).await? {
                     WaitState::Resolved(output) => output,
-                    WaitState::Pending(deadline) => {
-                        self.run.suspend(Suspend::Wait(deadline));
+                    WaitState::Pending(deadline_ms) => {
+                        self.run.suspend(Suspend::Wait { deadline_ms, seq });
                         return std::future::pending().await;
                     }
                 }
@@ -489,10 +489,10 @@ impl<'a, E: Event, Ev: Event> IntoFuture for WaitForEvent<'a, E, Ev> {
                     };
                     match ctx.run.engine.store.wait(ctx.run.key, spec).await? {
                         WaitState::Resolved(output) => output,
-                        WaitState::Pending(deadline) => {
+                        WaitState::Pending(deadline_ms) => {
                             // The engine drops this attempt here; the run resumes when the
                             // event arrives or at the deadline.
-                            ctx.run.suspend(Suspend::Wait(deadline));
+                            ctx.run.suspend(Suspend::Wait { deadline_ms, seq });
                             return std::future::pending().await;
                         }
                     }

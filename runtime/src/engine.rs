@@ -179,7 +179,7 @@ impl Engine {
                                 Suspend::Sleep(wake_ms) => OutcomeKind::Sleep {
                                     delay: Duration::from_millis(wake_ms.saturating_sub(now_millis())),
                                 },
-                                Suspend::Wait(deadline_ms) => OutcomeKind::Wait { deadline_ms },
+                                Suspend::Wait { deadline_ms, seq } => OutcomeKind::Wait { deadline_ms, seq },
                             };
                             span.in_scope(|| tracing::debug!(?why, "fanfare: run suspended"));
                             let _ = self.outcomes.send(Outcome { key: run.key, result });

@@ -118,9 +118,13 @@ impl Builder {
         self
     }
 
-    /// How long the in-memory store keeps an event once all its runs completed, for
-    /// [`Runtime::runs`] (default 1 hour). Events with a failed run are kept until the
-    /// process ends.
+    /// How long a store keeps an event once all its runs completed, for
+    /// [`Runtime::runs`] (default 1 hour); then the event, its runs and their steps are
+    /// deleted. Events with a failed run are kept (in memory, until the process ends).
+    ///
+    /// Durable stores prune in small batches, walking their indexes in time order, so
+    /// pruning a large history neither slows claims nor holds their locks; while the
+    /// history is behind, batches follow each other every few milliseconds.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
@@ -505,6 +509,8 @@ impl Runtime {
         if !released.is_empty() {
             engine.store.release(released).await?;
         }
+        // The database file, its lock and the connections are free from here on.
+        engine.store.close().await?;
         // Wakes `wait` callers, which now see `stopping`.
         engine.progress.send_modify(|n| *n += 1);
         tracing::info!("fanfare: runtime shut down");

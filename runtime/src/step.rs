@@ -39,8 +39,9 @@ struct Cursor {
 pub(crate) enum Suspend {
     /// `ctx.sleep`: resume at this time.
     Sleep(u64),
-    /// `ctx.wait_for_event`: resume when the event arrives, or at this deadline.
-    Wait(u64),
+    /// `ctx.wait_for_event`: resume when the event arrives, or at this deadline; the
+    /// waiting step's position.
+    Wait { deadline_ms: u64, seq: u32 },
 }
 
 /// Where a step call stands.

@@ -198,7 +198,7 @@ impl Store for MemoryStore {
                     run.last_error = Some(error.into());
                     Some(true)
                 }
-                OutcomeKind::Wait { deadline_ms } => {
+                OutcomeKind::Wait { deadline_ms, .. } => {
                     run.attempts -= 1;
                     let pending = inner
                         .waits

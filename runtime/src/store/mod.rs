@@ -5,8 +5,12 @@
 //! outcomes of many runs at once.
 
 pub(crate) mod memory;
+#[cfg(test)]
+mod plans;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod retention;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -137,6 +141,23 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// The runs of one event, or `None` for an unknown event.
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>>;
+
+    /// Releases what the store holds (a database file and its lock, connections,
+    /// background tasks), once the runtime has stopped using it. Later calls fail with
+    /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown). The memory store keeps its
+    /// contents readable.
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// What a closed store answers.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn closed(store: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorKind::ShutDown,
+        format_args!("the runtime is shut down: its {store} store is closed"),
+    )
 }
 
 /// What one claim returned.
@@ -257,6 +278,9 @@ pub(crate) enum OutcomeKind {
     /// the awaited event arrives; without a task and without counting an attempt.
     Wait {
         deadline_ms: u64,
+        /// The waiting step's position: a run whose stored steps reach past it was
+        /// resumed while this outcome was on its way.
+        seq: u32,
     },
     Failed(String),
 }

@@ -12,6 +12,7 @@
 //!
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
+use super::retention::{self, Marks};
 use super::{
     Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo,
     RunKey, RunStatus, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
@@ -45,11 +46,9 @@ const COMMITTERS: usize = 4;
 const POOL_SIZE: usize = 12;
 /// The shortest period of a background task.
 const MIN_TICK: Duration = Duration::from_millis(10);
-/// How often finished events past the retention are deleted, at most.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// The schema migrations, applied in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE FUNCTION fanfare_now() RETURNS bigint LANGUAGE sql STABLE
     AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$;
@@ -119,7 +118,118 @@ CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
 ALTER TABLE fanfare_runs ADD COLUMN waiting boolean NOT NULL DEFAULT false;
 CREATE INDEX fanfare_runs_waiting ON fanfare_runs (app) WHERE waiting;
 "#,
+    // Every hot statement reads an index in the order it needs and stops at its limit:
+    // claims take an app's due runs in `due_at` order whatever the functions; pruning
+    // walks finished runs and events in time order; a send finds the waits it resolves
+    // by (event, field, value) instead of reading every wait for the event's name.
+    r#"
+DROP INDEX fanfare_runs_due;
+CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at) WHERE status = 0;
+DROP INDEX fanfare_runs_waiting;
+DROP INDEX fanfare_runs_owner;
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status = 2;
+CREATE INDEX fanfare_events_ts ON fanfare_events (ts, id);
+DROP INDEX fanfare_waits_event;
+CREATE INDEX fanfare_waits_match ON fanfare_waits (event, field, value);
+CREATE TABLE fanfare_wait_fields (
+    event text NOT NULL,
+    field text NOT NULL,
+    PRIMARY KEY (event, field)
+);
+INSERT INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
+"#,
 ];
+
+/// Claims up to `$5` due runs of this app's functions `$2`, earliest first, under a lease
+/// (`$3` ms) for this process (`$4`), with their events. The index `(app, due_at)` gives
+/// the runs in order whatever the functions, so the scan stops at the limit; rows are
+/// then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join the
+/// planner could turn into a scan of the table.
+pub(crate) const CLAIM: &str = "
+WITH c AS (
+    UPDATE fanfare_runs r
+    SET status = 1, attempts = r.attempts + 1, lease_until = fanfare_now() + $3, owner = $4
+    WHERE r.id = ANY(ARRAY(
+        SELECT id FROM fanfare_runs
+        WHERE app = $1 AND function_id = ANY($2)
+          AND status = 0 AND due_at <= fanfare_now()
+        ORDER BY due_at
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED))
+    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps)
+SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps
+FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
+
+/// Stores events (`$1`..`$4`) with one run per subscribed function of every app, and
+/// resolves the waits they match; returns per event the runs created and how many are
+/// this process's (`$5` app, `$6` functions).
+pub(crate) const SEND: &str = "
+WITH e AS (
+    INSERT INTO fanfare_events (id, name, data, ts)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, name, data),
+r AS (
+    INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
+    SELECT gen_random_uuid(), e.id, f.app, f.function_id, fanfare_now()
+    FROM e JOIN fanfare_functions f ON f.trigger = e.name
+    RETURNING event_id, app, function_id),
+-- The waits this send resolves, each found through the index: those
+-- for any event of the name, and per field waits match on, those whose
+-- value is the event's.
+w_any AS (
+    DELETE FROM fanfare_waits w USING e
+    WHERE w.event = e.name AND w.field IS NULL
+    RETURNING w.run, w.seq, w.step_id, e.data),
+w_field AS (
+    DELETE FROM fanfare_waits w USING e JOIN fanfare_wait_fields f ON f.event = e.name
+    WHERE w.event = e.name AND w.field = f.field AND w.value = (e.data::jsonb -> f.field)
+    RETURNING w.run, w.seq, w.step_id, e.data),
+w AS (SELECT * FROM w_any UNION ALL SELECT * FROM w_field),
+s AS (
+    INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+    SELECT run, seq, step_id, data, fanfare_now(), fanfare_now() FROM w
+    ON CONFLICT (run, seq) DO NOTHING),
+u AS (
+    UPDATE fanfare_runs x SET steps = greatest(x.steps, w.seq + 1), waiting = false,
+        due_at = CASE WHEN x.status = 0 THEN fanfare_now() ELSE x.due_at END
+    FROM w WHERE x.id = w.run)
+SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
+FROM r GROUP BY event_id";
+
+/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors, `$5`
+/// delays in ms, `$7` waiting steps) of runs this process (`$6`) still owns.
+pub(crate) const RECORD: &str = "
+UPDATE fanfare_runs r SET
+    status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
+    sleeping = u.status = 4,
+    -- A wait is still pending unless a send resolved it meanwhile, which
+    -- stored its step: the row is read again after such a concurrent
+    -- update, so `r.steps` tells (a subquery would not see it).
+    waiting = u.status = 5 AND r.steps <= u.seq,
+    attempts = r.attempts - CASE WHEN u.status IN (4, 5) THEN 1 ELSE 0 END,
+    output = u.output,
+    last_error = coalesce(u.error, r.last_error),
+    due_at = CASE
+        WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay
+        WHEN u.status = 5 AND r.steps <= u.seq THEN fanfare_now() + u.delay
+        WHEN u.status = 5 THEN fanfare_now()
+        ELSE r.due_at END,
+    finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
+    lease_until = NULL,
+    owner = NULL
+FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
+    AS u(id, status, output, error, delay, seq)
+WHERE r.id = u.id AND r.owner = $6 AND r.status = 1";
+
+/// How long until the earliest queued run of this app's functions is due (ms).
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
+    WHERE app = $1 AND function_id = ANY($2) AND status = 0";
+
+/// Re-queues this app's runs whose lease expired.
+pub(crate) const REAP: &str =
+    "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
+    WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
 
 /// A send waiting for its commit, and where to answer.
 type PendingSend = (Envelope, oneshot::Sender<Result<usize>>);
@@ -274,10 +384,10 @@ impl Shared {
     }
 
     async fn client(&self) -> Result<Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| self.error("unreachable", e))
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => super::closed("PostgreSQL"),
+            e => self.error("unreachable", e),
+        })
     }
 
     /// Applies the migrations this database has not seen, one process at a time;
@@ -404,35 +514,7 @@ impl Shared {
         let err = |e| self.error("cannot store events", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        let stmt = tx
-            .prepare_cached(
-                "WITH e AS (
-                     INSERT INTO fanfare_events (id, name, data, ts)
-                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING id, name, data),
-                 r AS (
-                     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-                     SELECT gen_random_uuid(), e.id, f.app, f.function_id, fanfare_now()
-                     FROM e JOIN fanfare_functions f ON f.trigger = e.name
-                     RETURNING event_id, app, function_id),
-                 w AS (
-                     DELETE FROM fanfare_waits w USING e
-                     WHERE w.event = e.name AND (w.field IS NULL OR (e.data::jsonb -> w.field) = w.value)
-                     RETURNING w.run, w.seq, w.step_id, e.data),
-                 s AS (
-                     INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
-                     SELECT run, seq, step_id, data, fanfare_now(), fanfare_now() FROM w
-                     ON CONFLICT (run, seq) DO NOTHING),
-                 u AS (
-                     UPDATE fanfare_runs x SET steps = greatest(x.steps, w.seq + 1), waiting = false,
-                         due_at = CASE WHEN x.status = 0 THEN fanfare_now() ELSE x.due_at END
-                     FROM w WHERE x.id = w.run)
-                 SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
-                 FROM r GROUP BY event_id",
-            )
-            .await
-            .map_err(err)?;
+        let stmt = tx.prepare_cached(SEND).await.map_err(err)?;
         // Sends hold a shared lock per event name while they look for waits; a wait
         // being registered holds it exclusively, so neither misses the other. Both
         // statements go out in one round trip.
@@ -513,24 +595,7 @@ impl Shared {
     async fn claim(&self, max: usize) -> Result<Claim> {
         let err = |e| self.error("cannot claim runs", e);
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH c AS (
-                     UPDATE fanfare_runs r
-                     SET status = 1, attempts = r.attempts + 1, lease_until = fanfare_now() + $3, owner = $4
-                     WHERE r.id IN (
-                         SELECT id FROM fanfare_runs
-                         WHERE app = $1 AND function_id = ANY($2)
-                           AND status = 0 AND due_at <= fanfare_now()
-                         ORDER BY due_at
-                         LIMIT $5
-                         FOR UPDATE SKIP LOCKED)
-                     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps)
-                 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps
-                 FROM c JOIN fanfare_events e ON e.id = c.event_id",
-            )
-            .await
-            .map_err(err)?;
+        let stmt = client.prepare_cached(CLAIM).await.map_err(err)?;
         let lease = super::sql_millis(self.lease);
         let rows = client
             .query(
@@ -587,13 +652,7 @@ impl Shared {
             }
         }
         let next_due = if runs.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
-                     WHERE app = $1 AND function_id = ANY($2) AND status = 0",
-                )
-                .await
-                .map_err(err)?;
+            let stmt = client.prepare_cached(NEXT_DUE).await.map_err(err)?;
             let wait: Option<i64> = client
                 .query_one(&stmt, &[&self.app, &self.functions])
                 .await
@@ -613,7 +672,13 @@ impl Shared {
         let mut outputs: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
         let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
         let mut delays: Vec<i64> = Vec::with_capacity(outcomes.len());
+        // For a wait: the waiting step's position (-1 otherwise).
+        let mut seqs: Vec<i32> = Vec::with_capacity(outcomes.len());
         for o in outcomes {
+            seqs.push(match &o.result {
+                OutcomeKind::Wait { seq, .. } => *seq as i32,
+                _ => -1,
+            });
             ids.push(o.key as i64);
             match &o.result {
                 OutcomeKind::Completed(output) => {
@@ -628,7 +693,7 @@ impl Shared {
                     errors.push(Some(error.clone()));
                     delays.push(super::sql_millis(*delay));
                 }
-                OutcomeKind::Wait { deadline_ms } => {
+                OutcomeKind::Wait { deadline_ms, .. } => {
                     statuses.push(WAIT);
                     outputs.push(None);
                     errors.push(None);
@@ -650,34 +715,19 @@ impl Shared {
         }
         let err = |e| self.error("cannot record outcomes", e);
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE fanfare_runs r SET
-                     status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
-                     sleeping = u.status = 4,
-                     waiting = u.status = 5 AND EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id),
-                     attempts = r.attempts - CASE WHEN u.status IN (4, 5) THEN 1 ELSE 0 END,
-                     output = u.output,
-                     last_error = coalesce(u.error, r.last_error),
-                     due_at = CASE
-                         WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay
-                         WHEN u.status = 5 AND EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id)
-                             THEN fanfare_now() + u.delay
-                         WHEN u.status = 5 THEN fanfare_now()
-                         ELSE r.due_at END,
-                     finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
-                     lease_until = NULL,
-                     owner = NULL
-                 FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[])
-                     AS u(id, status, output, error, delay)
-                 WHERE r.id = u.id AND r.owner = $6 AND r.status = 1",
-            )
-            .await
-            .map_err(err)?;
+        let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
         client
             .execute(
                 &stmt,
-                &[&ids, &statuses, &outputs, &errors, &delays, &self.owner],
+                &[
+                    &ids,
+                    &statuses,
+                    &outputs,
+                    &errors,
+                    &delays,
+                    &self.owner,
+                    &seqs,
+                ],
             )
             .await
             .map_err(err)?;
@@ -863,6 +913,16 @@ impl Shared {
                 WaitState::Resolved(output)
             }
             None => {
+                if let Some(field) = &field {
+                    // Sends look up waits by each field some wait of the event matches on.
+                    tx.execute(
+                        "INSERT INTO fanfare_wait_fields (event, field) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                        &[&spec.event, field],
+                    )
+                    .await
+                    .map_err(err)?;
+                }
                 tx.execute(
                     "INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline) \
                      VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)",
@@ -926,87 +986,138 @@ impl Shared {
     }
 
     /// Puts back in the queue this app's runs whose lease expired (their process died or
-    /// lost the database; the interrupted attempt stays counted), and waiting runs whose
-    /// wait was resolved while their attempt was being recorded.
+    /// lost the database; the interrupted attempt stays counted).
     async fn heartbeat(self: Arc<Self>, wake: Arc<Notify>) {
         // Finding expired leases reads an index, so it happens every poll. (Leases are
         // renewed by the engine, for the runs it is executing: `renew`.)
         let mut reap = tokio::time::interval((self.lease / 3).min(POLL).max(MIN_TICK));
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = reap.tick() => {
-                    let reaped = async {
-                        self.client()
-                            .await?
-                            .query_one(
-                                "WITH expired AS (
-                                     UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL
-                                     WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()
-                                     RETURNING id),
-                                 resumed AS (
-                                     -- A wait resolved while its attempt was being recorded.
-                                     UPDATE fanfare_runs r SET waiting = false, due_at = fanfare_now()
-                                     WHERE app = $1 AND waiting AND status = 0
-                                       AND NOT EXISTS (SELECT 1 FROM fanfare_waits w WHERE w.run = r.id)
-                                     RETURNING id)
-                                 SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM resumed)",
-                                &[&self.app],
-                            )
-                            .await
-                            .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
-                            .map_err(|e| self.error("cannot re-queue expired runs", e))
-                    };
-                    match reaped.await {
-                        Ok((0, 0)) => {}
-                        Ok((expired, resumed)) => {
-                            if expired > 0 {
-                                tracing::warn!(runs = expired, "fanfare: re-queued runs whose lease expired");
-                            }
-                            let _ = resumed;
-                            wake.notify_one();
-                        }
-                        Err(e) => tracing::warn!(error = %e, "fanfare: looking for expired leases failed"),
-                    }
+            reap.tick().await;
+            let reaped = async {
+                self.client()
+                    .await?
+                    .execute(REAP, &[&self.app])
+                    .await
+                    .map_err(|e| self.error("cannot re-queue expired runs", e))
+            };
+            match reaped.await {
+                Ok(0) => {}
+                Ok(expired) => {
+                    tracing::warn!(
+                        runs = expired,
+                        "fanfare: re-queued runs whose lease expired"
+                    );
+                    wake.notify_one();
                 }
+                Err(e) => tracing::warn!(error = %e, "fanfare: looking for expired leases failed"),
             }
         }
     }
 
-    /// Deletes events whose runs all completed longer ago than the retention.
+    /// Applies the retention (see `retention`), a batch at a time, again at once while
+    /// batches come back full. One process of the database prunes at a time.
     async fn prune(self: Arc<Self>, retention: Duration) {
-        let mut tick = tokio::time::interval(PRUNE_EVERY.min(retention / 2).max(MIN_TICK));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let keep = super::sql_millis(retention);
+        let mut marks = Marks::default();
         loop {
-            tick.tick().await;
-            let pruned = async {
-                let client = self.client().await?;
-                client
-                    .batch_execute(&format!(
-                        "WITH gone AS (
-                             DELETE FROM fanfare_events e
-                             WHERE e.id IN (
-                                 SELECT e2.id FROM fanfare_events e2
-                                 WHERE e2.ts < fanfare_now() - {keep} AND NOT EXISTS (
-                                     SELECT 1 FROM fanfare_runs r WHERE r.event_id = e2.id
-                                     AND (r.status <> 2 OR r.finished_at >= fanfare_now() - {keep}))
-                                 LIMIT 10000)
-                             RETURNING e.id)
-                         , runs AS (
-                             DELETE FROM fanfare_runs r USING gone WHERE r.event_id = gone.id
-                             RETURNING r.id)
-                         DELETE FROM fanfare_steps s USING runs WHERE s.run = runs.id"
-                    ))
-                    .await
-                    .map_err(|e| self.error("cannot prune", e))
+            let behind = match self.prune_batch(keep, &mut marks).await {
+                Ok(behind) => behind,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
+                    false
+                }
             };
-            if let Err(e) = pruned.await {
-                tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
-            }
+            let pause = if behind {
+                retention::BEHIND
+            } else {
+                retention::every(retention)
+            };
+            tokio::time::sleep(pause).await;
         }
     }
+
+    /// One batch of each walk; returns whether more history may be waiting.
+    async fn prune_batch(&self, keep: i64, marks: &mut Marks) -> Result<bool> {
+        let err = |e| self.error("cannot prune", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let ours: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock(7283421067)", &[])
+            .await
+            .map_err(err)?
+            .get(0);
+        if !ours {
+            return Ok(false);
+        }
+        let stmt = tx.prepare_cached(PRUNE_RUNS).await.map_err(err)?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[&keep, &marks.run.0, &marks.run.1, &retention::BATCH],
+            )
+            .await
+            .map_err(err)?;
+        let runs = (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1)
+                .zip(row.get::<_, Option<i64>>(2)),
+        );
+        let stmt = tx.prepare_cached(PRUNE_EVENTS).await.map_err(err)?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[&keep, &marks.event.0, &marks.event.1, &retention::BATCH],
+            )
+            .await
+            .map_err(err)?;
+        let events = (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1)
+                .zip(row.get::<_, Option<Uuid>>(2)),
+        );
+        tx.commit().await.map_err(err)?;
+        Ok(marks.advance(runs, events))
+    }
 }
+
+/// Walks completed runs past the retention in `(finished_at, id)` order from a mark,
+/// deleting each event (runs, steps) whose runs all completed before the cut-off.
+/// Returns the runs read and the last one.
+pub(crate) const PRUNE_RUNS: &str = "
+WITH c AS (
+    SELECT id, event_id, finished_at FROM fanfare_runs
+    WHERE status = 2 AND finished_at < fanfare_now() - $1 AND (finished_at, id) > ($2, $3)
+    ORDER BY finished_at, id
+    LIMIT $4),
+gone AS (
+    DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
+    AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id
+                    AND (r.status <> 2 OR r.finished_at >= fanfare_now() - $1))
+    RETURNING e.id),
+runs AS (
+    DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))
+    RETURNING r.id),
+steps AS (
+    DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs)))
+SELECT (SELECT count(*) FROM c), last.finished_at, last.id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true";
+
+/// Walks events past the retention in `(ts, id)` order from a mark, deleting those
+/// without runs. Returns the events read and the last one.
+pub(crate) const PRUNE_EVENTS: &str = "
+WITH c AS (
+    SELECT id, ts FROM fanfare_events
+    WHERE ts < fanfare_now() - $1 AND (ts, id) > ($2, $3)
+    ORDER BY ts, id
+    LIMIT $4),
+gone AS (
+    DELETE FROM fanfare_events e
+    WHERE e.id = ANY(ARRAY(SELECT id FROM c)) AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id))
+SELECT (SELECT count(*) FROM c), last.ts, last.id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT ts, id FROM c ORDER BY ts DESC, id DESC LIMIT 1) last ON true";
 
 /// Listens for new runs on a connection of its own, reconnecting after a failure.
 async fn listen(config: tokio_postgres::Config, target: String, wake: Arc<Notify>) {
@@ -1062,15 +1173,17 @@ impl Store for PgStore {
         let (tx, rx) = oneshot::channel();
         let sent = self.sends.send((event, tx));
         Box::pin(async move {
+            let stopped = || {
+                if self.shared.pool.is_closed() {
+                    super::closed("PostgreSQL")
+                } else {
+                    Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped")
+                }
+            };
             if sent.is_err() {
-                return Err(Error::new(
-                    ErrorKind::Store,
-                    "the PostgreSQL committers have stopped",
-                ));
+                return Err(stopped());
             }
-            rx.await.map_err(|_| {
-                Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped")
-            })?
+            rx.await.map_err(|_| stopped())?
         })
     }
 
@@ -1117,5 +1230,15 @@ impl Store for PgStore {
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         Box::pin(self.shared.runs(event))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Committers, listener, reaper and pruner stop (the listener's connection with
+        // it), and the pool closes its connections; later calls find it closed.
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.pool.close();
+        Box::pin(std::future::ready(Ok(())))
     }
 }

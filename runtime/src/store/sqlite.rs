@@ -8,6 +8,7 @@
 //! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
 //! while it runs. Runs left `running` by a process that died are re-queued at open.
 
+use super::retention::{self, Marks};
 use super::{
     Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
@@ -45,7 +46,7 @@ pub enum SqliteSync {
 }
 
 /// The schema migrations, applied in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE fanfare_events (
     id BLOB PRIMARY KEY,
@@ -96,21 +97,51 @@ CREATE INDEX fanfare_waits_event ON fanfare_waits (event);
 CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
 ALTER TABLE fanfare_runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Pruning walks finished runs and events in time order; a send finds the waits it
+    // resolves by (event, field, value) instead of reading every wait for the name.
+    r#"
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status = 2;
+CREATE INDEX fanfare_events_ts ON fanfare_events (ts, id);
+DROP INDEX fanfare_waits_event;
+CREATE INDEX fanfare_waits_match ON fanfare_waits (event, field, value);
+CREATE TABLE fanfare_wait_fields (
+    event TEXT NOT NULL,
+    field TEXT NOT NULL,
+    PRIMARY KEY (event, field)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
+"#,
 ];
+
+/// Due runs of this process's functions, earliest first.
+pub(crate) const CLAIM: &str =
+    "SELECT id, run_id, event_id, function_id, attempts, steps FROM fanfare_runs \
+    WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
+    ORDER BY due_at LIMIT ?2";
+
+/// When the earliest queued run of this process's functions is due.
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
+    AND function_id IN (SELECT id FROM temp.fanfare_local)";
+
+/// The waits for an event name matching on a field (or on none) with a value.
+pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
+    WHERE event = ?1 AND field IS ?2 AND value IS ?3";
+
+/// Completed runs past the retention cut-off, from a mark, in `(finished_at, id)` order.
+pub(crate) const PRUNE_RUNS: &str = "SELECT finished_at, id, event_id FROM fanfare_runs \
+    WHERE status = 2 AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
+    ORDER BY finished_at, id LIMIT ?4";
+
+/// Events past the retention cut-off, from a mark, in `(ts, id)` order.
+pub(crate) const PRUNE_EVENTS: &str =
+    "SELECT ts, id FROM fanfare_events WHERE ts < ?1 AND (ts, id) > (?2, ?3) \
+    ORDER BY ts, id LIMIT ?4";
 
 const IN_USE: &str = "cannot open: another process is using it (a SQLite database serves one \
     process at a time; use PostgreSQL to share work between processes)";
 
 /// Most commands run in one transaction.
 const MAX_BATCH: usize = 2048;
-/// How often finished events past the retention are deleted, at most.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
-
-/// How often to prune for a retention: often enough to keep it within half of itself.
-fn prune_every(retention: Duration) -> Duration {
-    PRUNE_EVERY.min(retention / 2)
-}
-
 const QUEUED: i64 = 0;
 const RUNNING: i64 = 1;
 const COMPLETED: i64 = 2;
@@ -118,6 +149,8 @@ const FAILED: i64 = 3;
 
 pub(crate) struct SqliteStore {
     commands: mpsc::UnboundedSender<Command>,
+    /// Set by `close`: the writer thread is gone and the file released.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 enum Command {
@@ -131,6 +164,8 @@ enum Command {
     SaveStep(RunKey, StepRecord, oneshot::Sender<Result<()>>),
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
+    /// Ends the writer after the commands before it; answered once the file is released.
+    Close(oneshot::Sender<Result<()>>),
 }
 
 /// An answer held until the transaction it belongs to commits.
@@ -219,7 +254,19 @@ impl SqliteStore {
         opened_rx.await.map_err(|_| {
             Error::new(ErrorKind::Store, "the SQLite thread stopped while opening")
         })??;
-        Ok(SqliteStore { commands })
+        Ok(SqliteStore {
+            commands,
+            closed: Default::default(),
+        })
+    }
+
+    /// Why a command got no answer: the store was closed, or the writer died.
+    fn stopped(&self) -> Error {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            super::closed("SQLite")
+        } else {
+            Error::new(ErrorKind::Store, "the SQLite writer thread has stopped")
+        }
     }
 
     fn call<T: Send + 'static>(
@@ -230,13 +277,9 @@ impl SqliteStore {
         let sent = self.commands.send(command(tx));
         Box::pin(async move {
             if sent.is_err() {
-                return Err(Error::new(
-                    ErrorKind::Store,
-                    "the SQLite writer thread has stopped",
-                ));
+                return Err(self.stopped());
             }
-            rx.await
-                .map_err(|_| Error::new(ErrorKind::Store, "the SQLite writer thread has stopped"))?
+            rx.await.map_err(|_| self.stopped())?
         })
     }
 }
@@ -258,7 +301,7 @@ impl Store for SqliteStore {
         let (tx, rx) = oneshot::channel();
         let sent = self.commands.send(Command::Record(outcomes, tx));
         Box::pin(async move {
-            let stopped = || Error::new(ErrorKind::Store, "the SQLite writer thread has stopped");
+            let stopped = || self.stopped();
             match sent {
                 // The outcomes are gone with the thread; their runs are re-queued at the
                 // next open.
@@ -291,6 +334,20 @@ impl Store for SqliteStore {
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         self.call(|tx| Command::Runs(event, tx))
     }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Close(tx));
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Box::pin(async move {
+            if sent.is_ok() {
+                // The writer answers once the connection (and the file's lock) is gone.
+                let _ = rx.await;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The thread that owns the connection.
@@ -304,7 +361,9 @@ struct Writer {
     /// Events sent by this process whose runs are not all claimed yet, with the number
     /// of runs left to claim: their typed values spare the functions a deserialization.
     cache: EventCache,
-    last_prune: Instant,
+    /// When to prune next, and where pruning got to.
+    next_prune: Instant,
+    marks: Marks,
 }
 
 impl Writer {
@@ -366,7 +425,8 @@ impl Writer {
             registry,
             retention,
             cache: EventCache::default(),
-            last_prune: Instant::now(),
+            next_prune: Instant::now(),
+            marks: Marks::default(),
         };
         writer.migrate()?;
         writer.recover()?;
@@ -456,7 +516,15 @@ impl Writer {
 
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, max_batch: usize) {
         let mut batch = Vec::with_capacity(max_batch);
-        while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
+        let mut close = None;
+        while close.is_none() && rx.blocking_recv_many(&mut batch, max_batch) > 0 {
+            // Commands after a close are not run: their callers learn the store is closed.
+            if let Some(at) = batch.iter().position(|c| matches!(c, Command::Close(_))) {
+                if let Command::Close(reply) = batch.remove(at) {
+                    close = Some(reply);
+                }
+                batch.truncate(at);
+            }
             let replies = self.transaction(&mut batch);
             let (replies, commit) = match replies {
                 Ok(r) => (r, Ok(())),
@@ -465,6 +533,12 @@ impl Writer {
             for reply in replies {
                 reply.send(&commit);
             }
+        }
+        drop(rx);
+        // Closes the connection, which releases the file and its lock, before answering.
+        drop(self);
+        if let Some(reply) = close {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -476,7 +550,8 @@ impl Writer {
     ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, String)> {
         let mut replies = Vec::with_capacity(batch.len());
         let now = now_millis();
-        let prune = self.last_prune.elapsed() >= prune_every(self.retention);
+        let prune = Instant::now() >= self.next_prune;
+        let mut marks = self.marks;
         let path = self.path.clone();
         let mut tx = match self
             .conn
@@ -525,6 +600,7 @@ impl Writer {
                     Reply::Unit(reply, ctx.save_step(&sp, key, step))
                 }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
+                Command::Close(reply) => Reply::Unit(reply, Ok(())),
             };
             let ok = match &reply {
                 Reply::Append(_, r) => r.is_ok(),
@@ -543,15 +619,32 @@ impl Writer {
             }
             replies.push(reply);
         }
+        // One batch of the history per transaction at most, between the commands' work.
+        let mut behind = false;
         if prune {
-            if let Err(e) = ctx.prune(&tx, self.retention) {
-                tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
+            match tx
+                .savepoint()
+                .map_err(|e| store_error(&path, "savepoint", e))
+                .and_then(|sp| {
+                    let more = ctx.prune(&sp, self.retention, &mut marks)?;
+                    sp.commit()
+                        .map_err(|e| store_error(&path, "cannot prune", e))?;
+                    Ok(more)
+                }) {
+                Ok(more) => behind = more,
+                Err(e) => tracing::warn!(error = %e, "fanfare: pruning finished runs failed"),
             }
         }
         match tx.commit() {
             Ok(()) => {
                 if prune {
-                    self.last_prune = Instant::now();
+                    self.marks = marks;
+                    self.next_prune = Instant::now()
+                        + if behind {
+                            retention::BEHIND
+                        } else {
+                            retention::every(self.retention)
+                        };
                 }
                 Ok(replies)
             }
@@ -572,6 +665,7 @@ fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
         Command::Release(_, tx) | Command::SaveStep(_, _, tx) => Reply::Unit(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
+        Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
 }
@@ -591,8 +685,8 @@ type RunRow = (
     i64,
 );
 
-/// A pending wait: run, step position, step id, matched field, its JSON value.
-type WaitRow = (i64, u32, String, Option<String>, Option<String>);
+/// A pending wait: run, step position, step id.
+type WaitRow = (i64, u32, String);
 
 /// What the statements of one transaction need.
 struct Ctx<'a> {
@@ -666,13 +760,7 @@ impl Ctx<'_> {
 
     fn claim(&self, tx: &Connection, max: usize, cache: &mut EventCache) -> Result<Claim> {
         let err = self.err("cannot claim runs");
-        let mut select = tx
-            .prepare_cached(
-                "SELECT id, run_id, event_id, function_id, attempts, steps FROM fanfare_runs \
-                 WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
-                 ORDER BY due_at LIMIT ?2",
-            )
-            .map_err(&err)?;
+        let mut select = tx.prepare_cached(CLAIM).map_err(&err)?;
         let rows: Vec<ClaimRow> = select
             .query_map(params![self.now as i64, max as i64], |r| {
                 Ok((
@@ -735,10 +823,7 @@ impl Ctx<'_> {
         }
         let next_due = if runs.is_empty() {
             let due: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
-                     AND function_id IN (SELECT id FROM temp.fanfare_local)",
-                )
+                .prepare_cached(NEXT_DUE)
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(&err)?;
             due.map(|due| {
@@ -750,38 +835,49 @@ impl Ctx<'_> {
         Ok(Claim { runs, next_due })
     }
 
-    /// Hands `event` to the runs waiting for it; returns how many it resumed.
+    /// Hands `event` to the runs waiting for it; returns how many it resumed. Each wait is
+    /// found through the index: those for any event of the name, and, per field some wait
+    /// of the name matches on, those whose value is the event's.
     fn resolve_waits(&self, tx: &Connection, event: &Envelope) -> Result<usize> {
         let err = self.err("cannot resolve waits");
-        let waits: Vec<WaitRow> = tx
-            .prepare_cached(
-                "SELECT run, seq, step_id, field, value FROM fanfare_waits WHERE event = ?1",
-            )
-            .and_then(|mut s| {
-                s.query_map([&*event.name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect()
-            })
+        let fields: Vec<String> = tx
+            .prepare_cached("SELECT field FROM fanfare_wait_fields WHERE event = ?1")
+            .and_then(|mut s| s.query_map([&*event.name], |r| r.get(0))?.collect())
             .map_err(&err)?;
-        let mut resolved = 0;
-        for (run, seq, step_id, field, value) in waits {
+        let mut keys: Vec<(Option<String>, Option<String>)> = vec![(None, None)];
+        if !fields.is_empty() {
+            let data: serde_json::Value =
+                serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+            for field in fields {
+                if let Some(value) = data.get(&field) {
+                    keys.push((Some(field), Some(value.to_string())));
+                }
+            }
+        }
+        let mut waits: Vec<WaitRow> = Vec::new();
+        let mut select = tx.prepare_cached(WAITS_OF).map_err(&err)?;
+        for (field, value) in &keys {
+            let found = select
+                .query_map(params![&*event.name, field, value], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<WaitRow>>>())
+                .map_err(&err)?;
+            waits.extend(found);
+        }
+        for (run, seq, step_id) in &waits {
             let spec = WaitSpec {
-                seq,
-                step_id,
+                seq: *seq,
+                step_id: step_id.clone(),
                 event: event.name.to_string(),
-                matching: field.zip(value.and_then(|v| serde_json::from_str(&v).ok())),
+                matching: None,
                 deadline_ms: 0,
                 since_ms: 0,
                 event_id: None,
             };
-            if !spec.matches(&event.data) {
-                continue;
-            }
-            self.resolve(tx, run, &spec, event.data.clone())?;
-            resolved += 1;
+            self.resolve(tx, *run, &spec, event.data.clone())?;
         }
-        Ok(resolved)
+        Ok(waits.len())
     }
 
     /// Ends a wait with `output` (the event's data, or `null`) and makes the run due.
@@ -863,6 +959,14 @@ impl Ctx<'_> {
             Some((f, v)) => (Some(f.clone()), Some(v.to_string())),
             None => (None, None),
         };
+        if let Some(field) = &field {
+            // Sends look up waits by each field some wait of the event matches on.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO fanfare_wait_fields (event, field) VALUES (?1, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![spec.event, field]))
+            .map_err(&err)?;
+        }
         tx.prepare_cached(
             "INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -949,7 +1053,7 @@ impl Ctx<'_> {
                     .and_then(|mut s| s.execute(params![key, due, error]))
                     .map_err(&err)?;
                 }
-                OutcomeKind::Wait { deadline_ms } => {
+                OutcomeKind::Wait { deadline_ms, .. } => {
                     // Waiting until the deadline, unless the event came in the meantime.
                     tx.prepare_cached(
                         "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, \
@@ -1050,27 +1154,90 @@ impl Ctx<'_> {
             .map(Some)
     }
 
-    /// Deletes events whose runs all completed before the retention cut-off (and events
-    /// without runs sent before it). Events with a failed or unfinished run stay.
-    fn prune(&self, tx: &Connection, retention: Duration) -> rusqlite::Result<()> {
+    /// Applies the retention (see `retention`): one batch of each walk from `marks`, moved
+    /// past it; returns whether more history may be waiting.
+    fn prune(&self, tx: &Connection, retention: Duration, marks: &mut Marks) -> Result<bool> {
+        let err = self.err("cannot prune");
         let cutoff = self.now.saturating_sub(retention.as_millis() as u64) as i64;
-        tx.execute(
-            "DELETE FROM fanfare_events WHERE ts < ?1 AND NOT EXISTS (\
-               SELECT 1 FROM fanfare_runs r WHERE r.event_id = fanfare_events.id \
-               AND (r.status != 2 OR r.finished_at >= ?1))",
-            [cutoff],
-        )?;
-        tx.execute(
-            "DELETE FROM fanfare_steps WHERE run IN (SELECT id FROM fanfare_runs r \
-             WHERE r.status = 2 AND r.finished_at < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM fanfare_events e WHERE e.id = r.event_id))",
-            [cutoff],
-        )?;
-        tx.execute(
-            "DELETE FROM fanfare_runs WHERE status = 2 AND finished_at < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM fanfare_events e WHERE e.id = fanfare_runs.event_id)",
-            [cutoff],
-        )?;
+        let candidates: Vec<(i64, i64, Vec<u8>)> = tx
+            .prepare_cached(PRUNE_RUNS)
+            .and_then(|mut s| {
+                s.query_map(
+                    params![cutoff, marks.run.0, marks.run.1, retention::BATCH],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
+                .collect()
+            })
+            .map_err(&err)?;
+        let mut done = tx
+            .prepare_cached(
+                "SELECT NOT EXISTS (SELECT 1 FROM fanfare_runs \
+                 WHERE event_id = ?1 AND (status != 2 OR finished_at >= ?2))",
+            )
+            .map_err(&err)?;
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, event) in &candidates {
+            if seen.insert(event.as_slice())
+                && done
+                    .query_row(params![event, cutoff], |r| r.get::<_, bool>(0))
+                    .map_err(&err)?
+            {
+                self.delete_event(tx, event)?;
+            }
+        }
+        let events: Vec<(i64, Vec<u8>)> = tx
+            .prepare_cached(PRUNE_EVENTS)
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        cutoff,
+                        marks.event.0,
+                        marks.event.1.as_bytes(),
+                        retention::BATCH
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect()
+            })
+            .map_err(&err)?;
+        tx.prepare_cached(
+            "DELETE FROM fanfare_events WHERE id = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM fanfare_runs WHERE event_id = ?1)",
+        )
+        .and_then(|mut s| {
+            for (_, id) in &events {
+                s.execute([id])?;
+            }
+            Ok(())
+        })
+        .map_err(&err)?;
+        let last_event = match events.last() {
+            Some((ts, id)) => Some((*ts, uuid_from(id)?)),
+            None => None,
+        };
+        Ok(marks.advance(
+            (
+                candidates.len() as i64,
+                candidates.last().map(|(at, id, _)| (*at, *id)),
+            ),
+            (events.len() as i64, last_event),
+        ))
+    }
+
+    /// Deletes an event with its runs and their steps.
+    fn delete_event(&self, tx: &Connection, event: &[u8]) -> Result<()> {
+        let err = self.err("cannot prune");
+        tx.prepare_cached(
+            "DELETE FROM fanfare_steps WHERE run IN (SELECT id FROM fanfare_runs WHERE event_id = ?1)",
+        )
+        .and_then(|mut s| s.execute([event]))
+        .map_err(&err)?;
+        tx.prepare_cached("DELETE FROM fanfare_runs WHERE event_id = ?1")
+            .and_then(|mut s| s.execute([event]))
+            .map_err(&err)?;
+        tx.prepare_cached("DELETE FROM fanfare_events WHERE id = ?1")
+            .and_then(|mut s| s.execute([event]))
+            .map_err(&err)?;
         Ok(())
     }
 }

@@ -1,0 +1,248 @@
+//! Guards on the query plans of the hot statements: with a large backlog and history in
+//! the tables, none reads a whole table (no `Seq Scan` / full `SCAN`) or sorts the backlog
+//! (no big `Sort`, no `USE TEMP B-TREE FOR ORDER BY`). A change that brings such a plan
+//! back fails here, before it makes claims O(backlog) in production.
+
+/// Queued runs, and as many completed ones, in the tables the plans are made on.
+const BACKLOG: i64 = 100_000;
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::BACKLOG;
+    use crate::store::sqlite::{CLAIM, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF};
+    use rusqlite::Connection;
+
+    /// The plan of a statement, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("EXPLAIN QUERY PLAN");
+        let mut rows = stmt.raw_query();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().expect("plan row") {
+            lines.push(row.get::<_, String>(3).expect("plan detail"));
+        }
+        lines
+    }
+
+    #[test]
+    fn hot_statements_read_indexes_in_order() {
+        let path = std::env::temp_dir().join(format!(
+            "fanfare-plans-{}-{:x}.db",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let conn = Connection::open(&path).expect("open");
+        for m in MIGRATIONS {
+            conn.execute_batch(m).expect("migration");
+        }
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE fanfare_local (id TEXT PRIMARY KEY);
+             INSERT INTO temp.fanfare_local VALUES ('f1'), ('f2'), ('f3'), ('f4'), ('f5');
+             BEGIN;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {events})
+             INSERT INTO fanfare_events (id, name, data, ts)
+                 SELECT randomblob(16), 'plan/event', '{{\"n\":1}}', i FROM n;
+             INSERT INTO fanfare_runs (run_id, event_id, function_id, status, attempts, due_at, finished_at)
+                 SELECT randomblob(16), e.id, 'f' || f.i, CASE WHEN e.ts % 2 = 0 THEN 2 ELSE 0 END,
+                        1, e.ts, CASE WHEN e.ts % 2 = 0 THEN e.ts END
+                 FROM fanfare_events e,
+                      (SELECT 1 AS i UNION SELECT 2 UNION SELECT 3 UNION SELECT 4 UNION SELECT 5) f;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {waits})
+             INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline)
+                 SELECT i, 0, 's', 'plan/settled', 'order_id', i, 1e13 FROM n;
+             INSERT INTO fanfare_wait_fields VALUES ('plan/settled', 'order_id');
+             INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                 SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
+             COMMIT;",
+            events = BACKLOG * 2 / 5,
+            waits = BACKLOG / 2,
+        ))
+        .expect("fill");
+        let mut bad = Vec::new();
+        for (name, sql) in [
+            ("claim", CLAIM),
+            ("next due", NEXT_DUE),
+            ("waits of an event", WAITS_OF),
+            ("prune runs", PRUNE_RUNS),
+            ("prune events", PRUNE_EVENTS),
+        ] {
+            let lines = plan(&conn, sql);
+            let full_scan = |l: &String| {
+                [
+                    "fanfare_runs",
+                    "fanfare_events",
+                    "fanfare_waits",
+                    "fanfare_steps",
+                ]
+                .iter()
+                .any(|t| l.starts_with(&format!("SCAN {t}")))
+            };
+            if lines
+                .iter()
+                .any(|l| full_scan(l) || l.contains("TEMP B-TREE FOR ORDER BY"))
+            {
+                bad.push(format!("{name}:\n  {}\n  {}", sql, lines.join("\n  ")));
+            }
+        }
+        drop(conn);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            bad.is_empty(),
+            "statements that read a whole table or sort it:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::BACKLOG;
+    use crate::store::postgres::{
+        CLAIM, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
+    };
+    use serde_json::Value;
+    use tokio_postgres::NoTls;
+
+    /// Plan nodes that read a whole big table or sort more than a batch, with the reason.
+    fn offenders(node: &Value, out: &mut Vec<String>) {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        let relation = node["Relation Name"].as_str().unwrap_or_default();
+        if kind == "Seq Scan"
+            && [
+                "fanfare_runs",
+                "fanfare_events",
+                "fanfare_waits",
+                "fanfare_steps",
+            ]
+            .contains(&relation)
+        {
+            out.push(format!("Seq Scan on {relation}"));
+        }
+        if kind == "Sort" && node["Plan Rows"].as_f64().unwrap_or(0.0) > 2_000.0 {
+            out.push(format!("Sort of {} rows", node["Plan Rows"]));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            offenders(child, out);
+        }
+    }
+
+    #[tokio::test]
+    async fn hot_statements_read_indexes_in_order() {
+        let url = std::env::var("FANFARE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
+            Ok(c) => c,
+            Err(e) if std::env::var("FANFARE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                panic!("PostgreSQL at {url} is unreachable ({e}), and FANFARE_REQUIRE_POSTGRES=1 requires it")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: the PostgreSQL plan guard: {url} is unreachable ({e})");
+                return;
+            }
+        };
+        tokio::spawn(connection);
+        let schema = format!(
+            "fanfare_plans_{}_{:x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema}"
+            ))
+            .await
+            .expect("schema");
+        for m in MIGRATIONS {
+            client.batch_execute(m).await.expect("migration");
+        }
+        client
+            .batch_execute(&format!(
+                "INSERT INTO fanfare_functions SELECT 'plan', 'f' || i, 'plan/event', 0 FROM generate_series(1, 5) i;
+                 INSERT INTO fanfare_events (id, name, data, ts)
+                     SELECT gen_random_uuid(), 'plan/event', '{{\"n\":1}}', i FROM generate_series(1, {events}) i;
+                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, attempts, due_at, finished_at)
+                     SELECT gen_random_uuid(), e.id, 'plan', 'f' || f, CASE WHEN e.ts % 2 = 0 THEN 2 ELSE 0 END,
+                            1, e.ts, CASE WHEN e.ts % 2 = 0 THEN e.ts END
+                     FROM fanfare_events e, generate_series(1, 5) f;
+                 INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline)
+                     SELECT i, 0, 's', 'plan/settled', 'order_id', to_jsonb(i), 10000000000000
+                     FROM generate_series(1, {waits}) i;
+                 INSERT INTO fanfare_wait_fields VALUES ('plan/settled', 'order_id');
+                 INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                     SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
+                 ANALYZE",
+                events = BACKLOG * 2 / 5,
+                waits = BACKLOG / 2,
+            ))
+            .await
+            .expect("fill");
+        let nil = "'00000000-0000-0000-0000-000000000000'";
+        let functions = "'{f1,f2,f3,f4,f5}'";
+        let statements = [
+            ("claim", CLAIM, format!("'plan', {functions}, 30000, {nil}, 512")),
+            ("next due", NEXT_DUE, format!("'plan', {functions}")),
+            ("reap", REAP, "'plan'".to_owned()),
+            (
+                "record",
+                RECORD,
+                format!("'{{1,2,3}}', '{{2,0,5}}', '{{null,null,null}}', '{{null,x,null}}', '{{0,10,10}}', {nil}, '{{-1,-1,0}}'"),
+            ),
+            ("prune runs", PRUNE_RUNS, "3600000, -1, -1, 1000".to_owned()),
+            ("prune events", PRUNE_EVENTS, format!("3600000, -1, {nil}, 1000")),
+            (
+                "send",
+                SEND,
+                format!(
+                    "ARRAY[gen_random_uuid()], '{{plan/settled}}', ARRAY['{{\"order_id\": 7}}'], '{{1}}', 'plan', {functions}"
+                ),
+            ),
+        ];
+        let mut bad = Vec::new();
+        for (i, (name, sql, args)) in statements.iter().enumerate() {
+            client
+                .batch_execute(&format!("PREPARE plan_{i} AS {sql}"))
+                .await
+                .unwrap_or_else(|e| panic!("PREPARE {name}: {e}"));
+            // Custom plans (made for the values) and the generic plan a prepared statement
+            // switches to after five executions.
+            for mode in ["force_custom_plan", "force_generic_plan"] {
+                client
+                    .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                    .await
+                    .expect("SET");
+                let text = client
+                    .simple_query(&format!("EXPLAIN (FORMAT JSON) EXECUTE plan_{i}({args})"))
+                    .await
+                    .unwrap_or_else(|e| panic!("EXPLAIN {name}: {e}"))
+                    .into_iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => {
+                            row.get(0).map(str::to_owned)
+                        }
+                        _ => None,
+                    })
+                    .expect("a plan");
+                let plan: Value = serde_json::from_str(&text).expect("a JSON plan");
+                let mut found = Vec::new();
+                offenders(&plan[0]["Plan"], &mut found);
+                if !found.is_empty() {
+                    bad.push(format!(
+                        "{name} ({mode}): {}\n{sql}\n{:#}",
+                        found.join(", "),
+                        plan[0]["Plan"]
+                    ));
+                }
+            }
+        }
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop schema");
+        assert!(
+            bad.is_empty(),
+            "statements that read a whole table or sort it:\n{}",
+            bad.join("\n\n")
+        );
+    }
+}
