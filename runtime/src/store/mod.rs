@@ -5,7 +5,7 @@
 //! outcomes of many runs at once.
 
 pub(crate) mod memory;
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod plans;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -279,7 +279,8 @@ pub(crate) enum OutcomeKind {
     Wait {
         deadline_ms: u64,
         /// The waiting step's position: a run whose stored steps reach past it was
-        /// resumed while this outcome was on its way.
+        /// resumed while this outcome was on its way (PostgreSQL reads it).
+        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
         seq: u32,
     },
     Failed(String),
