@@ -126,7 +126,6 @@ CREATE INDEX fanfare_runs_waiting ON fanfare_runs (app) WHERE waiting;
 DROP INDEX fanfare_runs_due;
 CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at) WHERE status = 0;
 DROP INDEX fanfare_runs_waiting;
-DROP INDEX fanfare_runs_owner;
 CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status = 2;
 CREATE INDEX fanfare_events_ts ON fanfare_events (ts, id);
 DROP INDEX fanfare_waits_event;
@@ -1043,7 +1042,10 @@ impl Shared {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
         let ours: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock(7283421067)", &[])
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('fanfare:prune:' || current_schema()))",
+                &[],
+            )
             .await
             .map_err(err)?
             .get(0);
