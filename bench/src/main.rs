@@ -9,6 +9,9 @@
 //!    the function's body, p50 and p99. Baseline: `tokio::spawn` to task start.
 //! 3. **Memory per queued run**: bytes allocated per run that waits in the queue (all
 //!    workers busy), counted by a counting global allocator.
+//!
+//! `--only scale` (never by default: it takes long) adds the scale section, `scale.rs`:
+//! draining large backlogs, throughput over a large finished history, more events.
 
 use fanfare::{function, Ctx, Event, Runtime};
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
+
+mod scale;
 
 // --- a counting allocator, for memory per queued run ---------------------------------
 
@@ -200,7 +205,8 @@ gated_functions!(q1, q2, q3, q4, q5);
 
 async fn bytes_per_queued_run(queued_events: u64) -> fanfare::Result<f64> {
     // One worker slot, taken by the first run, which waits at the gate: every other
-    // run stays queued.
+    // run stays queued. The gate is closed again first: an earlier call left it open.
+    GATE.forget_permits(GATE.available_permits());
     let rt = Runtime::builder().concurrency(1).start().await?;
     rt.send(UserSignup {
         user_id: 0,
@@ -243,7 +249,7 @@ mod sqlite_baseline {
 
     const FUNCTIONS: [&str; 5] = ["f1", "f2", "f3", "f4", "f5"];
 
-    fn insert(conn: &mut Connection, from: u64, to: u64) {
+    pub(crate) fn insert(conn: &mut Connection, from: u64, to: u64) {
         let tx = conn.transaction().expect("tx");
         {
             let mut ev = tx
@@ -265,7 +271,7 @@ mod sqlite_baseline {
         tx.commit().expect("commit");
     }
 
-    fn claim(conn: &mut Connection, max: usize) -> Vec<(i64, String)> {
+    pub(crate) fn claim(conn: &mut Connection, max: usize) -> Vec<(i64, String)> {
         let tx = conn.transaction().expect("tx");
         let claimed: Vec<(i64, String)> = {
             let mut sel = tx
@@ -291,7 +297,7 @@ mod sqlite_baseline {
         claimed
     }
 
-    fn complete(conn: &mut Connection, ids: &[i64]) {
+    pub(crate) fn complete(conn: &mut Connection, ids: &[i64]) {
         let tx = conn.transaction().expect("tx");
         {
             let mut done = tx
@@ -457,7 +463,7 @@ mod pg {
 
     const FUNCTIONS: [&str; 5] = ["f1", "f2", "f3", "f4", "f5"];
 
-    async fn schema(client: &Client) {
+    pub(crate) async fn schema(client: &Client) {
         client
             .batch_execute(
                 "CREATE TABLE events (id uuid PRIMARY KEY, name text NOT NULL, data text NOT NULL, ts bigint NOT NULL);
@@ -474,7 +480,7 @@ mod pg {
         uuid::Uuid::from_u64_pair(fastrand::u64(..), fastrand::u64(..))
     }
 
-    async fn insert(client: &mut Client, from: u64, to: u64, notify: bool) {
+    pub(crate) async fn insert(client: &mut Client, from: u64, to: u64, notify: bool) {
         let ids: Vec<uuid::Uuid> = (from..to).map(|_| uuid()).collect();
         let data: Vec<String> = (from..to)
             .map(|n| serde_json::to_string(&Fanout { n }).unwrap())
@@ -498,13 +504,13 @@ mod pg {
         tx.commit().await.unwrap();
     }
 
-    async fn claim(client: &Client, max: i64) -> Vec<(i64, String)> {
+    pub(crate) async fn claim(client: &Client, max: i64) -> Vec<(i64, String)> {
         client
             .query(
-                "WITH c AS (UPDATE runs SET status = 1, attempts = attempts + 1 WHERE id IN (
-                     SELECT id FROM runs WHERE status = 0 AND due_at <= 0 ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                "WITH c AS (UPDATE runs SET status = 1, attempts = attempts + 1 WHERE id = ANY(ARRAY(
+                     SELECT id FROM runs WHERE status = 0 AND due_at <= 0 ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED))
                      RETURNING id, event_id)
-                 SELECT c.id, e.data FROM c JOIN events e ON e.id = c.event_id",
+                 SELECT c.id, e.data FROM c, LATERAL (SELECT data FROM events WHERE id = c.event_id OFFSET 0) e",
                 &[&max],
             )
             .await
@@ -833,6 +839,11 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A long section that runs only when named in `--only` (not by default).
+fn wants_named(section: &str) -> bool {
+    std::env::args().any(|a| a == "--only") && wants(section)
+}
+
 fn wants(section: &str) -> bool {
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == "--only") {
@@ -1071,6 +1082,15 @@ async fn main() -> fanfare::Result<()> {
         let (bytes, tasks) = sleeping_runs(sleepers).await?;
         println!("\nmemory store: {sleepers} sleeping runs hold {:.1} MiB ({bytes:.0} bytes each) and {tasks} tokio tasks\n", bytes * sleepers as f64 / (1 << 20) as f64);
         pg::drop_schemas().await;
+    }
+    if wants_named("scale") {
+        scale::run(&scale::Sizes {
+            max_queued: arg("--scale-max", 1_000_000),
+            history: arg("--history", 10_000_000),
+            events: arg("--scale-events", 20_000),
+            pg_events: arg("--scale-pg-events", 100_000),
+        })
+        .await?;
     }
     Ok(())
 }

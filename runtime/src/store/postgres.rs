@@ -1020,6 +1020,7 @@ impl Shared {
         let keep = super::sql_millis(retention);
         let mut marks = Marks::default();
         loop {
+            let began = Instant::now();
             let behind = match self.prune_batch(keep, &mut marks).await {
                 Ok(behind) => behind,
                 Err(e) => {
@@ -1027,12 +1028,7 @@ impl Shared {
                     false
                 }
             };
-            let pause = if behind {
-                retention::BEHIND
-            } else {
-                retention::every(retention)
-            };
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(retention::pause(behind, began.elapsed(), retention)).await;
         }
     }
 

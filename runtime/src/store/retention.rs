@@ -14,6 +14,10 @@
 //!   deleted when the walk reaches its last run;
 //! - events by `(ts, id)`: those without any run go.
 //!
+//! While the history is behind, batches follow each other, but pruning takes at most a
+//! fifth of the store's time ([`pause`]): a large history past the retention (after an
+//! outage, or a retention shortened) is worked off without starving the workload.
+//!
 //! The marks live in the process: a restart walks the kept history once more.
 
 use std::time::Duration;
@@ -30,8 +34,20 @@ pub(crate) fn every(retention: Duration) -> Duration {
         .max(Duration::from_millis(10))
 }
 
-/// How soon to prune again after a full batch: the history is behind.
-pub(crate) const BEHIND: Duration = Duration::from_millis(10);
+/// How long to wait before the next batch, after one that took `took`: while the history
+/// is behind, at least `BEHIND` and four times the batch's own time, so that pruning takes
+/// at most a fifth of the store's time (on SQLite, of its one writer) and the workload
+/// keeps the rest; caught up, `every(retention)`.
+pub(crate) fn pause(behind: bool, took: Duration, retention: Duration) -> Duration {
+    if behind {
+        (took * 4).max(BEHIND)
+    } else {
+        every(retention)
+    }
+}
+
+/// The shortest pause between two batches.
+const BEHIND: Duration = Duration::from_millis(10);
 
 /// Where pruning got to in each walk.
 #[derive(Clone, Copy, Debug)]

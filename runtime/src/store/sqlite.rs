@@ -621,6 +621,7 @@ impl Writer {
         }
         // One batch of the history per transaction at most, between the commands' work.
         let mut behind = false;
+        let began = Instant::now();
         if prune {
             match tx
                 .savepoint()
@@ -635,16 +636,13 @@ impl Writer {
                 Err(e) => tracing::warn!(error = %e, "fanfare: pruning finished runs failed"),
             }
         }
+        let took = began.elapsed();
         match tx.commit() {
             Ok(()) => {
                 if prune {
                     self.marks = marks;
-                    self.next_prune = Instant::now()
-                        + if behind {
-                            retention::BEHIND
-                        } else {
-                            retention::every(self.retention)
-                        };
+                    self.next_prune =
+                        Instant::now() + retention::pause(behind, took, self.retention);
                 }
                 Ok(replies)
             }
