@@ -1,0 +1,192 @@
+//! Background work: the reaper of expired leases, the pruner (`retention`), and the
+//! listener that wakes the dispatcher on `NOTIFY`.
+
+use super::*;
+
+/// Re-queues this app's runs whose lease expired.
+pub(crate) const REAP: &str =
+    "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
+    WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
+
+/// Walks completed runs past the retention in `(finished_at, id)` order from a mark,
+/// deleting each event (runs, steps) whose runs all completed before the cut-off.
+/// Returns the runs read and the last one.
+pub(crate) const PRUNE_RUNS: &str = "
+WITH c AS (
+    SELECT id, event_id, finished_at FROM fanfare_runs
+    WHERE status = 2 AND finished_at < fanfare_now() - $1 AND (finished_at, id) > ($2, $3)
+    ORDER BY finished_at, id
+    LIMIT $4),
+gone AS (
+    DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
+    AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id
+                    AND (r.status <> 2 OR r.finished_at >= fanfare_now() - $1))
+    RETURNING e.id),
+runs AS (
+    DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))
+    RETURNING r.id),
+steps AS (
+    DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs)))
+SELECT (SELECT count(*) FROM c), last.finished_at, last.id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true";
+
+/// Walks events past the retention in `(ts, id)` order from a mark, deleting those
+/// without runs. Returns the events read and the last one.
+pub(crate) const PRUNE_EVENTS: &str = "
+WITH c AS (
+    SELECT id, ts FROM fanfare_events
+    WHERE ts < fanfare_now() - $1 AND (ts, id) > ($2, $3)
+    ORDER BY ts, id
+    LIMIT $4),
+gone AS (
+    DELETE FROM fanfare_events e
+    WHERE e.id = ANY(ARRAY(SELECT id FROM c)) AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id))
+SELECT (SELECT count(*) FROM c), last.ts, last.id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT ts, id FROM c ORDER BY ts DESC, id DESC LIMIT 1) last ON true";
+
+/// Listens for new runs on a connection of its own, reconnecting after a failure.
+pub(super) async fn listen(config: tokio_postgres::Config, target: String, wake: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let listen_sql = format!("LISTEN {CHANNEL}");
+                let listening = client.batch_execute(&listen_sql);
+                let driven = async {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return e.to_string(),
+                            None => return "connection closed".to_string(),
+                        }
+                    }
+                };
+                tokio::pin!(driven);
+                // Drive the connection while LISTEN is sent.
+                let ok = tokio::select! {
+                    r = listening => r.is_ok(),
+                    reason = &mut driven => {
+                        tracing::warn!(target = %target, reason, "fanfare: listener connection lost");
+                        false
+                    }
+                };
+                if ok {
+                    failures = 0;
+                    // Notifications sent while disconnected are lost: look now.
+                    wake.notify_one();
+                    let reason = driven.await;
+                    tracing::warn!(target = %target, reason, "fanfare: listener connection lost; reconnecting");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 30 == 0 {
+                    tracing::warn!(target = %target, error = %e, "fanfare: cannot connect the listener; polling meanwhile");
+                }
+            }
+        }
+        let delay = crate::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5))
+            .delay(failures.min(10));
+        tokio::time::sleep(delay).await;
+        wake.notify_one();
+    }
+}
+
+impl Shared {
+    /// Puts back in the queue this app's runs whose lease expired (their process died or
+    /// lost the database; the interrupted attempt stays counted).
+    pub(super) async fn heartbeat(self: Arc<Self>, wake: Arc<Notify>) {
+        // Finding expired leases reads an index, so it happens every poll. (Leases are
+        // renewed by the engine, for the runs it is executing: `renew`.)
+        let mut reap = tokio::time::interval((self.lease / 3).min(POLL).max(MIN_TICK));
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            reap.tick().await;
+            let reaped = async {
+                self.client()
+                    .await?
+                    .execute(REAP, &[&self.app])
+                    .await
+                    .map_err(|e| self.error("cannot re-queue expired runs", e))
+            };
+            match reaped.await {
+                Ok(0) => {}
+                Ok(expired) => {
+                    tracing::warn!(
+                        runs = expired,
+                        "fanfare: re-queued runs whose lease expired"
+                    );
+                    wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "fanfare: looking for expired leases failed"),
+            }
+        }
+    }
+
+    /// Applies the retention (see `retention`), a batch at a time, again at once while
+    /// batches come back full. One process of the database prunes at a time.
+    pub(super) async fn prune(self: Arc<Self>, retention: Duration) {
+        let keep = crate::store::sql_millis(retention);
+        let mut marks = Marks::default();
+        loop {
+            let began = Instant::now();
+            let behind = match self.prune_batch(keep, &mut marks).await {
+                Ok(behind) => behind,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fanfare: pruning finished runs failed");
+                    false
+                }
+            };
+            tokio::time::sleep(retention::pause(behind, began.elapsed(), retention)).await;
+        }
+    }
+
+    /// One batch of each walk; returns whether more history may be waiting.
+    pub(super) async fn prune_batch(&self, keep: i64, marks: &mut Marks) -> Result<bool> {
+        let err = |e| self.error("cannot prune", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let ours: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('fanfare:prune:' || current_schema()))",
+                &[],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        if !ours {
+            return Ok(false);
+        }
+        let stmt = tx.prepare_cached(PRUNE_RUNS).await.map_err(err)?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[&keep, &marks.run.0, &marks.run.1, &retention::BATCH],
+            )
+            .await
+            .map_err(err)?;
+        let runs = (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1)
+                .zip(row.get::<_, Option<i64>>(2)),
+        );
+        let stmt = tx.prepare_cached(PRUNE_EVENTS).await.map_err(err)?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[&keep, &marks.event.0, &marks.event.1, &retention::BATCH],
+            )
+            .await
+            .map_err(err)?;
+        let events = (
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1)
+                .zip(row.get::<_, Option<Uuid>>(2)),
+        );
+        tx.commit().await.map_err(err)?;
+        Ok(marks.advance(runs, events))
+    }
+}

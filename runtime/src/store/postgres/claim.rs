@@ -1,0 +1,131 @@
+//! Claims: due runs of this process's functions, under a lease, with their events and
+//! completed steps.
+
+use super::*;
+
+/// Claims up to `$5` due runs of this app's functions `$2`, earliest first, under a lease
+/// (`$3` ms) for this process (`$4`), with their events. The index `(app, due_at)` gives
+/// the runs in order whatever the functions, so the scan stops at the limit; rows are
+/// then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join the
+/// planner could turn into a scan of the table.
+pub(crate) const CLAIM: &str = "
+WITH c AS (
+    UPDATE fanfare_runs r
+    SET status = 1, attempts = r.attempts + 1, lease_until = fanfare_now() + $3, owner = $4
+    WHERE r.id = ANY(ARRAY(
+        SELECT id FROM fanfare_runs
+        WHERE app = $1 AND function_id = ANY($2)
+          AND status = 0 AND due_at <= fanfare_now()
+        ORDER BY due_at
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED))
+    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps)
+SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps
+FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
+
+/// How long until the earliest queued run of this app's functions is due (ms).
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
+    WHERE app = $1 AND function_id = ANY($2) AND status = 0";
+
+impl Shared {
+    pub(super) async fn claim(&self, max: usize) -> Result<Claim> {
+        let err = |e| self.error("cannot claim runs", e);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(CLAIM).await.map_err(err)?;
+        let lease = crate::store::sql_millis(self.lease);
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &self.app,
+                    &self.functions,
+                    &lease,
+                    &self.owner,
+                    &(max as i64),
+                ],
+            )
+            .await
+            .map_err(err)?;
+        let mut runs = Vec::with_capacity(rows.len());
+        let mut with_steps = Vec::new();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                let function: &str = row.get(3);
+                let Some(function) = self.index.get(function).copied() else {
+                    continue;
+                };
+                let event_id = EventId::from_uuid(row.get(2));
+                let event = match cache.take(&event_id) {
+                    Some(env) => env,
+                    None => Arc::new(Envelope {
+                        id: event_id,
+                        name: Cow::Owned(row.get(5)),
+                        data: row.get(6),
+                        ts: row.get::<_, i64>(7) as u64,
+                        typed: None,
+                    }),
+                };
+                if row.get::<_, i32>(8) > 0 {
+                    with_steps.push(row.get::<_, i64>(0));
+                }
+                runs.push(ClaimedRun {
+                    key: row.get::<_, i64>(0) as RunKey,
+                    run_id: RunId::from_uuid(row.get(1)),
+                    function,
+                    attempt: row.get::<_, i32>(4) as u32 - 1,
+                    event,
+                    steps: Vec::new(),
+                });
+            }
+        }
+        if !with_steps.is_empty() {
+            let mut steps = self.steps(&client, &with_steps).await?;
+            for run in &mut runs {
+                if let Some(done) = steps.remove(&(run.key as i64)) {
+                    run.steps = done;
+                }
+            }
+        }
+        let next_due = if runs.is_empty() {
+            let stmt = client.prepare_cached(NEXT_DUE).await.map_err(err)?;
+            let wait: Option<i64> = client
+                .query_one(&stmt, &[&self.app, &self.functions])
+                .await
+                .map_err(err)?
+                .get(0);
+            let wait = wait.map_or(POLL, |ms| Duration::from_millis(ms.max(0) as u64).min(POLL));
+            Some(Instant::now() + wait)
+        } else {
+            None
+        };
+        Ok(Claim { runs, next_due })
+    }
+
+    /// The completed steps of runs, by run, in order.
+    pub(super) async fn steps(
+        &self,
+        client: &Object,
+        runs: &[i64],
+    ) -> Result<HashMap<i64, Vec<StepRecord>>> {
+        let rows = client
+            .query(
+                "SELECT run, seq, step_id, output, started_at, completed_at FROM fanfare_steps \
+                 WHERE run = ANY($1) ORDER BY run, seq",
+                &[&runs],
+            )
+            .await
+            .map_err(|e| self.error("cannot read steps", e))?;
+        let mut steps: HashMap<i64, Vec<StepRecord>> = HashMap::new();
+        for row in rows {
+            steps.entry(row.get(0)).or_default().push(StepRecord {
+                seq: row.get::<_, i32>(1) as u32,
+                id: row.get(2),
+                output: row.get(3),
+                started_ms: row.get::<_, i64>(4) as u64,
+                completed_ms: row.get::<_, i64>(5) as u64,
+            });
+        }
+        Ok(steps)
+    }
+}

@@ -1,0 +1,295 @@
+//! The PostgreSQL store: the distributed engine.
+//!
+//! Any number of processes on any number of hosts share one database:
+//! - each process upserts its app's functions at start (`fanfare_functions`), so a send
+//!   from any process fans out, **in its own transaction**, to the functions of every app;
+//! - concurrent sends of a process share one transaction (group commit);
+//! - workers claim due runs of their own functions in batches with
+//!   `FOR UPDATE SKIP LOCKED`, under a lease they renew while the runs execute
+//!   (heartbeat); a run whose lease expires (its process died) is claimed again by others;
+//! - `NOTIFY` after each commit wakes idle workers everywhere at once; a poll every
+//!   second covers a missed notification, and the listener reconnects on its own.
+//!
+//! Times (due, lease) are the database's clock, so hosts need not agree on the time.
+
+mod background;
+mod claim;
+mod record;
+mod runs;
+mod schema;
+mod send;
+mod waits;
+
+use background::listen;
+use send::{PendingSend, COMMITTERS, MAX_BATCH};
+
+#[cfg(test)]
+pub(crate) use {
+    background::{PRUNE_EVENTS, PRUNE_RUNS, REAP},
+    claim::{CLAIM, NEXT_DUE},
+    record::RECORD,
+    schema::MIGRATIONS,
+    send::SEND,
+};
+
+use super::retention::{self, Marks};
+use super::{
+    Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo,
+    RunKey, RunStatus, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Envelope, EventId, RunId};
+use crate::function::Registry;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// The NOTIFY channel that announces new runs.
+const CHANNEL: &str = "fanfare_runs";
+
+/// How often an idle worker looks for due runs without being notified.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Connections in the pool.
+const POOL_SIZE: usize = 12;
+
+/// The shortest period of a background task.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
+pub(crate) struct PgStore {
+    shared: Arc<Shared>,
+    sends: mpsc::UnboundedSender<PendingSend>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    pool: Pool,
+    app: String,
+    /// This process, as the owner of the runs it claims.
+    owner: Uuid,
+    /// Local function ids, in registry order.
+    functions: Vec<String>,
+    index: HashMap<String, u32>,
+    cache: Mutex<EventCache>,
+    target: String,
+    /// A claimed run's lease; renewed every third of it while the run executes.
+    lease: Duration,
+}
+
+fn pg_error(target: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format_args!("PostgreSQL {target}: {what}: {e}"),
+    )
+}
+
+/// `host:port/db` of a configuration, for messages (never the password).
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{}",
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+impl PgStore {
+    pub async fn open(
+        url: &str,
+        registry: Arc<Registry>,
+        options: StoreOptions,
+        wake: Arc<Notify>,
+    ) -> Result<PgStore> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format_args!("invalid PostgreSQL URL: {e}\nhelp: write it as `postgres://user:password@host:5432/database`"),
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("fanfare");
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
+        // A process that only sends hosts no functions: nothing is claimed or cached.
+        let StoreOptions {
+            app,
+            retention,
+            lease,
+            execute,
+            ..
+        } = options;
+        let functions: Vec<String> = if execute {
+            registry.defs.iter().map(|d| d.id().to_owned()).collect()
+        } else {
+            Vec::new()
+        };
+        let shared = Arc::new(Shared {
+            pool,
+            app,
+            owner: crate::event::new_uuid(crate::event::now_millis()),
+            index: functions
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.clone(), i as u32))
+                .collect(),
+            functions,
+            cache: Mutex::new(EventCache::default()),
+            target,
+            lease,
+        });
+        shared.migrate().await?;
+        if execute {
+            shared.register(&registry).await?;
+        }
+
+        let (sends, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let batch = if options.group_commit { MAX_BATCH } else { 1 };
+        let mut tasks = Vec::new();
+        for _ in 0..COMMITTERS {
+            tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(
+                Arc::clone(&rx),
+                batch,
+                Arc::clone(&wake),
+            )));
+        }
+        tasks.push(tokio::spawn(listen(
+            config,
+            shared.target.clone(),
+            Arc::clone(&wake),
+        )));
+        tasks.push(tokio::spawn(
+            Arc::clone(&shared).heartbeat(Arc::clone(&wake)),
+        ));
+        tasks.push(tokio::spawn(Arc::clone(&shared).prune(retention)));
+        Ok(PgStore {
+            shared,
+            sends,
+            tasks,
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        pg_error(&self.target, what, e)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => super::closed("PostgreSQL"),
+            e => self.error("unreachable", e),
+        })
+    }
+}
+
+impl Store for PgStore {
+    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.sends.send((event, tx));
+        Box::pin(async move {
+            let stopped = || {
+                if self.shared.pool.is_closed() {
+                    super::closed("PostgreSQL")
+                } else {
+                    Error::new(ErrorKind::Store, "the PostgreSQL committers have stopped")
+                }
+            };
+            if sent.is_err() {
+                return Err(stopped());
+            }
+            rx.await.map_err(|_| stopped())?
+        })
+    }
+
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
+        Box::pin(self.shared.insert_to(event, function))
+    }
+
+    fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
+        Box::pin(self.shared.claim(max))
+    }
+
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
+        Box::pin(async move {
+            match self.shared.record(&outcomes).await {
+                Ok(()) => Ok(()),
+                Err(error) => Err(RecordError { error, outcomes }),
+            }
+        })
+    }
+
+    fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.release(runs))
+    }
+
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.save_step(run, step))
+    }
+
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
+        Box::pin(self.shared.wait(run, spec))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.shared.lease)
+    }
+
+    fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        Box::pin(self.shared.renew(runs))
+    }
+
+    fn parallel_writes(&self) -> usize {
+        3
+    }
+
+    fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
+        Box::pin(self.shared.runs(event))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Committers, listener, reaper and pruner stop (the listener's connection with
+        // it), and the pool closes its connections; later calls find it closed.
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.pool.close();
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -1,0 +1,158 @@
+//! Outcomes, steps, releases and lease renewals of the runs this process executes.
+
+use super::*;
+
+/// The outcome code of a durable sleep (stored as status 0 with `sleeping`).
+const SLEEP: i16 = 4;
+
+/// The outcome code of a wait for an event (stored as status 0 with `waiting`).
+const WAIT: i16 = 5;
+
+/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors, `$5`
+/// delays in ms, `$7` waiting steps) of runs this process (`$6`) still owns.
+pub(crate) const RECORD: &str = "
+UPDATE fanfare_runs r SET
+    status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
+    sleeping = u.status = 4,
+    -- A wait is still pending unless a send resolved it meanwhile, which
+    -- stored its step: the row is read again after such a concurrent
+    -- update, so `r.steps` tells (a subquery would not see it).
+    waiting = u.status = 5 AND r.steps <= u.seq,
+    attempts = r.attempts - CASE WHEN u.status IN (4, 5) THEN 1 ELSE 0 END,
+    output = u.output,
+    last_error = coalesce(u.error, r.last_error),
+    due_at = CASE
+        WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay
+        WHEN u.status = 5 AND r.steps <= u.seq THEN fanfare_now() + u.delay
+        WHEN u.status = 5 THEN fanfare_now()
+        ELSE r.due_at END,
+    finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
+    lease_until = NULL,
+    owner = NULL
+FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
+    AS u(id, status, output, error, delay, seq)
+WHERE r.id = u.id AND r.owner = $6 AND r.status = 1";
+
+impl Shared {
+    pub(super) async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut statuses: Vec<i16> = Vec::with_capacity(outcomes.len());
+        let mut outputs: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+        let mut delays: Vec<i64> = Vec::with_capacity(outcomes.len());
+        // For a wait: the waiting step's position (-1 otherwise).
+        let mut seqs: Vec<i32> = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            seqs.push(match &o.result {
+                OutcomeKind::Wait { seq, .. } => *seq as i32,
+                _ => -1,
+            });
+            ids.push(o.key as i64);
+            match &o.result {
+                OutcomeKind::Completed(output) => {
+                    statuses.push(2);
+                    outputs.push((!output.is_null()).then(|| output.to_string()));
+                    errors.push(None);
+                    delays.push(0);
+                }
+                OutcomeKind::Retry { delay, error } => {
+                    statuses.push(0);
+                    outputs.push(None);
+                    errors.push(Some(error.clone()));
+                    delays.push(crate::store::sql_millis(*delay));
+                }
+                OutcomeKind::Wait { deadline_ms, .. } => {
+                    statuses.push(WAIT);
+                    outputs.push(None);
+                    errors.push(None);
+                    delays.push(deadline_ms.saturating_sub(crate::event::now_millis()) as i64);
+                }
+                OutcomeKind::Sleep { delay } => {
+                    statuses.push(SLEEP);
+                    outputs.push(None);
+                    errors.push(None);
+                    delays.push(crate::store::sql_millis(*delay));
+                }
+                OutcomeKind::Failed(error) => {
+                    statuses.push(3);
+                    outputs.push(None);
+                    errors.push(Some(error.clone()));
+                    delays.push(0);
+                }
+            }
+        }
+        let err = |e| self.error("cannot record outcomes", e);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &ids,
+                    &statuses,
+                    &outputs,
+                    &errors,
+                    &delays,
+                    &self.owner,
+                    &seqs,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    pub(super) async fn release(&self, keys: Vec<RunKey>) -> Result<()> {
+        let ids: Vec<i64> = keys.into_iter().map(|k| k as i64).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, lease_until = NULL, owner = NULL \
+                 WHERE id = ANY($1) AND owner = $2 AND status = 1",
+                &[&ids, &self.owner],
+            )
+            .await
+            .map_err(|e| self.error("cannot release runs", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn save_step(&self, run: RunKey, step: StepRecord) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH s AS (
+                     INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (run, seq) DO UPDATE SET step_id = excluded.step_id,
+                         output = excluded.output, started_at = excluded.started_at,
+                         completed_at = excluded.completed_at)
+                 UPDATE fanfare_runs SET steps = greatest(steps, $2 + 1) WHERE id = $1",
+                &[
+                    &(run as i64),
+                    &(step.seq as i32),
+                    &step.id,
+                    &step.output,
+                    &(step.started_ms as i64),
+                    &(step.completed_ms as i64),
+                ],
+            )
+            .await
+            .map_err(|e| self.error("cannot store a step", e))?;
+        Ok(())
+    }
+
+    /// Renews the leases of runs this process is executing.
+    pub(super) async fn renew(&self, runs: Vec<RunKey>) -> Result<()> {
+        let ids: Vec<i64> = runs.into_iter().map(|k| k as i64).collect();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 \
+                 WHERE id = ANY($2) AND owner = $3 AND status = 1",
+                &[&crate::store::sql_millis(self.lease), &ids, &self.owner],
+            )
+            .await
+            .map_err(|e| self.error("cannot renew leases", e))?;
+        Ok(())
+    }
+}

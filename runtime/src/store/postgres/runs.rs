@@ -1,0 +1,58 @@
+//! `Runtime::runs`: the runs of an event, with their steps.
+
+use super::*;
+
+impl Shared {
+    pub(super) async fn runs(&self, event: EventId) -> Result<Option<Vec<RunInfo>>> {
+        let err = |e| self.error("cannot read runs", e);
+        let client = self.client().await?;
+        let id = event.as_uuid();
+        if client
+            .query_opt("SELECT 1 FROM fanfare_events WHERE id = $1", &[&id])
+            .await
+            .map_err(err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let rows = client
+            .query(
+                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping, waiting \
+                 FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
+                &[&id],
+            )
+            .await
+            .map_err(err)?;
+        let keys: Vec<i64> = rows.iter().map(|row| row.get(7)).collect();
+        let mut steps = self.steps(&client, &keys).await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|row| RunInfo {
+                    run_id: RunId::from_uuid(row.get(0)),
+                    event_id: event,
+                    app: row.get(1),
+                    function_id: row.get(2),
+                    status: match row.get::<_, i16>(3) {
+                        0 if row.get::<_, bool>(8) => RunStatus::Sleeping,
+                        0 if row.get::<_, bool>(9) => RunStatus::Waiting,
+                        0 => RunStatus::Queued,
+                        1 => RunStatus::Running,
+                        2 => RunStatus::Completed,
+                        _ => RunStatus::Failed,
+                    },
+                    attempts: row.get::<_, i32>(4) as u32,
+                    last_error: row.get(5),
+                    output: row
+                        .get::<_, Option<String>>(6)
+                        .and_then(|o| serde_json::from_str(&o).ok()),
+                    steps: steps
+                        .remove(&row.get::<_, i64>(7))
+                        .unwrap_or_default()
+                        .iter()
+                        .map(StepRecord::info)
+                        .collect(),
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,168 @@
+//! The schema: versioned migrations, applied at start; an app's subscriptions.
+
+use super::*;
+
+/// The schema migrations, applied in order; the schema version is their count.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE FUNCTION fanfare_now() RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$;
+CREATE FUNCTION fanfare_uuid7(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
+    AS $$ SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                 PLACING substring(int8send(ms) FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $$;
+CREATE TABLE fanfare_functions (
+    app text NOT NULL,
+    function_id text NOT NULL,
+    trigger text NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (app, function_id)
+);
+CREATE INDEX fanfare_functions_trigger ON fanfare_functions (trigger);
+CREATE TABLE fanfare_events (
+    id uuid PRIMARY KEY,
+    name text NOT NULL,
+    data text NOT NULL,
+    ts bigint NOT NULL
+);
+CREATE TABLE fanfare_runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id uuid NOT NULL,
+    event_id uuid NOT NULL,
+    app text NOT NULL,
+    function_id text NOT NULL,
+    status smallint NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    due_at bigint NOT NULL,
+    lease_until bigint,
+    owner uuid,
+    last_error text,
+    output text,
+    finished_at bigint
+);
+CREATE INDEX fanfare_runs_due ON fanfare_runs (app, function_id, due_at) WHERE status = 0;
+CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1;
+CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;
+CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
+"#,
+    r#"
+CREATE TABLE fanfare_steps (
+    run bigint NOT NULL,
+    seq integer NOT NULL,
+    step_id text NOT NULL,
+    output text NOT NULL,
+    started_at bigint NOT NULL,
+    completed_at bigint NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+ALTER TABLE fanfare_runs ADD COLUMN steps integer NOT NULL DEFAULT 0,
+                         ADD COLUMN sleeping boolean NOT NULL DEFAULT false;
+"#,
+    r#"
+CREATE TABLE fanfare_waits (
+    run bigint NOT NULL,
+    seq integer NOT NULL,
+    step_id text NOT NULL,
+    event text NOT NULL,
+    field text,
+    value jsonb,
+    deadline bigint NOT NULL,
+    PRIMARY KEY (run, seq)
+);
+CREATE INDEX fanfare_waits_event ON fanfare_waits (event);
+CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
+ALTER TABLE fanfare_runs ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+CREATE INDEX fanfare_runs_waiting ON fanfare_runs (app) WHERE waiting;
+"#,
+    // Every hot statement reads an index in the order it needs and stops at its limit:
+    // claims take an app's due runs in `due_at` order whatever the functions; pruning
+    // walks finished runs and events in time order; a send finds the waits it resolves
+    // by (event, field, value) instead of reading every wait for the event's name.
+    r#"
+DROP INDEX fanfare_runs_due;
+CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at) WHERE status = 0;
+DROP INDEX fanfare_runs_waiting;
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status = 2;
+CREATE INDEX fanfare_events_ts ON fanfare_events (ts, id);
+DROP INDEX fanfare_waits_event;
+CREATE INDEX fanfare_waits_match ON fanfare_waits (event, field, value);
+CREATE TABLE fanfare_wait_fields (
+    event text NOT NULL,
+    field text NOT NULL,
+    PRIMARY KEY (event, field)
+);
+INSERT INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
+"#,
+];
+
+impl Shared {
+    /// Applies the migrations this database has not seen, one process at a time;
+    /// refuses a schema newer than this fanfare knows.
+    pub(super) async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("cannot migrate", e))?;
+        let err = |e| self.error("migration failed", e);
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7283421066); \
+             CREATE TABLE IF NOT EXISTS fanfare_meta (key text PRIMARY KEY, value bigint NOT NULL)",
+        )
+        .await
+        .map_err(err)?;
+        let version: i64 = tx
+            .query_opt(
+                "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(err)?
+            .map_or(0, |row| row.get(0));
+        if version > MIGRATIONS.len() as i64 {
+            return Err(self.error(
+                "written by a newer fanfare",
+                format_args!(
+                    "its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    MIGRATIONS.len()
+                ),
+            ));
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            tx.batch_execute(m).await.map_err(err)?;
+        }
+        tx.execute(
+            "INSERT INTO fanfare_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&(MIGRATIONS.len() as i64)],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Makes the database's subscriptions of this app the functions of this process.
+    pub(super) async fn register(&self, registry: &Registry) -> Result<()> {
+        let triggers: Vec<&str> = registry.defs.iter().map(|d| d.trigger()).collect();
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("cannot register functions", e))?;
+        let err = |e| self.error("cannot register functions", e);
+        tx.execute(
+            "INSERT INTO fanfare_functions (app, function_id, trigger, updated_at) \
+             SELECT $1, f, t, fanfare_now() FROM unnest($2::text[], $3::text[]) AS x(f, t) \
+             ON CONFLICT (app, function_id) DO UPDATE SET trigger = excluded.trigger, updated_at = excluded.updated_at",
+            &[&self.app, &self.functions, &triggers],
+        )
+        .await
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM fanfare_functions WHERE app = $1 AND NOT (function_id = ANY($2))",
+            &[&self.app, &self.functions],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+}

@@ -1,0 +1,122 @@
+//! Claims: due runs of this process's functions, with their events and completed steps.
+
+use super::*;
+
+/// Due runs of this process's functions, earliest first.
+pub(crate) const CLAIM: &str =
+    "SELECT id, run_id, event_id, function_id, attempts, steps FROM fanfare_runs \
+    WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
+    ORDER BY due_at LIMIT ?2";
+
+/// When the earliest queued run of this process's functions is due.
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
+    AND function_id IN (SELECT id FROM temp.fanfare_local)";
+
+/// A due run: row id, run id, event id, function id, attempts so far, steps completed.
+type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32);
+
+impl Ctx<'_> {
+    pub(super) fn claim(
+        &self,
+        tx: &Connection,
+        max: usize,
+        cache: &mut EventCache,
+    ) -> Result<Claim> {
+        let err = self.err("cannot claim runs");
+        let mut select = tx.prepare_cached(CLAIM).map_err(&err)?;
+        let rows: Vec<ClaimRow> = select
+            .query_map(params![self.now as i64, max as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(&err)?;
+        let mut mark = tx
+            .prepare_cached(
+                "UPDATE fanfare_runs SET status = 1, attempts = attempts + 1 WHERE id = ?1",
+            )
+            .map_err(&err)?;
+        let mut load = tx
+            .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
+            .map_err(&err)?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for (key, run_id, event_id, function_id, attempts, steps) in rows {
+            // Only this process's functions are selected, so the lookup always succeeds.
+            let Some(&function) = self.functions.get(function_id.as_str()) else {
+                continue;
+            };
+            mark.execute([key]).map_err(&err)?;
+            let event_id = EventId::from_uuid(uuid_from(&event_id)?);
+            let event = match cache.take(&event_id) {
+                Some(env) => env,
+                None => {
+                    let (name, data, ts): (String, String, i64) = load
+                        .query_row([event_id.as_uuid().as_bytes()], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .map_err(&err)?;
+                    Arc::new(Envelope {
+                        id: event_id,
+                        name: Cow::Owned(name),
+                        ts: ts as u64,
+                        data,
+                        typed: None,
+                    })
+                }
+            };
+            let steps = if steps > 0 {
+                self.steps(tx, key)?
+            } else {
+                Vec::new()
+            };
+            runs.push(ClaimedRun {
+                key: key as RunKey,
+                run_id: RunId::from_uuid(uuid_from(&run_id)?),
+                function,
+                attempt: attempts,
+                event,
+                steps,
+            });
+        }
+        let next_due = if runs.is_empty() {
+            let due: Option<i64> = tx
+                .prepare_cached(NEXT_DUE)
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(&err)?;
+            due.map(|due| {
+                Instant::now() + Duration::from_millis((due as u64).saturating_sub(self.now))
+            })
+        } else {
+            None
+        };
+        Ok(Claim { runs, next_due })
+    }
+
+    /// The completed steps of a run, in order.
+    pub(super) fn steps(&self, tx: &Connection, run: i64) -> Result<Vec<StepRecord>> {
+        let err = self.err("cannot read steps");
+        tx.prepare_cached(
+            "SELECT seq, step_id, output, started_at, completed_at FROM fanfare_steps \
+             WHERE run = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([run], |r| {
+                Ok(StepRecord {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    output: r.get(2)?,
+                    started_ms: r.get::<_, i64>(3)? as u64,
+                    completed_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect()
+        })
+        .map_err(&err)
+    }
+}

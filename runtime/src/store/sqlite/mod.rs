@@ -1,0 +1,334 @@
+//! The SQLite store: embedded and durable.
+//!
+//! One connection, owned by one thread (the *writer*). Every store call is a command sent
+//! to it; the writer takes all the commands waiting, runs them in **one transaction**, and
+//! answers each after the commit. Concurrent sends therefore share a commit (group
+//! commit), and claims and outcomes ride along in the same transaction.
+//!
+//! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
+//! while it runs. Runs left `running` by a process that died are re-queued at open.
+
+mod claim;
+mod prune;
+mod record;
+mod runs;
+mod schema;
+mod send;
+mod waits;
+mod writer;
+
+#[cfg(test)]
+pub(crate) use {
+    claim::{CLAIM, NEXT_DUE},
+    prune::{PRUNE_EVENTS, PRUNE_RUNS},
+    schema::MIGRATIONS,
+    send::WAITS_OF,
+};
+
+use super::retention::{self, Marks};
+use super::{
+    Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
+};
+use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{now_millis, Envelope, EventId, RunId};
+use crate::function::Registry;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// How hard SQLite works to make a commit durable: its `synchronous` setting.
+///
+/// In WAL mode:
+/// - [`SqliteSync::Full`] (the default) syncs the log on every commit: an event whose
+///   `send` returned survives a crash of the process **and** of the machine (power loss).
+///   Group commit shares one sync among all the sends of a transaction.
+/// - [`SqliteSync::Normal`] syncs only at checkpoints: an accepted event survives a crash
+///   of the process (`kill -9`), but the last commits can be lost if the machine loses
+///   power or the OS crashes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// `PRAGMA synchronous = NORMAL`.
+    Normal,
+    /// `PRAGMA synchronous = FULL`.
+    #[default]
+    Full,
+}
+
+/// Most commands run in one transaction.
+const MAX_BATCH: usize = 2048;
+
+const QUEUED: i64 = 0;
+
+const RUNNING: i64 = 1;
+
+const COMPLETED: i64 = 2;
+
+const FAILED: i64 = 3;
+
+pub(crate) struct SqliteStore {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Set by `close`: the writer thread is gone and the file released.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+enum Command {
+    Append(Envelope, Option<u32>, oneshot::Sender<Result<usize>>),
+    Claim(usize, oneshot::Sender<Result<Claim>>),
+    Record(
+        Vec<Outcome>,
+        oneshot::Sender<std::result::Result<(), RecordError>>,
+    ),
+    Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
+    SaveStep(RunKey, StepRecord, oneshot::Sender<Result<()>>),
+    Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
+    Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
+    /// Ends the writer after the commands before it; answered once the file is released.
+    Close(oneshot::Sender<Result<()>>),
+}
+
+/// An answer held until the transaction it belongs to commits.
+enum Reply {
+    Append(oneshot::Sender<Result<usize>>, Result<usize>),
+    Claim(oneshot::Sender<Result<Claim>>, Result<Claim>),
+    Unit(oneshot::Sender<Result<()>>, Result<()>),
+    Record(
+        oneshot::Sender<std::result::Result<(), RecordError>>,
+        Vec<Outcome>,
+        Result<()>,
+    ),
+    Runs(
+        oneshot::Sender<Result<Option<Vec<RunInfo>>>>,
+        Result<Option<Vec<RunInfo>>>,
+    ),
+    Wait(oneshot::Sender<Result<WaitState>>, Result<WaitState>),
+}
+
+impl Reply {
+    fn send(self, commit: &std::result::Result<(), String>) {
+        // A caller that stopped waiting (timeout, shutdown) is no error of the store's.
+        fn answer<T>(
+            tx: oneshot::Sender<Result<T>>,
+            r: Result<T>,
+            commit: &std::result::Result<(), String>,
+        ) {
+            let _ = tx.send(match commit {
+                Ok(()) => r,
+                Err(e) => Err(Error::new(ErrorKind::Store, e)),
+            });
+        }
+        match self {
+            Reply::Append(tx, r) => answer(tx, r, commit),
+            Reply::Claim(tx, r) => answer(tx, r, commit),
+            Reply::Unit(tx, r) => answer(tx, r, commit),
+            Reply::Record(tx, outcomes, r) => {
+                let r = match commit {
+                    Ok(()) => r,
+                    Err(e) => Err(Error::new(ErrorKind::Store, e)),
+                };
+                let _ = tx.send(r.map_err(|error| RecordError { error, outcomes }));
+            }
+            Reply::Runs(tx, r) => answer(tx, r, commit),
+            Reply::Wait(tx, r) => answer(tx, r, commit),
+        }
+    }
+}
+
+fn store_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format_args!("SQLite database {}: {what}: {e}", path.display()),
+    )
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` and starts the writer thread.
+    pub async fn open(
+        path: PathBuf,
+        sync: SqliteSync,
+        registry: Arc<Registry>,
+        options: StoreOptions,
+    ) -> Result<SqliteStore> {
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let (commands, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("fanfare-sqlite".into())
+            .spawn(move || {
+                match Writer::open(&path, sync, registry, options.app, options.retention) {
+                    Ok(writer) => {
+                        let _ = opened_tx.send(Ok(()));
+                        writer.run(rx, if options.group_commit { MAX_BATCH } else { 1 });
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Store,
+                    format_args!("could not start the SQLite thread: {e}"),
+                )
+            })?;
+        opened_rx.await.map_err(|_| {
+            Error::new(ErrorKind::Store, "the SQLite thread stopped while opening")
+        })??;
+        Ok(SqliteStore {
+            commands,
+            closed: Default::default(),
+        })
+    }
+
+    /// Why a command got no answer: the store was closed, or the writer died.
+    fn stopped(&self) -> Error {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            super::closed("SQLite")
+        } else {
+            Error::new(ErrorKind::Store, "the SQLite writer thread has stopped")
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> StoreFuture<'_, T> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(command(tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(self.stopped());
+            }
+            rx.await.map_err(|_| self.stopped())?
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
+        self.call(|tx| Command::Append(event, None, tx))
+    }
+
+    fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
+        self.call(|tx| Command::Append(event, Some(function), tx))
+    }
+
+    fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
+        self.call(|tx| Command::Claim(max, tx))
+    }
+
+    fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Record(outcomes, tx));
+        Box::pin(async move {
+            let stopped = || self.stopped();
+            match sent {
+                // The outcomes are gone with the thread; their runs are re-queued at the
+                // next open.
+                Err(_) => Err(RecordError {
+                    error: stopped(),
+                    outcomes: Vec::new(),
+                }),
+                Ok(()) => rx.await.unwrap_or_else(|_| {
+                    Err(RecordError {
+                        error: stopped(),
+                        outcomes: Vec::new(),
+                    })
+                }),
+            }
+        })
+    }
+
+    fn release(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+        self.call(|tx| Command::Release(runs, tx))
+    }
+
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+        self.call(|tx| Command::SaveStep(run, step, tx))
+    }
+
+    fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
+        self.call(|tx| Command::Wait(run, spec, tx))
+    }
+
+    fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
+        self.call(|tx| Command::Runs(event, tx))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Close(tx));
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Box::pin(async move {
+            if sent.is_ok() {
+                // The writer answers once the connection (and the file's lock) is gone.
+                let _ = rx.await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The thread that owns the connection.
+struct Writer {
+    conn: Connection,
+    app: String,
+    path: PathBuf,
+    registry: Arc<Registry>,
+    functions: HashMap<&'static str, u32>,
+    retention: Duration,
+    /// Events sent by this process whose runs are not all claimed yet, with the number
+    /// of runs left to claim: their typed values spare the functions a deserialization.
+    cache: EventCache,
+    /// When to prune next, and where pruning got to.
+    next_prune: Instant,
+    marks: Marks,
+}
+
+impl Writer {
+    fn error(&self, what: &str, e: rusqlite::Error) -> Error {
+        store_error(&self.path, what, e)
+    }
+}
+
+/// What the statements of one transaction need.
+struct Ctx<'a> {
+    registry: &'a Registry,
+    app: &'a str,
+    functions: &'a HashMap<&'static str, u32>,
+    path: &'a Path,
+    now: u64,
+}
+
+impl Ctx<'_> {
+    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        let what = what.to_owned();
+        move |e| store_error(self.path, &what, e)
+    }
+}
+
+fn uuid_from(bytes: &[u8]) -> Result<Uuid> {
+    Uuid::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format_args!("a stored id is damaged: {e}"),
+        )
+    })
+}
+
+fn status_from(status: i64) -> RunStatus {
+    match status {
+        QUEUED => RunStatus::Queued,
+        RUNNING => RunStatus::Running,
+        COMPLETED => RunStatus::Completed,
+        FAILED => RunStatus::Failed,
+        _ => RunStatus::Failed,
+    }
+}

@@ -1,0 +1,94 @@
+//! Outcomes, steps and releases of the runs this process executes.
+
+use super::*;
+
+impl Ctx<'_> {
+    pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
+        let err = self.err("cannot record outcomes");
+        let now = self.now as i64;
+        for outcome in outcomes {
+            let key = outcome.key as i64;
+            match &outcome.result {
+                OutcomeKind::Completed(output) => {
+                    let output = (!output.is_null()).then(|| output.to_string());
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, output, now]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Retry { delay, error } => {
+                    let due = now + crate::store::sql_millis(*delay);
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, sleeping = 0, waiting = 0, due_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, due, error]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Wait { deadline_ms, .. } => {
+                    // Waiting until the deadline, unless the event came in the meantime.
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, \
+                         waiting = EXISTS (SELECT 1 FROM fanfare_waits WHERE run = ?1), \
+                         due_at = CASE WHEN EXISTS (SELECT 1 FROM fanfare_waits WHERE run = ?1) \
+                                  THEN ?2 ELSE ?3 END \
+                         WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, *deadline_ms as i64, now]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Sleep { delay } => {
+                    let due = now + crate::store::sql_millis(*delay);
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 0, sleeping = 1, due_at = ?2, \
+                         attempts = attempts - 1 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, due]))
+                    .map_err(&err)?;
+                }
+                OutcomeKind::Failed(error) => {
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 3, sleeping = 0, waiting = 0, last_error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, error, now]))
+                    .map_err(&err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn release(&self, tx: &Connection, keys: Vec<RunKey>) -> Result<()> {
+        let err = self.err("cannot release runs");
+        let mut s = tx
+            .prepare_cached("UPDATE fanfare_runs SET status = 0, attempts = attempts - 1 WHERE id = ?1 AND status = 1")
+            .map_err(&err)?;
+        for key in keys {
+            s.execute([key as i64]).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn save_step(&self, tx: &Connection, run: RunKey, step: StepRecord) -> Result<()> {
+        let err = self.err("cannot store a step");
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run as i64,
+                step.seq,
+                step.id,
+                step.output,
+                step.started_ms as i64,
+                step.completed_ms as i64
+            ])
+        })
+        .map_err(&err)?;
+        tx.prepare_cached("UPDATE fanfare_runs SET steps = max(steps, ?2) WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![run as i64, step.seq + 1]))
+            .map_err(&err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! Opening a database: refusing what is not a fanfare database, versioned migrations,
+//! re-queueing the runs a dead process left running.
+
+use super::*;
+
+/// The schema migrations, applied in order; the schema version is their count.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE fanfare_events (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE fanfare_runs (
+    id INTEGER PRIMARY KEY,
+    run_id BLOB NOT NULL,
+    event_id BLOB NOT NULL,
+    function_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER NOT NULL,
+    last_error TEXT,
+    output TEXT,
+    finished_at INTEGER
+);
+CREATE INDEX fanfare_runs_due ON fanfare_runs (due_at) WHERE status = 0;
+CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id);
+"#,
+    r#"
+CREATE TABLE fanfare_steps (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    completed_at INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+ALTER TABLE fanfare_runs ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fanfare_runs ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE TABLE fanfare_waits (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    field TEXT,
+    value TEXT,
+    deadline INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE INDEX fanfare_waits_event ON fanfare_waits (event);
+CREATE INDEX fanfare_events_name ON fanfare_events (name, ts);
+ALTER TABLE fanfare_runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+"#,
+    // Pruning walks finished runs and events in time order; a send finds the waits it
+    // resolves by (event, field, value) instead of reading every wait for the name.
+    r#"
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status = 2;
+CREATE INDEX fanfare_events_ts ON fanfare_events (ts, id);
+DROP INDEX fanfare_waits_event;
+CREATE INDEX fanfare_waits_match ON fanfare_waits (event, field, value);
+CREATE TABLE fanfare_wait_fields (
+    event TEXT NOT NULL,
+    field TEXT NOT NULL,
+    PRIMARY KEY (event, field)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
+"#,
+];
+
+/// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where
+/// SQLite's default is 2 MiB. With millions of runs kept, the indexes a claim, a send and
+/// the pruner walk stay in memory instead of being read again from the OS on every batch.
+const CACHE_KIB: i64 = -64 * 1024;
+
+pub(super) const IN_USE: &str =
+    "cannot open: another process is using it (a SQLite database serves one \
+    process at a time; use PostgreSQL to share work between processes)";
+
+impl Writer {
+    pub(super) fn open(
+        path: &Path,
+        sync: SqliteSync,
+        registry: Arc<Registry>,
+        app: String,
+        retention: Duration,
+    ) -> Result<Writer> {
+        let fail = |what: &str, e: rusqlite::Error| store_error(path, what, e);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| fail("cannot open", e))?;
+        // Read before writing anything: a file that is not a database, or a database of
+        // another program, is refused untouched.
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    fail(IN_USE, e)
+                }
+                _ => fail(
+                    "not a SQLite database, or a damaged one (the file was left untouched)",
+                    e,
+                ),
+            })?;
+        if !tables.is_empty() && !tables.iter().any(|t| t == "fanfare_meta") {
+            return Err(store_error(
+                path,
+                "not a fanfare database (the file was left untouched)",
+                format_args!("it holds other tables: {}", tables.join(", ")),
+            ));
+        }
+        let sync = match sync {
+            SqliteSync::Normal => "NORMAL",
+            SqliteSync::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+             PRAGMA busy_timeout = 0; PRAGMA cache_size = {CACHE_KIB};"
+        ))
+        .map_err(|e| fail(IN_USE, e))?;
+        let mut writer = Writer {
+            conn,
+            app,
+            path: path.to_owned(),
+            functions: registry
+                .defs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id(), i as u32))
+                .collect(),
+            registry,
+            retention,
+            cache: EventCache::default(),
+            next_prune: Instant::now(),
+            marks: Marks::default(),
+        };
+        writer.migrate()?;
+        writer.recover()?;
+        Ok(writer)
+    }
+
+    /// Applies the migrations this database has not seen; refuses a newer schema.
+    pub(super) fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| {
+                store_error(
+                    &self.path,
+                    "cannot migrate (is another process using it?)",
+                    e,
+                )
+            })?;
+        let run = |tx: &Transaction| -> rusqlite::Result<std::result::Result<(), i64>> {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS fanfare_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")?;
+            let version: i64 = tx
+                .query_row(
+                    "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if version > MIGRATIONS.len() as i64 {
+                return Ok(Err(version));
+            }
+            for m in &MIGRATIONS[version as usize..] {
+                tx.execute_batch(m)?;
+            }
+            tx.execute(
+                "INSERT INTO fanfare_meta (key, value) VALUES ('schema_version', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [MIGRATIONS.len() as i64],
+            )?;
+            Ok(Ok(()))
+        };
+        match run(&tx).map_err(|e| store_error(&self.path, "migration failed", e))? {
+            Ok(()) => tx.commit().map_err(|e| store_error(&self.path, "migration failed", e)),
+            Err(version) => Err(store_error(
+                &self.path,
+                "written by a newer fanfare",
+                format_args!(
+                    "its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    MIGRATIONS.len()
+                ),
+            )),
+        }
+    }
+
+    /// Re-queues the runs a dead process left `running`; their interrupted attempt counts.
+    pub(super) fn recover(&mut self) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE fanfare_runs SET status = ?1 WHERE status = ?2",
+                params![QUEUED, RUNNING],
+            )
+            .map_err(|e| self.error("cannot re-queue interrupted runs", e))?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "fanfare: re-queued runs interrupted by a previous process"
+            );
+        }
+        self.conn
+            .execute_batch("CREATE TEMP TABLE fanfare_local (id TEXT PRIMARY KEY)")
+            .map_err(|e| self.error("cannot set up", e))?;
+        for def in &self.registry.defs {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO temp.fanfare_local (id) VALUES (?1)",
+                    [def.id()],
+                )
+                .map_err(|e| self.error("cannot set up", e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Sends: an event with one run per subscribed function, and the waits it resolves.
+
+use super::*;
+
+/// The waits for an event name matching on a field (or on none) with a value.
+pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
+    WHERE event = ?1 AND field IS ?2 AND value IS ?3";
+
+/// A pending wait: run, step position, step id.
+pub(super) type WaitRow = (i64, u32, String);
+
+impl Ctx<'_> {
+    pub(super) fn append(
+        &self,
+        tx: &Connection,
+        event: Envelope,
+        to: Option<u32>,
+        cache: &mut EventCache,
+    ) -> Result<usize> {
+        let target;
+        let subscribers = match to {
+            Some(function) => {
+                target = [function];
+                &target[..]
+            }
+            None => self.registry.subscribers(&event.name),
+        };
+        let err = self.err("cannot store the event");
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    event.id.as_uuid().as_bytes(),
+                    &*event.name,
+                    &event.data,
+                    event.ts as i64
+                ])
+            })
+            .map_err(&err)?;
+        if inserted == 0 {
+            // A replayed `ctx.send`: the event and its runs were stored the first time.
+            return Ok(0);
+        }
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            )
+            .map_err(&err)?;
+        for &f in subscribers {
+            let run_id = RunId::new(event.ts);
+            insert
+                .execute(params![
+                    run_id.as_uuid().as_bytes(),
+                    event.id.as_uuid().as_bytes(),
+                    self.registry.defs[f as usize].id(),
+                    self.now as i64
+                ])
+                .map_err(&err)?;
+        }
+        let resolved = self.resolve_waits(tx, &event)?;
+        cache.keep(event, subscribers.len());
+        // Runs made due: the new ones, and waiting ones this event resumes.
+        Ok(subscribers.len() + resolved)
+    }
+
+    /// Hands `event` to the runs waiting for it; returns how many it resumed. Each wait is
+    /// found through the index: those for any event of the name, and, per field some wait
+    /// of the name matches on, those whose value is the event's.
+    pub(super) fn resolve_waits(&self, tx: &Connection, event: &Envelope) -> Result<usize> {
+        let err = self.err("cannot resolve waits");
+        let fields: Vec<String> = tx
+            .prepare_cached("SELECT field FROM fanfare_wait_fields WHERE event = ?1")
+            .and_then(|mut s| s.query_map([&*event.name], |r| r.get(0))?.collect())
+            .map_err(&err)?;
+        let mut keys: Vec<(Option<String>, Option<String>)> = vec![(None, None)];
+        if !fields.is_empty() {
+            let data: serde_json::Value =
+                serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+            for field in fields {
+                if let Some(value) = data.get(&field) {
+                    keys.push((Some(field), Some(value.to_string())));
+                }
+            }
+        }
+        let mut waits: Vec<WaitRow> = Vec::new();
+        let mut select = tx.prepare_cached(WAITS_OF).map_err(&err)?;
+        for (field, value) in &keys {
+            let found = select
+                .query_map(params![&*event.name, field, value], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<WaitRow>>>())
+                .map_err(&err)?;
+            waits.extend(found);
+        }
+        for (run, seq, step_id) in &waits {
+            let spec = WaitSpec {
+                seq: *seq,
+                step_id: step_id.clone(),
+                event: event.name.to_string(),
+                matching: None,
+                deadline_ms: 0,
+                since_ms: 0,
+                event_id: None,
+            };
+            self.resolve(tx, *run, &spec, event.data.clone())?;
+        }
+        Ok(waits.len())
+    }
+}
