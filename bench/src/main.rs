@@ -887,6 +887,13 @@ fn temp_db(tag: &str) -> std::path::PathBuf {
 
 #[tokio::main]
 async fn main() -> fanfare::Result<()> {
+    // fanfare's own warnings (a failed prune, a lost connection), with RUST_LOG=warn.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, url] = args.as_slice() {
         if flag == "--pg-worker" {
@@ -1089,6 +1096,10 @@ async fn main() -> fanfare::Result<()> {
             history: arg("--history", 10_000_000),
             events: arg("--scale-events", 20_000),
             pg_events: arg("--scale-pg-events", 100_000),
+            parts: std::env::args()
+                .skip_while(|a| a != "--scale-parts")
+                .nth(1)
+                .map(|p| p.split(',').map(str::to_owned).collect()),
         })
         .await?;
     }

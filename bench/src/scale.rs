@@ -44,6 +44,9 @@ pub(crate) struct Sizes {
     pub events: u64,
     /// The larger PostgreSQL throughput size (`--scale-pg-events`).
     pub pg_events: u64,
+    /// Only these parts (`--scale-parts memory,sqlite-drain,pg-drain,sqlite-history,
+    /// pg-history,pg-events`); all by default.
+    pub parts: Option<Vec<String>>,
 }
 
 impl Sizes {
@@ -71,13 +74,26 @@ pub(crate) async fn run(s: &Sizes) -> fanfare::Result<()> {
         s.pg_events,
         s.events
     );
+    let part = |name: &str| s.parts.as_ref().is_none_or(|p| p.iter().any(|x| x == name));
     // First, while nothing else allocates or frees in the background.
-    memory(s).await?;
-    sqlite_drains(s).await?;
-    pg_drains(s).await?;
-    sqlite_history(s).await?;
-    pg_history(s).await?;
-    pg_more_events(s).await?;
+    if part("memory") {
+        memory(s).await?;
+    }
+    if part("sqlite-drain") {
+        sqlite_drains(s).await?;
+    }
+    if part("pg-drain") {
+        pg_drains(s).await?;
+    }
+    if part("sqlite-history") {
+        sqlite_history(s).await?;
+    }
+    if part("pg-history") {
+        pg_history(s).await?;
+    }
+    if part("pg-events") {
+        pg_more_events(s).await?;
+    }
     pg::drop_schemas().await;
     Ok(())
 }
@@ -504,23 +520,25 @@ async fn sqlite_history(s: &Sizes) -> fanfare::Result<()> {
     Ok(())
 }
 
-/// Inserts `runs` completed runs (`runs / 5` events of `bench/fanout`, ids from
-/// `randomblob(16)`) finished at `finished` (unix ms) into fanfare's SQLite tables, one
-/// transaction per ~1 M runs.
+/// Inserts `runs` completed runs (`runs / 5` events of `bench/fanout`) into fanfare's
+/// SQLite tables, one transaction per ~1 M runs. As fanfare's own: event and run ids are
+/// time-ordered (UUIDv7: the millisecond, then random bits) and the events spread one per
+/// millisecond up to `finished` (unix ms), each event's runs finishing at its time.
 fn sqlite_insert_history(path: &Path, runs: u64, finished: i64) {
     let mut conn = sqlite_open(path);
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; CREATE TEMP TABLE history_ids (id BLOB NOT NULL)",
+        "PRAGMA synchronous = NORMAL; CREATE TEMP TABLE history_ids (id BLOB NOT NULL, ts INTEGER NOT NULL)",
     )
     .unwrap();
     let functions: Vec<String> = fanout_ids().iter().map(|f| format!("('{f}')")).collect();
     let insert_runs = format!(
         "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, attempts, due_at, finished_at) \
-         SELECT randomblob(16), h.id, f.column1, 2, 1, ?1, ?1 \
+         SELECT unhex(printf('%012x', h.ts) || hex(randomblob(10))), h.id, f.column1, 2, 1, h.ts, h.ts \
          FROM temp.history_ids h CROSS JOIN (VALUES {}) f",
         functions.join(", ")
     );
     let mut left = runs / FANOUT;
+    let mut ts = finished - left as i64;
     while left > 0 {
         let n = left.min(HISTORY_CHUNK);
         left -= n;
@@ -528,18 +546,20 @@ fn sqlite_insert_history(path: &Path, runs: u64, finished: i64) {
         tx.execute("DELETE FROM temp.history_ids", []).unwrap();
         tx.execute(
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1) \
-             INSERT INTO temp.history_ids SELECT randomblob(16) FROM s",
-            [n as i64],
+             INSERT INTO temp.history_ids \
+             SELECT unhex(printf('%012x', ?2 + i) || hex(randomblob(10))), ?2 + i FROM s",
+            [n as i64, ts],
         )
         .unwrap();
         tx.execute(
             "INSERT INTO fanfare_events (id, name, data, ts) \
-             SELECT id, 'bench/fanout', '{\"n\":0}', ?1 FROM temp.history_ids",
-            [finished],
+             SELECT id, 'bench/fanout', '{\"n\":0}', ts FROM temp.history_ids",
+            [],
         )
         .unwrap();
-        tx.execute(&insert_runs, [finished]).unwrap();
+        tx.execute(&insert_runs, []).unwrap();
         tx.commit().unwrap();
+        ts += n as i64;
     }
 }
 
@@ -599,12 +619,13 @@ async fn pg_history(s: &Sizes) -> fanfare::Result<()> {
     Ok(())
 }
 
-/// Inserts `runs` completed runs of app `bench` (`runs / 5` events) finished at
-/// `finished` (unix ms) into fanfare's PostgreSQL tables, ~1 M runs per statement, then
-/// `ANALYZE`s them.
+/// Inserts `runs` completed runs of app `bench` (`runs / 5` events) into fanfare's
+/// PostgreSQL tables, ~1 M runs per statement, then `ANALYZE`s them. As fanfare's own: ids
+/// are time-ordered (`fanfare_uuid7`), one event per millisecond up to `finished`.
 async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished: i64) {
     let functions = fanout_ids();
     let mut left = runs / FANOUT;
+    let mut ts = finished - left as i64;
     while left > 0 {
         let n = left.min(HISTORY_CHUNK);
         left -= n;
@@ -612,16 +633,17 @@ async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished:
             .execute(
                 "WITH e AS (
                      INSERT INTO fanfare_events (id, name, data, ts)
-                     SELECT gen_random_uuid(), 'bench/fanout', '{\"n\":0}', $1::bigint
-                     FROM generate_series(1, $2::bigint)
-                     RETURNING id)
+                     SELECT fanfare_uuid7($1::bigint + g), 'bench/fanout', '{\"n\":0}', $1::bigint + g
+                     FROM generate_series(1, $2::bigint) g
+                     RETURNING id, ts)
                  INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, attempts, due_at, finished_at)
-                 SELECT gen_random_uuid(), e.id, $3::text, f, 2, 1, $1::bigint, $1::bigint
+                 SELECT fanfare_uuid7(e.ts), e.id, $3::text, f, 2, 1, e.ts, e.ts
                  FROM e CROSS JOIN unnest($4::text[]) AS f",
-                &[&finished, &(n as i64), &APP, &functions],
+                &[&ts, &(n as i64), &APP, &functions],
             )
             .await
             .expect("insert the history");
+        ts += n as i64;
     }
     client
         .batch_execute("ANALYZE fanfare_events; ANALYZE fanfare_runs")
