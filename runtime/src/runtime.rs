@@ -122,9 +122,10 @@ impl Builder {
     /// [`Runtime::runs`] (default 1 hour); then the event, its runs and their steps are
     /// deleted. Events with a failed run are kept (in memory, until the process ends).
     ///
-    /// Durable stores prune in small batches, walking their indexes in time order, so
-    /// pruning a large history neither slows claims nor holds their locks; while the
-    /// history is behind, batches follow each other every few milliseconds.
+    /// Durable stores prune in small batches, walking their indexes in time order: a
+    /// batch costs the same however large the history, and holds no lock a claim needs.
+    /// While the history is behind, batches follow each other, taking at most a fifth of
+    /// the store's time, so the workload keeps the rest.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
