@@ -35,8 +35,8 @@ struct Inner {
     delayed: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Events whose runs all completed, oldest first, pruned after `retention`.
     completed: VecDeque<(Instant, EventId)>,
-    /// Pending `wait_for_event`s by awaited event name: (run slot, what it waits for).
-    waits: HashMap<String, Vec<(u32, WaitSpec)>>,
+    /// Pending `wait_for_event`s by awaited event name.
+    waits: HashMap<String, NameWaits>,
 }
 
 struct Run {
@@ -48,6 +48,59 @@ struct Run {
     last_error: Option<Box<str>>,
     output: Option<serde_json::Value>,
     steps: Vec<StepRecord>,
+}
+
+/// The pending waits for one event name, found by what they match: an event reaches the
+/// waits it resolves without reading the others.
+#[derive(Default)]
+struct NameWaits {
+    /// Waits for any event of the name: (run slot, what it waits for).
+    any: Vec<(u32, WaitSpec)>,
+    /// Waits matching on a field: field → the value's JSON → waits.
+    by_field: HashMap<String, HashMap<String, Vec<(u32, WaitSpec)>>>,
+}
+
+impl NameWaits {
+    /// Where a wait of this matching is kept.
+    fn bucket(&mut self, spec: &WaitSpec) -> &mut Vec<(u32, WaitSpec)> {
+        match &spec.matching {
+            None => &mut self.any,
+            Some((field, value)) => self
+                .by_field
+                .entry(field.clone())
+                .or_default()
+                .entry(value.to_string())
+                .or_default(),
+        }
+    }
+
+    /// The waits of this matching, if any are kept.
+    fn find(&self, spec: &WaitSpec) -> Option<&Vec<(u32, WaitSpec)>> {
+        match &spec.matching {
+            None => Some(&self.any),
+            Some((field, value)) => self.by_field.get(field)?.get(&value.to_string()),
+        }
+    }
+
+    /// Takes the waits an event's data matches.
+    fn take_matching(&mut self, data: &str) -> Vec<(u32, WaitSpec)> {
+        let mut hit = std::mem::take(&mut self.any);
+        if !self.by_field.is_empty() {
+            let data: serde_json::Value =
+                serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+            self.by_field.retain(|field, values| {
+                if let Some(value) = data.get(field) {
+                    hit.extend(values.remove(&value.to_string()).unwrap_or_default());
+                }
+                !values.is_empty()
+            });
+        }
+        hit
+    }
+
+    fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.by_field.is_empty()
+    }
 }
 
 struct EventEntry {
@@ -198,12 +251,10 @@ impl Store for MemoryStore {
                     run.last_error = Some(error.into());
                     Some(true)
                 }
-                OutcomeKind::Wait { deadline_ms, .. } => {
+                OutcomeKind::Wait { deadline_ms, seq } => {
                     run.attempts -= 1;
-                    let pending = inner
-                        .waits
-                        .values()
-                        .any(|w| w.iter().any(|(s, _)| *s == slot));
+                    // Resolving a wait stores its step: without one, it is still pending.
+                    let pending = !run.steps.iter().any(|s| s.seq == seq);
                     if pending {
                         run.status = RunStatus::Waiting;
                         let wait = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
@@ -263,16 +314,25 @@ impl Store for MemoryStore {
             return ready(Ok(WaitState::Resolved(done.output.clone())));
         }
         let existing = inner.waits.get(&spec.event).and_then(|w| {
-            w.iter()
+            let bucket = w.find(&spec)?;
+            bucket
+                .iter()
                 .position(|(s, w)| *s == slot && w.seq == spec.seq)
-                .map(|i| (i, w[i].1.deadline_ms))
+                .map(|i| (i, bucket[i].1.deadline_ms))
         });
         if let Some((i, deadline)) = existing {
             if now < deadline {
                 return ready(Ok(WaitState::Pending(deadline)));
             }
             if let Some(w) = inner.waits.get_mut(&spec.event) {
-                w.remove(i);
+                w.bucket(&spec).remove(i);
+                w.by_field.retain(|_, values| {
+                    values.retain(|_, waits| !waits.is_empty());
+                    !values.is_empty()
+                });
+                if w.is_empty() {
+                    inner.waits.remove(&spec.event);
+                }
             }
             inner.save(slot, &spec, "null".to_owned());
             return ready(Ok(WaitState::Resolved("null".to_owned())));
@@ -307,6 +367,7 @@ impl Store for MemoryStore {
             .waits
             .entry(spec.event.clone())
             .or_default()
+            .bucket(&spec)
             .push((slot, spec));
         ready(Ok(WaitState::Pending(deadline)))
     }
@@ -367,10 +428,7 @@ impl Inner {
         let Some(waits) = self.waits.get_mut(&*event.name) else {
             return;
         };
-        let (hit, keep): (Vec<_>, Vec<_>) = std::mem::take(waits)
-            .into_iter()
-            .partition(|(_, spec)| spec.matches(&event.data));
-        *waits = keep;
+        let hit = waits.take_matching(&event.data);
         if waits.is_empty() {
             self.waits.remove(&*event.name);
         }
