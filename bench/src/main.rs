@@ -111,12 +111,8 @@ async fn baseline_throughput(events: u64) -> Duration {
     began.elapsed()
 }
 
-/// Sends `events` from 64 producers through a fresh runtime and waits until every run
-/// has executed **and** its outcome is recorded (shutdown drains the recorder).
-async fn fanfare_throughput(builder: fanfare::Builder, events: u64) -> fanfare::Result<Duration> {
-    let rt = builder.start().await?;
-    arm(events * FANOUT);
-    let began = Instant::now();
+/// Sends `events` `Fanout` events from 64 concurrent producers.
+pub(crate) async fn send_all(rt: &Runtime, events: u64) -> fanfare::Result<()> {
     let producers: Vec<tokio::task::JoinHandle<fanfare::Result<()>>> = (0..PRODUCERS)
         .map(|p| {
             let rt = rt.clone();
@@ -131,6 +127,16 @@ async fn fanfare_throughput(builder: fanfare::Builder, events: u64) -> fanfare::
     for p in producers {
         p.await.expect("producer panicked")?;
     }
+    Ok(())
+}
+
+/// Sends `events` from 64 producers through a fresh runtime and waits until every run
+/// has executed **and** its outcome is recorded (shutdown drains the recorder).
+async fn fanfare_throughput(builder: fanfare::Builder, events: u64) -> fanfare::Result<Duration> {
+    let rt = builder.start().await?;
+    arm(events * FANOUT);
+    let began = Instant::now();
+    send_all(&rt, events).await?;
     ALL_DONE.notified().await;
     rt.shutdown().await?;
     Ok(began.elapsed())

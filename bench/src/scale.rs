@@ -120,25 +120,6 @@ async fn wait_done(target: u64) {
     }
 }
 
-/// Sends `events` from 64 producers, as `fanfare_throughput` does.
-async fn send_all(rt: &Runtime, events: u64) -> fanfare::Result<()> {
-    let producers: Vec<tokio::task::JoinHandle<fanfare::Result<()>>> = (0..PRODUCERS)
-        .map(|p| {
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                for i in (p..events).step_by(PRODUCERS as usize) {
-                    rt.send(Fanout { n: i }).await?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for p in producers {
-        p.await.expect("producer panicked")?;
-    }
-    Ok(())
-}
-
 /// The ids of the functions `bench/fanout` triggers (`f1`..`f5`), as stored in run rows.
 fn fanout_ids() -> Vec<&'static str> {
     let ids: Vec<&'static str> = fanfare::functions()
@@ -157,8 +138,7 @@ fn sqlite_builder(path: &Path) -> fanfare::Builder {
         .app(APP)
 }
 
-/// Opens a SQLite file that a runtime that just shut down may still hold for a moment
-/// (its writer thread closes the file after the last handle is dropped).
+/// Opens a fanfare SQLite file (a runtime's `shutdown` has released it).
 fn sqlite_open(path: &Path) -> Connection {
     let conn = Connection::open(path).expect("open");
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
@@ -176,20 +156,6 @@ fn sqlite_count(path: &Path, sql: &str) -> i64 {
 fn remove_db(path: &Path) {
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-    }
-}
-
-/// Starts a runtime on a file the previous runtime's writer thread may still hold.
-async fn start_when_free(builder: fanfare::Builder) -> fanfare::Result<Runtime> {
-    let mut tries = 0;
-    loop {
-        match builder.clone().start().await {
-            Err(e) if e.kind() == fanfare::ErrorKind::Store && tries < 1000 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            other => return other,
-        }
     }
 }
 
@@ -274,7 +240,7 @@ async fn sqlite_drain(events: u64) -> fanfare::Result<(Duration, Duration, Durat
     send_all(&sender, events).await?;
     sender.shutdown().await?;
     drop(sender);
-    // Also waits until the sender's writer thread has let go of the file.
+    // `shutdown` released the file: it opens at once.
     let queued = sqlite_count(&path, "SELECT count(*) FROM fanfare_runs WHERE status = 0");
     assert_eq!(
         queued as u64,
@@ -285,7 +251,7 @@ async fn sqlite_drain(events: u64) -> fanfare::Result<(Duration, Duration, Durat
 
     arm(events * FANOUT);
     let began = Instant::now();
-    let rt = start_when_free(sqlite_builder(&path)).await?;
+    let rt = sqlite_builder(&path).start().await?;
     let start = began.elapsed();
     wait_done(events * FANOUT).await;
     rt.shutdown().await?;
@@ -483,10 +449,7 @@ async fn sqlite_history(s: &Sizes) -> fanfare::Result<()> {
     let mut notes = Vec::new();
     for (label, age) in histories() {
         let path = temp_db("history");
-        start_when_free(sqlite_builder(&path))
-            .await?
-            .shutdown()
-            .await?;
+        sqlite_builder(&path).start().await?.shutdown().await?;
         let finished = unix_ms() - age.as_millis() as i64;
         let inserting = Instant::now();
         tokio::task::block_in_place(|| sqlite_insert_history(&path, s.history, finished));
