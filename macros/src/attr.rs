@@ -4,7 +4,7 @@
 use crate::check::Errors;
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
-use syn::{LitInt, LitStr, Token};
+use syn::{ExprClosure, LitInt, LitStr, Token};
 
 mod kw {
     syn::custom_keyword!(trigger);
@@ -12,6 +12,13 @@ mod kw {
     syn::custom_keyword!(retries);
     syn::custom_keyword!(on_failure);
     syn::custom_keyword!(name);
+    syn::custom_keyword!(concurrency);
+    syn::custom_keyword!(throttle);
+    syn::custom_keyword!(rate_limit);
+    syn::custom_keyword!(priority);
+    syn::custom_keyword!(limit);
+    syn::custom_keyword!(period);
+    syn::custom_keyword!(key);
 }
 
 /// The greatest `retries` value accepted.
@@ -45,13 +52,81 @@ fn parse_pairs(
     Ok(())
 }
 
-/// `#[function(trigger = "…", id = "…", retries = N, on_failure = handler)]`
+/// `limit = N, period = "…", key = |e| …` inside `concurrency(…)`, `throttle(…)` or
+/// `rate_limit(…)`: whichever are written; which are required is checked later.
+pub struct Control {
+    /// The control's name, for messages and spans.
+    pub name: &'static str,
+    pub span: Span,
+    pub limit: Option<LitInt>,
+    pub period: Option<LitStr>,
+    pub key: Option<ExprClosure>,
+}
+
+impl Control {
+    /// Parses the parenthesized arguments of control `name`.
+    fn parse(
+        name: &'static str,
+        span: Span,
+        input: ParseStream,
+        errors: &mut Errors,
+    ) -> syn::Result<Control> {
+        let content;
+        syn::parenthesized!(content in input);
+        let mut control = Control {
+            name,
+            span,
+            limit: None,
+            period: None,
+            key: None,
+        };
+        parse_pairs(&content, |input| {
+            let look = input.lookahead1();
+            if look.peek(kw::limit) {
+                let key = input.parse::<kw::limit>()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut control.limit,
+                    "limit",
+                    key.span,
+                    input.parse()?,
+                    errors,
+                );
+            } else if look.peek(kw::period) && name != "concurrency" {
+                let key = input.parse::<kw::period>()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut control.period,
+                    "period",
+                    key.span,
+                    input.parse()?,
+                    errors,
+                );
+            } else if look.peek(kw::key) {
+                let key = input.parse::<kw::key>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut control.key, "key", key.span, input.parse()?, errors);
+            } else {
+                return Err(look.error());
+            }
+            Ok(())
+        })?;
+        Ok(control)
+    }
+}
+
+/// `#[function(trigger = "…", id = "…", retries = N, on_failure = handler, …flow control)]`
 #[derive(Default)]
 pub struct FunctionArgs {
     pub trigger: Option<LitStr>,
     pub id: Option<LitStr>,
     pub retries: Option<LitInt>,
     pub on_failure: Option<syn::Path>,
+    /// `concurrency = N` and `concurrency(limit = N, key = …)`, in the order written.
+    pub concurrency: Vec<Control>,
+    pub throttle: Option<Control>,
+    pub rate_limit: Option<Control>,
+    pub priority: Option<ExprClosure>,
     /// Problems that do not stop parsing (duplicates); reported with the other checks.
     pub errors: Errors,
 }
@@ -95,6 +170,53 @@ impl Parse for FunctionArgs {
                 set(
                     &mut args.on_failure,
                     "on_failure",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::concurrency) {
+                let key = input.parse::<kw::concurrency>()?;
+                if input.peek(Token![=]) {
+                    input.parse::<Token![=]>()?;
+                    let limit: LitInt = input.parse()?;
+                    args.concurrency.push(Control {
+                        name: "concurrency",
+                        span: key.span,
+                        limit: Some(limit),
+                        period: None,
+                        key: None,
+                    });
+                } else {
+                    let c = Control::parse("concurrency", key.span, input, &mut args.errors)?;
+                    args.concurrency.push(c);
+                }
+            } else if look.peek(kw::throttle) {
+                let key = input.parse::<kw::throttle>()?;
+                let c = Control::parse("throttle", key.span, input, &mut args.errors)?;
+                set(
+                    &mut args.throttle,
+                    "throttle",
+                    key.span,
+                    c,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::rate_limit) {
+                let key = input.parse::<kw::rate_limit>()?;
+                let c = Control::parse("rate_limit", key.span, input, &mut args.errors)?;
+                set(
+                    &mut args.rate_limit,
+                    "rate_limit",
+                    key.span,
+                    c,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::priority) {
+                let key = input.parse::<kw::priority>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.priority,
+                    "priority",
                     key.span,
                     value,
                     &mut args.errors,

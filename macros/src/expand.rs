@@ -3,6 +3,7 @@
 use crate::attr::FunctionArgs;
 use crate::check::{self, Errors};
 use crate::exports;
+use crate::flow::Flow;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -51,6 +52,7 @@ struct Checked {
     retries: u32,
     event: Type,
     on_failure: Option<syn::Path>,
+    flow: Flow,
 }
 
 /// The suffix of an on-failure handler's function id.
@@ -121,11 +123,13 @@ impl Checked {
                 ),
             );
         }
+        let flow = Flow::check(&mut args, errors);
         let retries = match args.retries {
             Some(_) => args.retries(errors)?,
             None => DEFAULT_RETRIES,
         };
         Some(Checked {
+            flow: flow?,
             trigger: trigger?,
             id,
             retries,
@@ -197,7 +201,9 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         retries,
         event,
         on_failure,
+        flow,
     } = c;
+    let (flow_items, flow) = flow.expand(event, &exports::private(ident.span()));
     let ev_private = exports::private(event.span());
     let fn_name = ident.to_string();
     let event_name = quote!(#event).to_string();
@@ -258,6 +264,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     #location,
                     __fanfare_failure_call,
                     false,
+                    ::core::option::Option::None,
                 )
             }
         }
@@ -306,8 +313,11 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     #location,
                     __fanfare_call,
                     #has_on_failure,
+                    #flow,
                 )
             }
+
+            #flow_items
 
             #failure
         };

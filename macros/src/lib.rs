@@ -12,6 +12,7 @@ mod check;
 mod event;
 mod expand;
 mod exports;
+mod flow;
 
 use proc_macro::TokenStream;
 
@@ -22,7 +23,10 @@ use proc_macro::TokenStream;
 /// async fn sync_crm(ctx: fanfare::Ctx<UserSignup>) -> fanfare::Result<()> { Ok(()) }
 /// ```
 ///
-/// Keys: `trigger` (required), `id` (defaults to the fn name), `retries` (0 to 20, default 4).
+/// Keys: `trigger` (required), `id` (defaults to the fn name), `retries` (0 to 20, default 4),
+/// `on_failure`, and flow control: `concurrency = N`, `concurrency(limit = N, key = |e| …)`,
+/// `throttle(limit = N, period = "1s", key = …)`, `rate_limit(…)` (same keys), and
+/// `priority = |e| seconds`. See the `fanfare` crate's documentation.
 #[proc_macro_attribute]
 pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::function(args.into(), item.into()).into()

@@ -161,7 +161,8 @@ impl EventId {
 /// Rust in this process — also kept as the typed value, so functions of that type skip
 /// deserialization.
 #[derive(Clone)]
-pub(crate) struct Envelope {
+#[doc(hidden)]
+pub struct Envelope {
     pub id: EventId,
     pub name: Cow<'static, str>,
     /// Unix milliseconds at `send`.

@@ -4,6 +4,7 @@
 use crate::ctx::Ctx;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, RunId};
+use crate::flow::Flow;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +25,7 @@ pub struct FunctionDef {
     location: Location,
     call: fn(RunInput) -> HandlerResult,
     on_failure: bool,
+    flow: Option<&'static Flow>,
 }
 
 /// Where a function is defined in the source.
@@ -57,6 +59,7 @@ impl FunctionDef {
         location: Location,
         call: fn(RunInput) -> HandlerResult,
         on_failure: bool,
+        flow: Option<&'static Flow>,
     ) -> Self {
         FunctionDef {
             id,
@@ -67,7 +70,13 @@ impl FunctionDef {
             location,
             call,
             on_failure,
+            flow,
         }
+    }
+
+    /// The function's flow control (`concurrency`, `throttle`, `rate_limit`, `priority`).
+    pub(crate) fn flow(&self) -> Option<&'static Flow> {
+        self.flow
     }
 
     /// Whether the function names an `on_failure` handler.
@@ -158,6 +167,9 @@ pub(crate) struct Registry {
     by_trigger: HashMap<&'static str, Box<[u32]>>,
     /// For each function, its `on_failure` handler's index.
     failure_handlers: Vec<Option<u32>>,
+    /// Whether any function has flow control.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    flow: bool,
 }
 
 impl Registry {
@@ -207,6 +219,7 @@ impl Registry {
             })
             .collect();
         Ok(Registry {
+            flow: defs.iter().any(|d| d.flow.is_some()),
             failure_handlers,
             defs,
             by_trigger: by_trigger
@@ -214,6 +227,12 @@ impl Registry {
                 .map(|(k, v)| (k, v.into_boxed_slice()))
                 .collect(),
         })
+    }
+
+    /// Whether any function has flow control.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub fn has_flow(&self) -> bool {
+        self.flow
     }
 
     /// The index of the function with id `id`.

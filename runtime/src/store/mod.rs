@@ -308,6 +308,12 @@ pub struct RunInfo {
     pub output: Option<serde_json::Value>,
     /// The steps completed so far, in the order they ran.
     pub steps: Vec<StepInfo>,
+    /// Why a queued run is held back by flow control ("waiting for a concurrency slot",
+    /// "throttled"), or why a run was [`RunStatus::Skipped`].
+    pub reason: Option<String>,
+    /// When a queued run may start at the earliest (a throttle's or a retry's delay),
+    /// in milliseconds since the Unix epoch, if that is in the future.
+    pub not_before_ms: Option<u64>,
 }
 
 /// Where a run is in its life.
@@ -328,11 +334,16 @@ pub enum RunStatus {
     /// Every attempt failed, or one failed with a non-retriable error. Kept, with its
     /// attempts and last error.
     Failed,
+    /// Never executed: its function's `rate_limit` was reached (see [`RunInfo::reason`]).
+    Skipped,
 }
 
 impl RunStatus {
-    /// `true` for [`RunStatus::Completed`] and [`RunStatus::Failed`].
+    /// `true` for [`RunStatus::Completed`], [`RunStatus::Failed`] and [`RunStatus::Skipped`].
     pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Skipped
+        )
     }
 }

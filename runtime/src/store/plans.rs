@@ -9,7 +9,10 @@ const BACKLOG: i64 = 100_000;
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::BACKLOG;
-    use crate::store::sqlite::{CLAIM, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF};
+    use crate::store::sqlite::{
+        CLAIM, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS,
+        WAITS_OF,
+    };
     use rusqlite::Connection;
 
     /// The plan of a statement, one line per step.
@@ -54,6 +57,8 @@ mod sqlite {
              INSERT INTO fanfare_wait_fields VALUES ('plan/settled', 'order_id');
              INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
                  SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
+             UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
+                 WHERE status = 0 AND id % 3 = 0;
              COMMIT;",
             events = BACKLOG * 2 / 5,
             waits = BACKLOG / 2,
@@ -66,6 +71,8 @@ mod sqlite {
             ("waits of an event", WAITS_OF),
             ("prune runs", PRUNE_RUNS),
             ("prune events", PRUNE_EVENTS),
+            ("held runs of a key", HELD_BY_KEY),
+            ("held runs of a function", HELD_BY_FUNCTION),
         ] {
             let lines = plan(&conn, sql);
             let full_scan = |l: &String| {
@@ -99,7 +106,8 @@ mod sqlite {
 mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
-        CLAIM, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
+        CLAIM, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP,
+        RECORD, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -170,7 +178,9 @@ mod postgres {
                      FROM generate_series(1, {waits}) i;
                  INSERT INTO fanfare_wait_fields VALUES ('plan/settled', 'order_id');
                  INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
-                     SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs",
+                     SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
+                 UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
+                     WHERE status = 0 AND id % 3 = 0",
                 events = BACKLOG * 2 / 5,
                 waits = BACKLOG / 2,
             ))
@@ -198,6 +208,16 @@ mod postgres {
             ),
             ("prune runs", PRUNE_RUNS, "3600000, -1, -1, 1000".to_owned()),
             ("prune events", PRUNE_EVENTS, format!("3600000, -1, {nil}, 1000")),
+            (
+                "held runs of keys",
+                HELD_BY_KEY,
+                "'plan', '{f1,f2}', '{k7,k8}', '{100,100}'".to_owned(),
+            ),
+            (
+                "held runs of functions",
+                HELD_BY_FUNCTION,
+                "'plan', '{f1,f2}', '{100,100}'".to_owned(),
+            ),
             (
                 "send",
                 SEND,

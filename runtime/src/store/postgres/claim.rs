@@ -19,8 +19,9 @@ WITH c AS (
         ORDER BY due_at
         LIMIT $5
         FOR UPDATE SKIP LOCKED))
-    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps)
-SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps
+    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank)
+SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
+    c.flow, c.ckey, c.rank, fanfare_now()
 FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
 
 /// How long until the earliest queued run of this app's functions is due (ms).
@@ -30,55 +31,37 @@ pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfa
 impl Shared {
     pub(super) async fn claim(&self, max: usize) -> Result<Claim> {
         let err = |e| self.error("cannot claim runs", e);
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(CLAIM).await.map_err(err)?;
+        let mut client = self.client().await?;
         let lease = crate::store::sql_millis(self.lease);
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &self.app,
-                    &self.functions,
-                    &lease,
-                    &self.owner,
-                    &(max as i64),
-                ],
-            )
-            .await
-            .map_err(err)?;
-        let mut runs = Vec::with_capacity(rows.len());
-        let mut with_steps = Vec::new();
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            for row in rows {
-                let function: &str = row.get(3);
-                let Some(function) = self.index.get(function).copied() else {
-                    continue;
-                };
-                let event_id = EventId::from_uuid(row.get(2));
-                let event = match cache.take(&event_id) {
-                    Some(env) => env,
-                    None => Arc::new(Envelope {
-                        id: event_id,
-                        name: Cow::Owned(row.get(5)),
-                        data: row.get(6),
-                        ts: row.get::<_, i64>(7) as u64,
-                        typed: None,
-                    }),
-                };
-                if row.get::<_, i32>(8) > 0 {
-                    with_steps.push(row.get::<_, i64>(0));
-                }
-                runs.push(ClaimedRun {
-                    key: row.get::<_, i64>(0) as RunKey,
-                    run_id: RunId::from_uuid(row.get(1)),
-                    function,
-                    attempt: row.get::<_, i32>(4) as u32 - 1,
-                    event,
-                    steps: Vec::new(),
-                });
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &self.app,
+            &self.functions,
+            &lease,
+            &self.owner,
+            &(max as i64),
+        ];
+        let mut stopped = 0;
+        let (mut runs, with_steps) = if self.flow {
+            // Flow control decides in the claim's transaction which claimed runs go.
+            let tx = client.transaction().await.map_err(err)?;
+            let stmt = tx.prepare_cached(CLAIM).await.map_err(err)?;
+            let rows = tx.query(&stmt, &params).await.map_err(err)?;
+            let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(12) as u64);
+            let (mut runs, gated, mut with_steps) = self.claimed(rows);
+            if !gated.is_empty() {
+                let held = self.gate(&tx, gated, now_ms).await?;
+                stopped = held.len();
+                runs.retain(|r| !held.contains(&(r.key as i64)));
+                with_steps.retain(|k| !held.contains(k));
             }
-        }
+            tx.commit().await.map_err(err)?;
+            (runs, with_steps)
+        } else {
+            let stmt = client.prepare_cached(CLAIM).await.map_err(err)?;
+            let rows = client.query(&stmt, &params).await.map_err(err)?;
+            let (runs, _, with_steps) = self.claimed(rows);
+            (runs, with_steps)
+        };
         if !with_steps.is_empty() {
             let mut steps = self.steps(&client, &with_steps).await?;
             for run in &mut runs {
@@ -87,7 +70,10 @@ impl Shared {
                 }
             }
         }
-        let next_due = if runs.is_empty() {
+        let next_due = if stopped > 0 {
+            // Runs were held or delayed instead of claimed: others may be due.
+            Some(Instant::now())
+        } else if runs.is_empty() {
             let stmt = client.prepare_cached(NEXT_DUE).await.map_err(err)?;
             let wait: Option<i64> = client
                 .query_one(&stmt, &[&self.app, &self.functions])
@@ -100,6 +86,59 @@ impl Shared {
             None
         };
         Ok(Claim { runs, next_due })
+    }
+
+    /// The runs of claimed rows, the flow-controlled ones among them that must pass the
+    /// gate, and the keys of runs with steps to read.
+    fn claimed(
+        &self,
+        rows: Vec<tokio_postgres::Row>,
+    ) -> (Vec<ClaimedRun>, Vec<flow::Gated>, Vec<i64>) {
+        let mut runs = Vec::with_capacity(rows.len());
+        let mut gated = Vec::new();
+        let mut with_steps = Vec::new();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let function: &str = row.get(3);
+            let Some(function) = self.index.get(function).copied() else {
+                continue;
+            };
+            let event_id = EventId::from_uuid(row.get(2));
+            let event = match cache.take(&event_id) {
+                Some(env) => env,
+                None => Arc::new(Envelope {
+                    id: event_id,
+                    name: Cow::Owned(row.get(5)),
+                    data: row.get(6),
+                    ts: row.get::<_, i64>(7) as u64,
+                    typed: None,
+                }),
+            };
+            let key = row.get::<_, i64>(0);
+            if row.get::<_, i32>(8) > 0 {
+                with_steps.push(key);
+            }
+            let flags: i16 = row.get(9);
+            if self.defs[function as usize].flow().is_some() && flags & flow::SLOTS == 0 {
+                gated.push(flow::Gated {
+                    key,
+                    function,
+                    flags,
+                    ckey: row.get(10),
+                    rank: row.get(11),
+                    event: Arc::clone(&event),
+                });
+            }
+            runs.push(ClaimedRun {
+                key: key as RunKey,
+                run_id: RunId::from_uuid(row.get(1)),
+                function,
+                attempt: row.get::<_, i32>(4) as u32 - 1,
+                event,
+                steps: Vec::new(),
+            });
+        }
+        (runs, gated, with_steps)
     }
 
     /// The completed steps of runs, by run, in order.

@@ -14,6 +14,7 @@
 
 mod background;
 mod claim;
+mod flow;
 mod record;
 mod runs;
 mod schema;
@@ -27,6 +28,7 @@ use send::{PendingSend, COMMITTERS, MAX_BATCH};
 pub(crate) use {
     background::{PRUNE_EVENTS, PRUNE_RUNS, REAP},
     claim::{CLAIM, NEXT_DUE},
+    flow::{HELD_BY_FUNCTION, HELD_BY_KEY},
     record::RECORD,
     schema::MIGRATIONS,
     send::SEND,
@@ -39,7 +41,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
-use crate::function::Registry;
+use crate::function::{FunctionDef, Registry};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -75,6 +77,10 @@ struct Shared {
     owner: Uuid,
     /// Local function ids, in registry order.
     functions: Vec<String>,
+    /// Local functions, in registry order.
+    defs: Vec<&'static FunctionDef>,
+    /// Whether any local function has flow control.
+    flow: bool,
     index: HashMap<String, u32>,
     cache: Mutex<EventCache>,
     target: String,
@@ -151,7 +157,14 @@ impl PgStore {
         } else {
             Vec::new()
         };
+        let defs: Vec<&'static FunctionDef> = if execute {
+            registry.defs.clone()
+        } else {
+            Vec::new()
+        };
         let shared = Arc::new(Shared {
+            flow: defs.iter().any(|d| d.flow().is_some()),
+            defs,
             pool,
             app,
             owner: crate::event::new_uuid(crate::event::now_millis()),

@@ -8,9 +8,10 @@ const SLEEP: i16 = 4;
 /// The outcome code of a wait for an event (stored as status 0 with `waiting`).
 const WAIT: i16 = 5;
 
-/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors, `$5`
-/// delays in ms, `$7` waiting steps) of runs this process (`$6`) still owns.
-pub(crate) const RECORD: &str = "
+/// The text of [`RECORD`], for `concat!`.
+macro_rules! record {
+    () => {
+        "
 UPDATE fanfare_runs r SET
     status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
     sleeping = u.status = 4,
@@ -31,7 +32,16 @@ UPDATE fanfare_runs r SET
     owner = NULL
 FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
     AS u(id, status, output, error, delay, seq)
-WHERE r.id = u.id AND r.owner = $6 AND r.status = 1";
+WHERE r.id = u.id AND r.owner = $6 AND r.status = 1"
+    };
+}
+
+/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors, `$5`
+/// delays in ms, `$7` waiting steps) of runs this process (`$6`) still owns.
+pub(crate) const RECORD: &str = record!();
+
+/// [`RECORD`], returning the runs it recorded and the time.
+const RECORD_RETURNING: &str = concat!(record!(), "\nRETURNING r.id, fanfare_now()");
 
 impl Shared {
     pub(super) async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
@@ -82,23 +92,35 @@ impl Shared {
             }
         }
         let err = |e| self.error("cannot record outcomes", e);
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &ids,
-                    &statuses,
-                    &outputs,
-                    &errors,
-                    &delays,
-                    &self.owner,
-                    &seqs,
-                ],
-            )
-            .await
-            .map_err(err)?;
+        let mut client = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &ids,
+            &statuses,
+            &outputs,
+            &errors,
+            &delays,
+            &self.owner,
+            &seqs,
+        ];
+        if !self.flow {
+            let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
+            client.execute(&stmt, &params).await.map_err(err)?;
+            return Ok(());
+        }
+        // The runs' concurrency slots are given back in the transaction that records
+        // their outcomes: never one without the other.
+        let tx = client.transaction().await.map_err(err)?;
+        let stmt = tx.prepare_cached(RECORD_RETURNING).await.map_err(err)?;
+        let rows = tx.query(&stmt, &params).await.map_err(err)?;
+        let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(1) as u64);
+        let recorded: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let promoted = self.free_slots(&tx, &recorded, now_ms).await?;
+        if promoted {
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
         Ok(())
     }
 

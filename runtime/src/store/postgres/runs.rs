@@ -17,7 +17,9 @@ impl Shared {
         }
         let rows = client
             .query(
-                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping, waiting \
+                "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping, waiting, \
+                 reason, CASE WHEN status = 0 AND NOT sleeping AND NOT waiting AND due_at > fanfare_now() \
+                 THEN due_at END \
                  FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
                 &[&id],
             )
@@ -35,8 +37,9 @@ impl Shared {
                     status: match row.get::<_, i16>(3) {
                         0 if row.get::<_, bool>(8) => RunStatus::Sleeping,
                         0 if row.get::<_, bool>(9) => RunStatus::Waiting,
-                        0 => RunStatus::Queued,
+                        0 | flow::HELD => RunStatus::Queued,
                         1 => RunStatus::Running,
+                        2 if row.get::<_, Option<String>>(10).is_some() => RunStatus::Skipped,
                         2 => RunStatus::Completed,
                         _ => RunStatus::Failed,
                     },
@@ -51,6 +54,8 @@ impl Shared {
                         .iter()
                         .map(StepRecord::info)
                         .collect(),
+                    reason: row.get(10),
+                    not_before_ms: row.get::<_, Option<i64>>(11).map(|t| t as u64),
                 })
                 .collect(),
         ))

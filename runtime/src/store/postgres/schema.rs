@@ -92,6 +92,31 @@ CREATE TABLE fanfare_wait_fields (
 );
 INSERT INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
 "#,
+    // Flow control (`flow::rules`): a run's flags (1 admitted: its rate limit and
+    // throttle applied; 2 holds its concurrency slots), its concurrency key, its rank
+    // (arrival minus priority) and, while held (status 4) or skipped (status 2 with a
+    // reason), why. Held runs wait per function and key (stage 1) or per function
+    // (stage 2), in rank order. The states of the rules per app, function, kind and key.
+    r#"
+ALTER TABLE fanfare_runs ADD COLUMN flow smallint NOT NULL DEFAULT 0,
+                         ADD COLUMN ckey text,
+                         ADD COLUMN rank bigint NOT NULL DEFAULT 0,
+                         ADD COLUMN hold smallint,
+                         ADD COLUMN reason text;
+CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id)
+    WHERE status = 4 AND hold = 1;
+CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id)
+    WHERE status = 4 AND hold = 2;
+CREATE TABLE fanfare_flow (
+    app text NOT NULL,
+    function_id text NOT NULL,
+    kind smallint NOT NULL,
+    key text NOT NULL,
+    tat bigint NOT NULL,
+    active bigint NOT NULL,
+    PRIMARY KEY (app, function_id, kind, key)
+);
+"#,
 ];
 
 impl Shared {

@@ -4,7 +4,7 @@ use super::*;
 
 /// Due runs of this process's functions, earliest first.
 pub(crate) const CLAIM: &str =
-    "SELECT id, run_id, event_id, function_id, attempts, steps FROM fanfare_runs \
+    "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank FROM fanfare_runs \
     WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
     ORDER BY due_at LIMIT ?2";
 
@@ -12,8 +12,9 @@ pub(crate) const CLAIM: &str =
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
     AND function_id IN (SELECT id FROM temp.fanfare_local)";
 
-/// A due run: row id, run id, event id, function id, attempts so far, steps completed.
-type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32);
+/// A due run: row id, run id, event id, function id, attempts so far, steps completed,
+/// and its flow-control columns.
+type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32, flow::RunFlow);
 
 impl Ctx<'_> {
     pub(super) fn claim(
@@ -33,6 +34,11 @@ impl Ctx<'_> {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    flow::RunFlow {
+                        flags: r.get(6)?,
+                        ckey: r.get(7)?,
+                        rank: r.get(8)?,
+                    },
                 ))
             })
             .and_then(|rows| rows.collect())
@@ -46,12 +52,12 @@ impl Ctx<'_> {
             .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
             .map_err(&err)?;
         let mut runs = Vec::with_capacity(rows.len());
-        for (key, run_id, event_id, function_id, attempts, steps) in rows {
+        let mut gated = false;
+        for (key, run_id, event_id, function_id, attempts, steps, flow) in rows {
             // Only this process's functions are selected, so the lookup always succeeds.
             let Some(&function) = self.functions.get(function_id.as_str()) else {
                 continue;
             };
-            mark.execute([key]).map_err(&err)?;
             let event_id = EventId::from_uuid(uuid_from(&event_id)?);
             let event = match cache.take(&event_id) {
                 Some(env) => env,
@@ -70,6 +76,14 @@ impl Ctx<'_> {
                     })
                 }
             };
+            let def = self.registry.defs[function as usize];
+            if let Some(rules) = def.flow() {
+                if !self.gate(tx, key, def, rules, flow, &event)? {
+                    gated = true;
+                    continue;
+                }
+            }
+            mark.execute([key]).map_err(&err)?;
             let steps = if steps > 0 {
                 self.steps(tx, key)?
             } else {
@@ -84,7 +98,10 @@ impl Ctx<'_> {
                 steps,
             });
         }
-        let next_due = if runs.is_empty() {
+        let next_due = if gated {
+            // Runs were held or delayed instead of claimed: others may be due.
+            Some(Instant::now())
+        } else if runs.is_empty() {
             let due: Option<i64> = tx
                 .prepare_cached(NEXT_DUE)
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))

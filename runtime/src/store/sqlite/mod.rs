@@ -9,6 +9,7 @@
 //! while it runs. Runs left `running` by a process that died are re-queued at open.
 
 mod claim;
+mod flow;
 mod prune;
 mod record;
 mod runs;
@@ -20,6 +21,7 @@ mod writer;
 #[cfg(test)]
 pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
+    flow::{HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{PRUNE_EVENTS, PRUNE_RUNS},
     schema::MIGRATIONS,
     send::WAITS_OF,
@@ -325,7 +327,7 @@ fn uuid_from(bytes: &[u8]) -> Result<Uuid> {
 
 fn status_from(status: i64) -> RunStatus {
     match status {
-        QUEUED => RunStatus::Queued,
+        QUEUED | flow::HELD => RunStatus::Queued,
         RUNNING => RunStatus::Running,
         COMPLETED => RunStatus::Completed,
         FAILED => RunStatus::Failed,

@@ -6,6 +6,10 @@ impl Ctx<'_> {
     pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
+        if self.registry.has_flow() {
+            let keys: Vec<i64> = outcomes.iter().map(|o| o.key as i64).collect();
+            self.free_slots(tx, &keys)?;
+        }
         for outcome in outcomes {
             let key = outcome.key as i64;
             match &outcome.result {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A run as `runs` reads it: run id, function id, status, attempts, last error, output,
-/// row id, suspension (1 sleeping, 2 waiting).
+/// row id, suspension (1 sleeping, 2 waiting), flow control's reason, due time.
 type RunRow = (
     Vec<u8>,
     String,
@@ -12,6 +12,8 @@ type RunRow = (
     Option<String>,
     Option<String>,
     i64,
+    i64,
+    Option<String>,
     i64,
 );
 
@@ -31,7 +33,7 @@ impl Ctx<'_> {
         let mut s = tx
             .prepare_cached(
                 "SELECT run_id, function_id, status, attempts, last_error, output, id, \
-                 sleeping + 2 * waiting FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
+                 sleeping + 2 * waiting, reason, due_at FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
             )
             .map_err(&err)?;
         let rows: Vec<RunRow> = s
@@ -45,19 +47,34 @@ impl Ctx<'_> {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .and_then(|rows| rows.collect())
             .map_err(&err)?;
         rows.into_iter()
             .map(
-                |(run_id, function_id, status, attempts, last_error, output, key, sleeping)| {
+                |(
+                    run_id,
+                    function_id,
+                    status,
+                    attempts,
+                    last_error,
+                    output,
+                    key,
+                    sleeping,
+                    reason,
+                    due,
+                )| {
+                    let queued = status_from(status) == RunStatus::Queued && sleeping == 0;
                     Ok(RunInfo {
                         run_id: RunId::from_uuid(uuid_from(&run_id)?),
                         event_id: event,
                         app: self.app.to_owned(),
                         function_id,
                         status: match status_from(status) {
+                            RunStatus::Completed if reason.is_some() => RunStatus::Skipped,
                             RunStatus::Queued if sleeping == 1 => RunStatus::Sleeping,
                             RunStatus::Queued if sleeping >= 2 => RunStatus::Waiting,
                             other => other,
@@ -66,6 +83,8 @@ impl Ctx<'_> {
                         last_error,
                         output: output.and_then(|o| serde_json::from_str(&o).ok()),
                         steps: self.steps(tx, key)?.iter().map(StepRecord::info).collect(),
+                        reason,
+                        not_before_ms: (queued && due > self.now as i64).then_some(due as u64),
                     })
                 },
             )

@@ -69,6 +69,28 @@ CREATE TABLE fanfare_wait_fields (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
 "#,
+    // Flow control (`flow::rules`): a run's flags (1 admitted: its rate limit and
+    // throttle applied; 2 holds its concurrency slots), its concurrency key, its rank
+    // (arrival minus priority) and, while held (status 4) or skipped (status 2 with a
+    // reason), why. Held runs wait per function and key (stage 1) or per function
+    // (stage 2), in rank order. The states of the rules per function, kind and key.
+    r#"
+ALTER TABLE fanfare_runs ADD COLUMN flow INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fanfare_runs ADD COLUMN ckey TEXT;
+ALTER TABLE fanfare_runs ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fanfare_runs ADD COLUMN hold INTEGER;
+ALTER TABLE fanfare_runs ADD COLUMN reason TEXT;
+CREATE INDEX fanfare_runs_held_key ON fanfare_runs (function_id, ckey, rank, id) WHERE status = 4 AND hold = 1;
+CREATE INDEX fanfare_runs_held_function ON fanfare_runs (function_id, rank, id) WHERE status = 4 AND hold = 2;
+CREATE TABLE fanfare_flow (
+    function_id TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    tat INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    PRIMARY KEY (function_id, kind, key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where

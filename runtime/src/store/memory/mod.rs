@@ -18,6 +18,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod flow;
+
 pub(crate) struct MemoryStore {
     registry: Arc<Registry>,
     app: String,
@@ -37,6 +39,8 @@ struct Inner {
     completed: VecDeque<(Instant, EventId)>,
     /// Pending `wait_for_event`s by awaited event name.
     waits: HashMap<String, NameWaits>,
+    /// Flow control's states and held runs.
+    book: flow::Book,
 }
 
 struct Run {
@@ -48,6 +52,7 @@ struct Run {
     last_error: Option<Box<str>>,
     output: Option<serde_json::Value>,
     steps: Vec<StepRecord>,
+    flow: flow::RunFlow,
 }
 
 /// The pending waits for one event name, found by what they match: an event reaches the
@@ -154,6 +159,7 @@ impl MemoryStore {
                 last_error: None,
                 output: None,
                 steps: Vec::new(),
+                flow: flow::RunFlow::default(),
             });
             inner.ready.push_back(slot);
             slots.push(slot);
@@ -199,9 +205,9 @@ impl Store for MemoryStore {
             inner.delayed.pop();
             inner.ready.push_back(slot);
         }
-        let n = max.min(inner.ready.len());
-        let mut runs = Vec::with_capacity(n);
-        for _ in 0..n {
+        inner.prune_flow();
+        let mut runs = Vec::with_capacity(max.min(inner.ready.len()));
+        while runs.len() < max {
             let Some(slot) = inner.ready.pop_front() else {
                 break;
             };
@@ -216,6 +222,15 @@ impl Store for MemoryStore {
             ) {
                 continue;
             }
+            let def = self.registry.defs[run.function as usize];
+            if let Some(flow) = def.flow() {
+                if !inner.gate(slot, flow, def.id(), now) {
+                    continue;
+                }
+            }
+            let Some(run) = inner.runs[slot as usize].as_mut() else {
+                continue;
+            };
             run.status = RunStatus::Running;
             run.attempts += 1;
             runs.push(ClaimedRun {
@@ -237,6 +252,13 @@ impl Store for MemoryStore {
         let inner = &mut *guard;
         for outcome in outcomes {
             let slot = outcome.key as u32;
+            let Some(run) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let def = self.registry.defs[run.function as usize];
+            if let Some(flow) = def.flow() {
+                inner.free_slots(slot, flow, def.id());
+            }
             let Some(run) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -399,6 +421,8 @@ impl Store for MemoryStore {
                     last_error: run.last_error.as_deref().map(str::to_owned),
                     output: run.output.clone(),
                     steps: run.steps.iter().map(StepRecord::info).collect(),
+                    reason: run.flow.reason.clone(),
+                    not_before_ms: run.flow.not_before_ms.filter(|&t| t > now_millis()),
                 })
                 .collect()
         });

@@ -1,0 +1,423 @@
+//! Flow control on PostgreSQL, for every process of an app at once: the rules' states
+//! are rows of `fanfare_flow`, locked (always in key order, so two processes never wait
+//! for each other in a circle) by the transaction that applies the rules; held runs
+//! (status 4) wait in the indexes of their queues. The rules are `flow::rules`'.
+//!
+//! A run's slots are taken in the claim's transaction and given back in the transaction
+//! that records its outcome, guarded by its `flow` flag so that they are given back
+//! exactly once. A process that dies holding slots leaves them on its runs, which are
+//! claimed again when their leases expire and give the slots back when they end.
+
+use super::*;
+use crate::flow::rules::{self, Place, Slot, Stage, States, Ticket, Verdict};
+use std::collections::{BTreeSet, HashSet};
+
+/// A run held back by flow control.
+pub(super) const HELD: i16 = 4;
+
+/// Its rate limit and throttle were applied.
+const ADMITTED: i16 = 1;
+
+/// It holds its concurrency slots.
+pub(super) const SLOTS: i16 = 2;
+
+/// A claimed run of a flow-controlled function, before the gate.
+pub(super) struct Gated {
+    pub key: i64,
+    pub function: u32,
+    pub flags: i16,
+    pub ckey: Option<String>,
+    pub rank: i64,
+    pub event: Arc<Envelope>,
+}
+
+/// Takes (creating them) and locks the states of `slots`, in key order.
+const LOCK_STATES: &str = "
+INSERT INTO fanfare_flow (app, function_id, kind, key, tat, active)
+SELECT $1, f, k, key, 0, 0 FROM unnest($2::text[], $3::smallint[], $4::text[]) AS x(f, k, key)
+ORDER BY f, k, key
+ON CONFLICT (app, function_id, kind, key) DO UPDATE SET tat = fanfare_flow.tat
+RETURNING function_id, kind, key, tat, active";
+
+/// Applies the gate's verdicts to claimed runs; those that do not go are no longer
+/// running, and their attempt does not count.
+const GATE: &str = "
+UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.due, r.due_at),
+    reason = u.reason, flow = u.flow, ckey = u.ckey, rank = u.rank,
+    finished_at = CASE WHEN u.status = 2 THEN fanfare_now() END,
+    attempts = r.attempts - CASE WHEN u.status = 1 THEN 0 ELSE 1 END,
+    lease_until = CASE WHEN u.status = 1 THEN r.lease_until END,
+    owner = CASE WHEN u.status = 1 THEN r.owner END
+FROM unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::bigint[], $5::text[],
+            $6::smallint[], $7::text[], $8::bigint[])
+    AS u(id, status, hold, due, reason, flow, ckey, rank)
+WHERE r.id = u.id";
+
+/// The first held runs of a function's key (stage 1), in rank order, per
+/// (`$2` function, `$3` key, `$4` count).
+pub(crate) const HELD_BY_KEY: &str = "
+SELECT x.f, x.key, h.id FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, key, n)
+CROSS JOIN LATERAL (
+    SELECT id FROM fanfare_runs
+    WHERE app = $1 AND function_id = x.f AND status = 4 AND hold = 1 AND ckey = x.key
+    ORDER BY rank, id LIMIT x.n FOR UPDATE) h";
+
+/// The first held runs of a function waiting for its own slot (stage 2), in rank order.
+pub(crate) const HELD_BY_FUNCTION: &str = "
+SELECT x.f, '', h.id FROM unnest($2::text[], $3::bigint[]) AS x(f, n)
+CROSS JOIN LATERAL (
+    SELECT id FROM fanfare_runs
+    WHERE app = $1 AND function_id = x.f AND status = 4 AND hold = 2
+    ORDER BY rank, id LIMIT x.n FOR UPDATE) h";
+
+impl Shared {
+    /// Passes claimed runs through the gate, in the claim's transaction; returns the
+    /// keys of those that may not execute now (skipped, delayed or held).
+    pub(super) async fn gate(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        runs: Vec<Gated>,
+        now_ms: u64,
+    ) -> Result<HashSet<i64>> {
+        let err = |e| self.error("cannot apply flow control", e);
+        // Keys first: those that cannot be computed (an event that does not decode) are
+        // empty, and the run then fails on decoding, as any other.
+        let mut tickets = Vec::with_capacity(runs.len());
+        for mut run in runs {
+            let def = self.defs[run.function as usize];
+            let Some(flow) = def.flow() else { continue };
+            let first = if run.flags & ADMITTED == 0 {
+                let keys = (flow.keys)(&run.event).unwrap_or_default();
+                run.ckey = keys.concurrency;
+                if flow.keyed_concurrency.is_some() {
+                    run.ckey.get_or_insert_with(String::new);
+                }
+                run.rank = run.event.ts as i64 - keys.priority * 1000;
+                Some((
+                    keys.throttle.unwrap_or_default(),
+                    keys.rate_limit.unwrap_or_default(),
+                ))
+            } else {
+                None
+            };
+            tickets.push((run, def.id(), flow, first));
+        }
+        let mut slots = BTreeSet::new();
+        for (run, function, flow, first) in &tickets {
+            let t = Ticket {
+                function,
+                flow,
+                ckey: run.ckey.as_deref(),
+                first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
+            };
+            slots.extend(t.slots());
+        }
+        let mut states = self.lock_states(tx, slots).await?;
+        let mut stopped = HashSet::new();
+        let mut u = GateRows::default();
+        for (run, function, flow, first) in &tickets {
+            let t = Ticket {
+                function,
+                flow,
+                ckey: run.ckey.as_deref(),
+                first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
+            };
+            let (status, hold, due, reason, flags) = match rules::admit(&t, now_ms, &mut states) {
+                Verdict::Go => {
+                    let slots = if flow.limits_concurrency() { SLOTS } else { 0 };
+                    (1, None, None, None, ADMITTED | slots)
+                }
+                Verdict::Skip(reason) => (2, None, None, Some(reason), ADMITTED),
+                Verdict::Delay(at) => (
+                    0,
+                    None,
+                    Some(at as i64),
+                    Some(rules::throttled(flow)),
+                    ADMITTED,
+                ),
+                Verdict::Hold(stage) => (
+                    HELD,
+                    Some(stage as i16),
+                    None,
+                    Some(rules::held(flow, stage, run.ckey.as_deref())),
+                    ADMITTED,
+                ),
+            };
+            if status != 1 {
+                stopped.insert(run.key);
+            }
+            u.ids.push(run.key);
+            u.statuses.push(status);
+            u.holds.push(hold);
+            u.dues.push(due);
+            u.reasons.push(reason);
+            u.flags.push(flags);
+            u.ckeys.push(run.ckey.clone());
+            u.ranks.push(run.rank);
+        }
+        self.save_states(tx, &states, now_ms).await?;
+        let stmt = tx.prepare_cached(GATE).await.map_err(err)?;
+        tx.execute(
+            &stmt,
+            &[
+                &u.ids,
+                &u.statuses,
+                &u.holds,
+                &u.dues,
+                &u.reasons,
+                &u.flags,
+                &u.ckeys,
+                &u.ranks,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        Ok(stopped)
+    }
+
+    /// Gives back the slots of runs whose outcome was just recorded (in that
+    /// transaction), and passes them on to the first held runs. Returns whether some
+    /// held run became ready.
+    pub(super) async fn free_slots(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        runs: &[i64],
+        now_ms: u64,
+    ) -> Result<bool> {
+        let err = |e| self.error("cannot release concurrency slots", e);
+        let rows = tx
+            .query(
+                "UPDATE fanfare_runs SET flow = flow & ~2::smallint \
+                 WHERE id = ANY($1) AND flow & 2::smallint <> 0 RETURNING function_id, ckey",
+                &[&runs],
+            )
+            .await
+            .map_err(err)?;
+        // What was released, per function and key.
+        let mut released: Vec<(&'static FunctionDef, Option<String>)> = Vec::new();
+        for row in rows {
+            let function: String = row.get(0);
+            if let Some(&i) = self.index.get(&function) {
+                released.push((self.defs[i as usize], row.get(1)));
+            }
+        }
+        if released.is_empty() {
+            return Ok(false);
+        }
+        let mut slots = BTreeSet::new();
+        for (def, ckey) in &released {
+            if let Some(flow) = def.flow() {
+                slots.extend(rules::concurrency_slots(def.id(), flow, ckey.as_deref()));
+            }
+        }
+        let mut states = self.lock_states(tx, slots).await?;
+        for (def, ckey) in &released {
+            if let Some(flow) = def.flow() {
+                rules::release(def.id(), flow, ckey.as_deref(), &mut states);
+            }
+        }
+        // The first runs of every queue a slot was freed in, as many as may go.
+        let mut by_key: (Vec<&str>, Vec<String>, Vec<i64>) = Default::default();
+        let mut by_function: (Vec<&str>, Vec<i64>) = Default::default();
+        let mut asked = HashSet::new();
+        for (def, ckey) in &released {
+            let Some(flow) = def.flow() else { continue };
+            let key = ckey.clone().unwrap_or_default();
+            if flow.keyed_concurrency.is_some() && asked.insert((def.id(), Stage::Key, key.clone()))
+            {
+                let n = rules::room(def.id(), flow, Stage::Key, ckey.as_deref(), &states);
+                by_key.0.push(def.id());
+                by_key.1.push(key);
+                by_key.2.push(n as i64);
+            }
+            if flow.concurrency.is_some()
+                && asked.insert((def.id(), Stage::Function, String::new()))
+            {
+                let n = rules::room(def.id(), flow, Stage::Function, None, &states);
+                by_function.0.push(def.id());
+                by_function.1.push(n as i64);
+            }
+        }
+        let mut queues: HashMap<(&str, Stage, String), std::collections::VecDeque<i64>> =
+            HashMap::new();
+        let stmt = tx.prepare_cached(HELD_BY_KEY).await.map_err(err)?;
+        for row in tx
+            .query(&stmt, &[&self.app, &by_key.0, &by_key.1, &by_key.2])
+            .await
+            .map_err(err)?
+        {
+            let f: String = row.get(0);
+            let Some(&i) = self.index.get(&f) else {
+                continue;
+            };
+            let key = (
+                self.defs[i as usize].id(),
+                Stage::Key,
+                row.get::<_, String>(1),
+            );
+            queues.entry(key).or_default().push_back(row.get(2));
+        }
+        let stmt = tx.prepare_cached(HELD_BY_FUNCTION).await.map_err(err)?;
+        for row in tx
+            .query(&stmt, &[&self.app, &by_function.0, &by_function.1])
+            .await
+            .map_err(err)?
+        {
+            let f: String = row.get(0);
+            let Some(&i) = self.index.get(&f) else {
+                continue;
+            };
+            let key = (self.defs[i as usize].id(), Stage::Function, String::new());
+            queues.entry(key).or_default().push_back(row.get(2));
+        }
+        let (mut ids, mut ready, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+        for (def, ckey) in &released {
+            let Some(flow) = def.flow() else { continue };
+            let function = def.id();
+            let placed = rules::refill(function, flow, ckey.as_deref(), &mut states, |stage, n| {
+                let key = match stage {
+                    Stage::Key => ckey.clone().unwrap_or_default(),
+                    Stage::Function => String::new(),
+                };
+                queues
+                    .get_mut(&(function, stage, key))
+                    .map(|q| q.drain(..n.min(q.len())).collect())
+                    .unwrap_or_default()
+            });
+            for (run, place) in placed {
+                ids.push(run);
+                ready.push(place == Place::Ready);
+                reasons.push(match place {
+                    Place::Ready => None,
+                    Place::Function => Some(rules::held(flow, Stage::Function, None)),
+                });
+            }
+        }
+        self.save_states(tx, &states, now_ms).await?;
+        if !ids.is_empty() {
+            tx.execute(
+                "UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END, \
+                 hold = CASE WHEN u.ready THEN NULL ELSE 2 END, \
+                 flow = r.flow | CASE WHEN u.ready THEN 2 ELSE 0 END, reason = u.reason \
+                 FROM unnest($1::bigint[], $2::bool[], $3::text[]) AS u(id, ready, reason) \
+                 WHERE r.id = u.id",
+                &[&ids, &ready, &reasons],
+            )
+            .await
+            .map_err(err)?;
+        }
+        Ok(ready.iter().any(|&r| r))
+    }
+
+    /// Takes and locks the states of `slots` (created fresh where missing).
+    async fn lock_states(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        slots: BTreeSet<Slot>,
+    ) -> Result<States> {
+        let err = |e| self.error("cannot lock flow-control state", e);
+        let mut states = States::new();
+        if slots.is_empty() {
+            return Ok(states);
+        }
+        let functions: Vec<&str> = slots.iter().map(|s| s.function).collect();
+        let kinds: Vec<i16> = slots.iter().map(|s| s.kind as i16).collect();
+        let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
+        let stmt = tx.prepare_cached(LOCK_STATES).await.map_err(err)?;
+        let rows = tx
+            .query(&stmt, &[&self.app, &functions, &kinds, &keys])
+            .await
+            .map_err(err)?;
+        let mut found: HashMap<(String, i16, String), rules::State> = HashMap::new();
+        for row in rows {
+            found.insert(
+                (row.get(0), row.get(1), row.get(2)),
+                rules::State {
+                    tat_us: row.get(3),
+                    active: row.get(4),
+                },
+            );
+        }
+        for slot in slots {
+            let state = found
+                .remove(&(slot.function.to_owned(), slot.kind as i16, slot.key.clone()))
+                .unwrap_or_default();
+            states.insert(slot, state);
+        }
+        Ok(states)
+    }
+
+    /// Writes locked states back; those that say nothing a fresh one would not are
+    /// deleted, so the table holds only keys in use.
+    async fn save_states(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        states: &States,
+        now_ms: u64,
+    ) -> Result<()> {
+        let err = |e| self.error("cannot write flow-control state", e);
+        let (mut keep, mut drop) = (StateRows::default(), StateRows::default());
+        for (slot, state) in states {
+            let rows = if state.is_idle(now_ms) {
+                &mut drop
+            } else {
+                &mut keep
+            };
+            rows.functions.push(slot.function);
+            rows.kinds.push(slot.kind as i16);
+            rows.keys.push(&slot.key);
+            rows.tats.push(state.tat_us);
+            rows.actives.push(state.active);
+        }
+        if !keep.functions.is_empty() {
+            tx.execute(
+                "UPDATE fanfare_flow s SET tat = u.tat, active = u.active \
+                 FROM unnest($2::text[], $3::smallint[], $4::text[], $5::bigint[], $6::bigint[]) \
+                     AS u(f, k, key, tat, active) \
+                 WHERE s.app = $1 AND s.function_id = u.f AND s.kind = u.k AND s.key = u.key",
+                &[
+                    &self.app,
+                    &keep.functions,
+                    &keep.kinds,
+                    &keep.keys,
+                    &keep.tats,
+                    &keep.actives,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        if !drop.functions.is_empty() {
+            tx.execute(
+                "DELETE FROM fanfare_flow s USING unnest($2::text[], $3::smallint[], $4::text[]) \
+                     AS u(f, k, key) \
+                 WHERE s.app = $1 AND s.function_id = u.f AND s.kind = u.k AND s.key = u.key",
+                &[&self.app, &drop.functions, &drop.kinds, &drop.keys],
+            )
+            .await
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct GateRows {
+    ids: Vec<i64>,
+    statuses: Vec<i16>,
+    holds: Vec<Option<i16>>,
+    dues: Vec<Option<i64>>,
+    reasons: Vec<Option<String>>,
+    flags: Vec<i16>,
+    ckeys: Vec<Option<String>>,
+    ranks: Vec<i64>,
+}
+
+#[derive(Default)]
+struct StateRows<'a> {
+    functions: Vec<&'static str>,
+    kinds: Vec<i16>,
+    keys: Vec<&'a str>,
+    tats: Vec<i64>,
+    actives: Vec<i64>,
+}
