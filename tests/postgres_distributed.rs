@@ -7,123 +7,18 @@
 
 mod common;
 
+use common::services::{log_file, log_lines, observer, Service, BILLING, SHIPPING};
 use common::{postgres_ready, postgres_schema, LIMIT};
 use fanfare::{ErrorKind, EventId, RunInfo, RunStatus, Runtime};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 use tokio::time::timeout;
-
-/// A service process started by a test; killed when dropped.
-struct Service {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    pid: u32,
-}
-
-impl Service {
-    fn start(bin: &str, url: &str, log: &std::path::Path, env: &[(&str, &str)]) -> Service {
-        let mut child = Command::new(bin)
-            .env("FANFARE_URL", url)
-            .env("FANFARE_LOG", log)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("cannot start the service");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut service = Service {
-            child,
-            stdin,
-            lines,
-            pid: 0,
-        };
-        let ready = service.expect("READY ");
-        service.pid = ready.parse().unwrap();
-        service
-    }
-
-    /// The rest of the next line that starts with `prefix`.
-    fn expect(&mut self, prefix: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(LIMIT)
-                .unwrap_or_else(|_| panic!("no `{prefix}` line from the service"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
-    }
-
-    fn command(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn send(&mut self, order_id: u64) -> EventId {
-        self.command(&format!("send {order_id}"));
-        self.expect("SENT ").parse().unwrap()
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const SHIPPING: &str = env!("CARGO_BIN_EXE_shipping-service");
-const BILLING: &str = env!("CARGO_BIN_EXE_billing-service");
-
-fn log_file() -> PathBuf {
-    common::temp_db().with_extension("log")
-}
-
-fn log_lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// The runs of an event by `app/function`.
 fn by_function(runs: &[RunInfo]) -> HashMap<String, RunInfo> {
     runs.iter()
         .map(|r| (format!("{}/{}", r.app, r.function_id), r.clone()))
         .collect()
-}
-
-/// The test's own runtime: it sends and reads runs, and executes nothing.
-async fn observer(url: &str) -> Runtime {
-    Runtime::builder()
-        .postgres(url)
-        .app("observer")
-        .execute(false)
-        .start()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

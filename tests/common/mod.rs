@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use fanfare::{Backoff, Builder, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

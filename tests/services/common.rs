@@ -22,6 +22,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Milliseconds since the Unix epoch.
+#[allow(dead_code)]
+pub fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
 /// Appends `line` to the side-effect log.
 pub fn log(line: String) {
     let path = std::env::var("FANFARE_LOG").expect("FANFARE_LOG");
@@ -34,6 +42,7 @@ pub fn log(line: String) {
         .expect("cannot write the log");
 }
 
+#[allow(dead_code)]
 /// One unit of work of a function: logged at start and end, with the process id.
 pub async fn work(function: &str, ctx: &fanfare::Ctx<ShopOrder>) -> fanfare::Result<u32> {
     let pid = std::process::id();

@@ -8,3 +8,24 @@ use serde::{Deserialize, Serialize};
 pub struct ShopOrder {
     pub order_id: u64,
 }
+
+/// A customer's contact changed (flow-control tests: one run per customer at a time).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/contact")]
+pub struct CrmContact {
+    pub customer: u64,
+}
+
+/// An email to send (flow-control tests: throttled).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/email")]
+pub struct CrmEmail {
+    pub n: u64,
+}
+
+/// A login (flow-control tests: rate limited per user).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/login")]
+pub struct CrmLogin {
+    pub user: u64,
+}

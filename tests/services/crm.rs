@@ -1,0 +1,36 @@
+//! A test service: the crm app, whose functions carry flow control. Each logs
+//! `start|end <function> <key> <pid> <unix ms>` around its work.
+
+#[path = "common.rs"]
+mod common;
+
+use fanfare::{function, Ctx};
+use shop_events::{CrmContact, CrmEmail, CrmLogin};
+
+async fn work(function: &str, key: u64) -> fanfare::Result<u32> {
+    let pid = std::process::id();
+    common::log(format!("start {function} {key} {pid} {}", common::now_ms()));
+    tokio::time::sleep(common::slow()).await;
+    common::log(format!("end {function} {key} {pid} {}", common::now_ms()));
+    Ok(pid)
+}
+
+#[function(trigger = "crm/contact", concurrency(limit = 1, key = |e| e.customer))]
+async fn sync_contact(ctx: Ctx<CrmContact>) -> fanfare::Result<u32> {
+    work("sync_contact", ctx.event().customer).await
+}
+
+#[function(trigger = "crm/email", throttle(limit = 5, period = "1s"))]
+async fn send_email(ctx: Ctx<CrmEmail>) -> fanfare::Result<u32> {
+    work("send_email", ctx.event().n).await
+}
+
+#[function(trigger = "crm/login", rate_limit(limit = 1, period = "1h", key = |e| e.user))]
+async fn notify_login(ctx: Ctx<CrmLogin>) -> fanfare::Result<u32> {
+    work("notify_login", ctx.event().user).await
+}
+
+#[tokio::main]
+async fn main() -> fanfare::Result<()> {
+    common::serve("crm").await
+}
