@@ -4,7 +4,7 @@
 mod common;
 
 use common::{gate, hits, Store, LIMIT};
-use fanfare::{function, Ctx, Event, RunStatus, Runtime};
+use fanfare::{function, Batch, Ctx, Event, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -17,6 +17,10 @@ conformance!(
     a_throttle_spreads_starts_and_drops_nothing,
     a_rate_limit_skips_with_a_reason_until_the_period_passes,
     a_high_priority_run_starts_before_earlier_low_priority_ones,
+    a_debounce_runs_once_per_key_with_the_last_event,
+    a_debounce_timeout_forces_a_run_during_an_endless_burst,
+    a_batch_runs_full_batches_and_the_rest_after_its_timeout,
+    a_failed_batch_run_retries_with_the_same_events,
 );
 
 /// Runs in flight and the most seen at once, per name.
@@ -387,5 +391,247 @@ async fn a_high_priority_run_starts_before_earlier_low_priority_ones(store: Stor
         "the paid job did not start next: {order:?}"
     );
     assert_eq!(order[2..], (1..=20).collect::<Vec<_>>()[..]);
+    rt.shutdown().await.unwrap();
+}
+
+// --- debounce -------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/doc.edited")]
+struct DocEdited {
+    tag: String,
+    doc: String,
+    n: u32,
+}
+
+#[function(trigger = "flow/doc.edited", debounce(period = "500ms", key = |e| e.doc))]
+async fn reindex(ctx: Ctx<DocEdited>) -> fanfare::Result<()> {
+    let e = ctx.event();
+    order()
+        .lock()
+        .unwrap()
+        .entry(format!("{} {}", e.tag, e.doc))
+        .or_default()
+        .push(e.n);
+    Ok(())
+}
+
+async fn a_debounce_runs_once_per_key_with_the_last_event(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let tag = format!("debounce {}", store.name());
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        for doc in ["a", "b"] {
+            let edit = DocEdited {
+                tag: tag.clone(),
+                doc: doc.to_owned(),
+                n,
+            };
+            ids.push(rt.send(edit).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs = wait_all(&rt, &ids).await;
+    for doc in ["a", "b"] {
+        let ran = order().lock().unwrap().remove(&format!("{tag} {doc}"));
+        assert_eq!(
+            ran,
+            Some(vec![5]),
+            "key {doc}: one run, with the fifth event"
+        );
+    }
+    let skipped: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .collect();
+    assert_eq!(skipped.len(), 8);
+    assert!(skipped.iter().all(|r| r
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("debounced")
+        && r.attempts == 0));
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/typing")]
+struct Typing {
+    tag: String,
+}
+
+#[function(trigger = "flow/typing", debounce(period = "300ms", timeout = "1s"))]
+async fn autosave(ctx: Ctx<Typing>) -> fanfare::Result<()> {
+    starts()
+        .lock()
+        .unwrap()
+        .entry(ctx.event().tag.clone())
+        .or_default()
+        .push(Instant::now());
+    Ok(())
+}
+
+async fn a_debounce_timeout_forces_a_run_during_an_endless_burst(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let tag = format!("endless {}", store.name());
+    let mut ids = Vec::new();
+    // An event every 100 ms for 2.5 s: the period never passes quietly.
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(2500) {
+        ids.push(rt.send(Typing { tag: tag.clone() }).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let burst_end = Instant::now();
+    wait_all(&rt, &ids).await;
+    let ran = starts().lock().unwrap().remove(&tag).unwrap_or_default();
+    let during = ran.iter().filter(|&&t| t < burst_end).count();
+    assert!(during >= 1, "no run during the burst: {ran:?}");
+    // Each run within the timeout of its burst's first event (and some slack).
+    assert!(
+        ran[0] - began < Duration::from_millis(1500),
+        "{:?}",
+        ran[0] - began
+    );
+    rt.shutdown().await.unwrap();
+}
+
+// --- batch ----------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/log.line")]
+struct LogLine {
+    tag: String,
+    n: u32,
+}
+
+/// Per tag: when each batch ran, with its events' numbers.
+type Batches = Mutex<HashMap<String, Vec<(Instant, Vec<u32>)>>>;
+
+fn batches() -> &'static Batches {
+    static B: OnceLock<Batches> = OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+#[function(trigger = "flow/log.line", batch(max = 100, timeout = "1s"))]
+async fn ingest(ctx: Ctx<Batch<LogLine>>) -> fanfare::Result<usize> {
+    let lines = ctx.event();
+    assert_eq!(lines.ids().len(), lines.len());
+    let tag = lines[0].tag.clone();
+    let ns = lines.iter().map(|l| l.n).collect();
+    batches()
+        .lock()
+        .unwrap()
+        .entry(tag)
+        .or_default()
+        .push((Instant::now(), ns));
+    Ok(lines.len())
+}
+
+async fn a_batch_runs_full_batches_and_the_rest_after_its_timeout(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let tag = format!("batch {}", store.name());
+    let mut ids = Vec::new();
+    let mut last_sent = Instant::now();
+    for n in 0..250 {
+        if n == 200 {
+            last_sent = Instant::now();
+        }
+        ids.push(
+            rt.send(LogLine {
+                tag: tag.clone(),
+                n,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let runs = wait_all(&rt, &ids).await;
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Completed),
+        "{runs:?}"
+    );
+    let mut ran = batches().lock().unwrap().remove(&tag).unwrap();
+    ran.sort_by_key(|(_, ns)| ns[0]);
+    let sizes: Vec<usize> = ran.iter().map(|(_, ns)| ns.len()).collect();
+    assert_eq!(sizes, [100, 100, 50]);
+    let all: Vec<u32> = ran.iter().flat_map(|(_, ns)| ns.clone()).collect();
+    assert_eq!(
+        all,
+        (0..250).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(
+        ran[2].0 - last_sent >= Duration::from_millis(900),
+        "the last batch ran {:?} after its first event",
+        ran[2].0 - last_sent
+    );
+    // Each run of the batch tells which run executed it; that run returned its size.
+    let executed: Vec<_> = runs.iter().filter(|r| r.output.is_some()).collect();
+    assert_eq!(executed.len(), 3);
+    assert!(runs.iter().filter(|r| r.output.is_none()).all(|r| r
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("ran in the batch of run")));
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/charge")]
+struct Charge {
+    tag: String,
+    n: u32,
+}
+
+#[function(trigger = "flow/charge", batch(max = 3, timeout = "5s"))]
+async fn settle(ctx: Ctx<Batch<Charge>>) -> fanfare::Result<()> {
+    let tag = ctx.event()[0].tag.clone();
+    let ids = ctx.event().ids().to_vec();
+    let counted = ctx
+        .step("count", || async {
+            common::hit(format!("{tag} counted"));
+            Ok::<_, fanfare::Error>(ids.len())
+        })
+        .await?;
+    assert_eq!(counted, 3);
+    batches()
+        .lock()
+        .unwrap()
+        .entry(tag)
+        .or_default()
+        .push((Instant::now(), ctx.event().iter().map(|c| c.n).collect()));
+    if ctx.attempt() == 0 {
+        return Err(fanfare::Error::msg("the bank is down"));
+    }
+    Ok(())
+}
+
+async fn a_failed_batch_run_retries_with_the_same_events(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let tag = format!("settle {}", store.name());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            rt.send(Charge {
+                tag: tag.clone(),
+                n,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let runs = wait_all(&rt, &ids).await;
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Completed),
+        "{runs:?}"
+    );
+    let attempts = batches().lock().unwrap().remove(&tag).unwrap();
+    assert_eq!(attempts.len(), 2, "one failed attempt, one retry");
+    assert_eq!(
+        attempts[0].1, attempts[1].1,
+        "the retry has the same events"
+    );
+    assert_eq!(hits(format!("{tag} counted")), 1, "the step ran once");
+    assert_eq!(runs.iter().map(|r| r.attempts).max(), Some(2));
     rt.shutdown().await.unwrap();
 }

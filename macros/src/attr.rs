@@ -19,6 +19,10 @@ mod kw {
     syn::custom_keyword!(limit);
     syn::custom_keyword!(period);
     syn::custom_keyword!(key);
+    syn::custom_keyword!(debounce);
+    syn::custom_keyword!(batch);
+    syn::custom_keyword!(max);
+    syn::custom_keyword!(timeout);
 }
 
 /// The greatest `retries` value accepted.
@@ -52,15 +56,32 @@ fn parse_pairs(
     Ok(())
 }
 
-/// `limit = N, period = "…", key = |e| …` inside `concurrency(…)`, `throttle(…)` or
-/// `rate_limit(…)`: whichever are written; which are required is checked later.
+/// The arguments of a flow-control key (`concurrency(…)`, `throttle(…)`, `rate_limit(…)`,
+/// `debounce(…)`, `batch(…)`): whichever are written, among those the control takes;
+/// which are required is checked later.
 pub struct Control {
     /// The control's name, for messages and spans.
     pub name: &'static str,
     pub span: Span,
     pub limit: Option<LitInt>,
+    pub max: Option<LitInt>,
     pub period: Option<LitStr>,
+    pub timeout: Option<LitStr>,
     pub key: Option<ExprClosure>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            name: "",
+            span: Span::call_site(),
+            limit: None,
+            max: None,
+            period: None,
+            timeout: None,
+            key: None,
+        }
+    }
 }
 
 impl Control {
@@ -76,13 +97,18 @@ impl Control {
         let mut control = Control {
             name,
             span,
-            limit: None,
-            period: None,
-            key: None,
+            ..Control::default()
+        };
+        // What each control takes.
+        let (limit, max, period, timeout) = match name {
+            "concurrency" => (true, false, false, false),
+            "throttle" | "rate_limit" => (true, false, true, false),
+            "debounce" => (false, false, true, true),
+            _ => (false, true, false, true),
         };
         parse_pairs(&content, |input| {
             let look = input.lookahead1();
-            if look.peek(kw::limit) {
+            if limit && look.peek(kw::limit) {
                 let key = input.parse::<kw::limit>()?;
                 input.parse::<Token![=]>()?;
                 set(
@@ -92,12 +118,26 @@ impl Control {
                     input.parse()?,
                     errors,
                 );
-            } else if look.peek(kw::period) && name != "concurrency" {
+            } else if max && look.peek(kw::max) {
+                let key = input.parse::<kw::max>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut control.max, "max", key.span, input.parse()?, errors);
+            } else if period && look.peek(kw::period) {
                 let key = input.parse::<kw::period>()?;
                 input.parse::<Token![=]>()?;
                 set(
                     &mut control.period,
                     "period",
+                    key.span,
+                    input.parse()?,
+                    errors,
+                );
+            } else if timeout && look.peek(kw::timeout) {
+                let key = input.parse::<kw::timeout>()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut control.timeout,
+                    "timeout",
                     key.span,
                     input.parse()?,
                     errors,
@@ -126,6 +166,8 @@ pub struct FunctionArgs {
     pub concurrency: Vec<Control>,
     pub throttle: Option<Control>,
     pub rate_limit: Option<Control>,
+    pub debounce: Option<Control>,
+    pub batch: Option<Control>,
     pub priority: Option<ExprClosure>,
     /// Problems that do not stop parsing (duplicates); reported with the other checks.
     pub errors: Errors,
@@ -183,8 +225,7 @@ impl Parse for FunctionArgs {
                         name: "concurrency",
                         span: key.span,
                         limit: Some(limit),
-                        period: None,
-                        key: None,
+                        ..Control::default()
                     });
                 } else {
                     let c = Control::parse("concurrency", key.span, input, &mut args.errors)?;
@@ -210,6 +251,20 @@ impl Parse for FunctionArgs {
                     c,
                     &mut args.errors,
                 );
+            } else if look.peek(kw::debounce) {
+                let key = input.parse::<kw::debounce>()?;
+                let c = Control::parse("debounce", key.span, input, &mut args.errors)?;
+                set(
+                    &mut args.debounce,
+                    "debounce",
+                    key.span,
+                    c,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::batch) {
+                let key = input.parse::<kw::batch>()?;
+                let c = Control::parse("batch", key.span, input, &mut args.errors)?;
+                set(&mut args.batch, "batch", key.span, c, &mut args.errors);
             } else if look.peek(kw::priority) {
                 let key = input.parse::<kw::priority>()?;
                 input.parse::<Token![=]>()?;

@@ -50,7 +50,10 @@ struct Checked {
     trigger: LitStr,
     id: LitStr,
     retries: u32,
+    /// The event type: `E` of `Ctx<E>`, or of `Ctx<Batch<E>>`.
     event: Type,
+    /// What the function takes: `E`, or `Batch<E>`.
+    takes: Type,
     on_failure: Option<syn::Path>,
     flow: Flow,
 }
@@ -124,18 +127,64 @@ impl Checked {
             );
         }
         let flow = Flow::check(&mut args, errors);
+        let takes = event.clone();
+        let event = match (event, &flow) {
+            (Some(ty), Some(flow)) => batched(ty, flow.batches(), errors),
+            (event, _) => event,
+        };
         let retries = match args.retries {
             Some(_) => args.retries(errors)?,
             None => DEFAULT_RETRIES,
         };
         Some(Checked {
             flow: flow?,
+            takes: takes?,
             trigger: trigger?,
             id,
             retries,
             event: event?,
             on_failure: args.on_failure,
         })
+    }
+}
+
+/// The event type of a function taking `ty`: `E` of `Batch<E>` for a `batch(…)`
+/// function, `ty` otherwise; `None` (reported) when the two do not agree.
+fn batched(ty: Type, batches: bool, errors: &mut Errors) -> Option<Type> {
+    let inner = match &ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().and_then(|seg| {
+            if seg.ident != "Batch" {
+                return None;
+            }
+            match &seg.arguments {
+                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+                    GenericArgument::Type(t) => Some(t.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }),
+        _ => None,
+    };
+    match (batches, inner) {
+        (true, Some(inner)) => Some(inner),
+        (false, None) => Some(ty),
+        (true, None) => {
+            errors.spanned(
+                &ty,
+                "a `batch` function takes the events of its batch: `Ctx<fanfare::Batch<E>>`\n\
+                 help: write `ctx: fanfare::Ctx<fanfare::Batch<MyEvent>>`",
+            );
+            None
+        }
+        (false, Some(_)) => {
+            errors.spanned(
+                &ty,
+                "`Ctx<Batch<E>>` takes the events of a batch, and this function has no `batch`\n\
+                 help: add `batch(max = 100, timeout = \"2s\")`, or take `Ctx<E>`",
+            );
+            None
+        }
     }
 }
 
@@ -200,9 +249,11 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         id,
         retries,
         event,
+        takes,
         on_failure,
         flow,
     } = c;
+    let batches = flow.batches();
     let (flow_items, flow) = flow.expand(event, &exports::private(ident.span()));
     let ev_private = exports::private(event.span());
     let fn_name = ident.to_string();
@@ -217,8 +268,14 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     // One identifier for the shim's parameter, so it resolves the same way wherever the
     // attribute was written (inside `macro_rules!` too).
     let input = quote::format_ident!("__fanfare_input");
-    let call = quote_spanned! {ident.span()=>
-        #private::call::<#event, _, _>(#input, #ident)
+    let call = if batches {
+        quote_spanned! {ident.span()=>
+            #private::call_batch::<#event, _, _>(#input, #ident)
+        }
+    } else {
+        quote_spanned! {ident.span()=>
+            #private::call::<#event, _, _>(#input, #ident)
+        }
     };
     let location = quote_spanned! {ident.span()=>
         #private::Location {
@@ -237,9 +294,10 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         let private = exports::private(span);
         let failure_id = format!("{}{ON_FAILURE_SUFFIX}", id.value());
         let handler_name = quote!(#handler).to_string().replace(' ', "");
-        let failure_event = format!("Failure<{event_name}>");
+        let takes_name = quote!(#takes).to_string();
+        let failure_event = format!("Failure<{takes_name}>");
         let call = quote_spanned! {span=>
-            #private::call::<#private::Failure<#event>, _, _>(#input, #handler)
+            #private::call::<#private::Failure<#takes>, _, _>(#input, #handler)
         };
         let location = quote_spanned! {span=>
             #private::Location {
@@ -282,18 +340,24 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         syn::ReturnType::Default => quote!(()),
     };
     let doc = format!("The function [`{ident}()`] as a type, for `ctx.invoke::<{ident}>(…)`.");
+    // A `batch` function runs for batches of sent events only: it cannot be invoked.
+    let as_type = (!batches).then(|| {
+        quote! {
+            #[doc = #doc]
+            #[allow(non_camel_case_types)]
+            #vis struct #ident {}
+
+            impl #private::Function for #ident {
+                type Event = #event;
+                type Returns = #output;
+                const ID: &'static str = #id;
+            }
+        }
+    });
     quote! {
         #func
 
-        #[doc = #doc]
-        #[allow(non_camel_case_types)]
-        #vis struct #ident {}
-
-        impl #private::Function for #ident {
-            type Event = #event;
-            type Returns = #output;
-            const ID: &'static str = #id;
-        }
+        #as_type
 
         #[doc(hidden)]
         const _: () = {

@@ -24,8 +24,25 @@ pub struct Flow {
     keyed: Option<(u32, ExprClosure)>,
     throttle: Option<Rate>,
     rate_limit: Option<Rate>,
+    debounce: Option<Debounce>,
+    batch: Option<Batch>,
     priority: Option<ExprClosure>,
 }
+
+struct Debounce {
+    period_ms: u64,
+    timeout_ms: Option<u64>,
+    key: Option<ExprClosure>,
+}
+
+struct Batch {
+    max: u32,
+    timeout_ms: u64,
+    key: Option<ExprClosure>,
+}
+
+/// The most events a batch takes.
+const MAX_BATCH: u32 = 10_000;
 
 struct Rate {
     limit: u32,
@@ -85,19 +102,7 @@ impl Flow {
         ] {
             let Some(c) = control else { continue };
             let limit = limit(&c, errors);
-            let period = match &c.period {
-                Some(p) => duration(p, errors),
-                None => {
-                    errors.at(
-                        c.span,
-                        format_args!(
-                            "`{}` needs a `period`\nhelp: write `{}(limit = 10, period = \"1s\")`",
-                            c.name, c.name
-                        ),
-                    );
-                    None
-                }
-            };
+            let period = required_duration(&c, c.period.as_ref(), "period", errors);
             let key = c.key.map(|k| closure(k, c.name, errors));
             match (limit, period, key) {
                 (Some(limit), Some(period_ms), None) => {
@@ -112,6 +117,76 @@ impl Flow {
                         limit,
                         period_ms,
                         key: Some(key),
+                    })
+                }
+                _ => ok = false,
+            }
+        }
+        if let Some(c) = args.debounce.take() {
+            let period = required_duration(&c, c.period.as_ref(), "period", errors);
+            let timeout = c.timeout.as_ref().map(|t| duration(t, errors));
+            let key = c.key.map(|k| closure(k, "debounce", errors));
+            if let (Some(period), Some(Some(timeout)), Some(lit)) = (period, timeout, &c.timeout) {
+                if timeout < period {
+                    ok = false;
+                    errors.spanned(
+                        lit,
+                        "the debounce `timeout` is shorter than its `period`, so it would cut every wait short\n\
+                         help: make `timeout` longer than `period`, or remove it",
+                    );
+                }
+            }
+            match period {
+                Some(period_ms) if !matches!(timeout, Some(None)) && !matches!(key, Some(None)) => {
+                    flow.debounce = Some(Debounce {
+                        period_ms,
+                        timeout_ms: timeout.flatten(),
+                        key: key.flatten(),
+                    })
+                }
+                _ => ok = false,
+            }
+        }
+        if let Some(c) = args.batch.take() {
+            let max = match &c.max {
+                Some(lit) => number(lit, "batch", MAX_BATCH, errors),
+                None => {
+                    errors.at(
+                        c.span,
+                        "`batch` needs a `max`\nhelp: write `batch(max = 100, timeout = \"2s\")`",
+                    );
+                    None
+                }
+            };
+            let timeout = required_duration(&c, c.timeout.as_ref(), "timeout", errors);
+            let key = c.key.map(|k| closure(k, "batch", errors));
+            // A batch run executes many events at once: what limits single runs by
+            // their event has no event to go by.
+            for (name, set) in [
+                ("debounce", flow.debounce.is_some()),
+                ("rate_limit", flow.rate_limit.is_some()),
+                ("throttle", flow.throttle.is_some()),
+                ("a keyed `concurrency`", flow.keyed.is_some()),
+                ("priority", args.priority.is_some()),
+            ] {
+                if set {
+                    ok = false;
+                    errors.at(
+                        c.span,
+                        format_args!(
+                            "`batch` cannot be combined with {}: a batch run carries many events, and it goes by one event\n\
+                             help: remove one of the two",
+                            if name.starts_with('a') { name.to_owned() } else { format!("`{name}`") }
+                        ),
+                    );
+                }
+            }
+            match (max, timeout) {
+                (Some(max), Some(timeout_ms)) if !matches!(key, Some(None)) => {
+                    flow.batch = Some(Batch {
+                        max,
+                        timeout_ms,
+                        key: key.flatten(),
                     })
                 }
                 _ => ok = false,
@@ -141,6 +216,13 @@ impl Flow {
             && self.keyed.is_none()
             && self.throttle.is_none()
             && self.rate_limit.is_none()
+            && self.debounce.is_none()
+            && self.batch.is_none()
+    }
+
+    /// Whether the function takes its events in batches.
+    pub fn batches(&self) -> bool {
+        self.batch.is_some()
     }
 
     /// Items defining `__FANFARE_FLOW` (when there is flow control), and the expression
@@ -168,6 +250,32 @@ impl Flow {
         let keyed_key = key(self.keyed.as_ref().map(|(_, k)| k));
         let throttle_key = key(self.throttle.as_ref().and_then(|r| r.key.as_ref()));
         let rate_key = key(self.rate_limit.as_ref().and_then(|r| r.key.as_ref()));
+        let debounce_key = key(self.debounce.as_ref().and_then(|d| d.key.as_ref()));
+        let batch_key = key(self.batch.as_ref().and_then(|b| b.key.as_ref()));
+        let debounce = match &self.debounce {
+            Some(Debounce {
+                period_ms,
+                timeout_ms,
+                ..
+            }) => {
+                let timeout = match timeout_ms {
+                    Some(t) => quote!(::core::option::Option::Some(#t)),
+                    None => quote!(::core::option::Option::None),
+                };
+                quote! {
+                    ::core::option::Option::Some(#private::Debounce { period_ms: #period_ms, timeout_ms: #timeout })
+                }
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let batch = match &self.batch {
+            Some(Batch {
+                max, timeout_ms, ..
+            }) => quote! {
+                ::core::option::Option::Some(#private::BatchRule { max: #max, timeout_ms: #timeout_ms })
+            },
+            None => quote!(::core::option::Option::None),
+        };
         let priority = match &self.priority {
             Some(p) => {
                 let (pat, body) = parts(p);
@@ -186,6 +294,8 @@ impl Flow {
                     concurrency: #keyed_key,
                     throttle: #throttle_key,
                     rate_limit: #rate_key,
+                    debounce: #debounce_key,
+                    batch: #batch_key,
                     priority: #priority,
                 })
             }
@@ -195,6 +305,8 @@ impl Flow {
                 keyed_concurrency: #keyed,
                 throttle: #throttle,
                 rate_limit: #rate_limit,
+                debounce: #debounce,
+                batch: #batch,
                 keys: __fanfare_flow_keys,
             };
         };
@@ -252,18 +364,40 @@ fn limit(c: &Control, errors: &mut Errors) -> Option<u32> {
         );
         return None;
     };
-    number(lit, c.name, errors)
+    number(lit, c.name, MAX_LIMIT, errors)
 }
 
-fn number(lit: &LitInt, what: &str, errors: &mut Errors) -> Option<u32> {
+fn number(lit: &LitInt, what: &str, most: u32, errors: &mut Errors) -> Option<u32> {
     match lit.base10_parse::<u32>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Some(n),
+        Ok(n) if (1..=most).contains(&n) => Some(n),
         _ => {
             errors.spanned(
                 lit,
                 format_args!(
-                    "the `{what}` limit must be a whole number from 1 to {MAX_LIMIT}\n\
+                    "the `{what}` limit must be a whole number from 1 to {most}\n\
                      help: a limit of 0 would never let a run start"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A duration the control requires.
+fn required_duration(
+    c: &Control,
+    lit: Option<&LitStr>,
+    what: &str,
+    errors: &mut Errors,
+) -> Option<u64> {
+    match lit {
+        Some(lit) => duration(lit, errors),
+        None => {
+            errors.at(
+                c.span,
+                format_args!(
+                    "`{}` needs a `{what}`\nhelp: write `{}({what} = \"1s\", …)`",
+                    c.name, c.name
                 ),
             );
             None

@@ -153,6 +153,7 @@ impl Engine {
             attempt: run.attempt,
             def,
             state: Arc::clone(&state),
+            batch: run.batch.clone(),
         };
         let result = if run.attempt > def.retries() {
             // Every attempt was used, the last one by a process that died or lost its
@@ -358,8 +359,18 @@ impl Engine {
         handler: u32,
         error: &str,
     ) {
-        let event: serde_json::Value =
-            serde_json::from_str(&run.event.data).unwrap_or(serde_json::Value::Null);
+        let decode = |e: &crate::event::Envelope| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or(serde_json::Value::Null)
+        };
+        // A batch run fails with its batch: the handler gets it whole.
+        let event = if run.batch.is_empty() {
+            decode(&run.event)
+        } else {
+            serde_json::json!({
+                "events": run.batch.iter().map(|e| decode(e)).collect::<Vec<_>>(),
+                "ids": run.batch.iter().map(|e| e.id).collect::<Vec<_>>(),
+            })
+        };
         let data = serde_json::json!({
             "function_id": function,
             "run_id": run.run_id,

@@ -333,6 +333,8 @@ pub struct RunInput {
     pub(crate) attempt: u32,
     pub(crate) def: &'static FunctionDef,
     pub(crate) state: Arc<crate::step::RunState>,
+    /// The events of the batch the run executes; empty for a run of one event.
+    pub(crate) batch: Vec<Arc<Envelope>>,
 }
 
 /// A running function's future, its output serialized.

@@ -65,7 +65,7 @@ pub use ctx::{Ctx, StepOutput, WaitForEvent, WAIT_LOOKBACK, WAIT_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
-pub use flow::{Priority, MAX_PRIORITY};
+pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
 #[cfg(feature = "sqlite")]
@@ -96,7 +96,10 @@ pub async fn send<E: Event>(event: E) -> Result<EventId> {
 pub mod __private {
     pub use crate::error::Result;
     pub use crate::event::{Envelope, Event, EventBounds};
-    pub use crate::flow::{flow_keys, key_of, key_string, priority, Flow, FlowKeys, Rate};
+    pub use crate::flow::{
+        call_batch, flow_keys, key_of, key_string, priority, BatchRule, Debounce, Flow, FlowKeys,
+        Rate,
+    };
     pub use crate::function::{
         call, check_trigger, Failure, Function, FunctionDef, HandlerFuture, HandlerResult,
         IntoOutput, Location, RunInput, FAILURE_EVENT,

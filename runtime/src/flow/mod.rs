@@ -9,7 +9,10 @@
 //! Keys are compared as the strings their `Display` gives: `|e| e.customer_id` with
 //! `customer_id: u64 = 7` and with `customer_id: String = "7"` name the same key.
 
+mod batch;
 pub(crate) mod rules;
+
+pub use batch::{call_batch, Batch};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event};
@@ -27,13 +30,17 @@ pub struct Flow {
     pub throttle: Option<Rate>,
     /// `rate_limit(…)`: runs per period, the rest skipped.
     pub rate_limit: Option<Rate>,
+    /// `debounce(…)`: one run for a burst of events, with the last.
+    pub debounce: Option<Debounce>,
+    /// `batch(…)`: one run for up to `max` events.
+    pub batch: Option<BatchRule>,
     /// Computes the keys from an event.
     pub keys: fn(&Envelope) -> Result<FlowKeys>,
 }
 
 impl Flow {
     /// Whether runs hold concurrency slots while they execute.
-    pub(crate) fn limits_concurrency(&self) -> bool {
+    pub fn limits_concurrency(&self) -> bool {
         self.concurrency.is_some() || self.keyed_concurrency.is_some()
     }
 }
@@ -48,6 +55,26 @@ pub struct Rate {
     pub period_ms: u64,
 }
 
+/// `debounce(period, timeout?)`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Debounce {
+    /// How long after the last event of a burst the run starts, in milliseconds.
+    pub period_ms: u64,
+    /// The longest a run waits after the first event of its burst, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `batch(max, timeout)`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchRule {
+    /// Most events a run takes.
+    pub max: u32,
+    /// The longest the first event of a batch waits, in milliseconds.
+    pub timeout_ms: u64,
+}
+
 /// The keys of one run, computed from its event by the function's closures.
 #[doc(hidden)]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +85,10 @@ pub struct FlowKeys {
     pub throttle: Option<String>,
     /// The rate limit's key.
     pub rate_limit: Option<String>,
+    /// The debounce's key.
+    pub debounce: Option<String>,
+    /// The batch's key.
+    pub batch: Option<String>,
     /// Seconds ahead, clamped to `-600..=600`.
     pub priority: i64,
 }

@@ -2,6 +2,13 @@
 //! runs needs (locked, on PostgreSQL), lets these functions decide, and writes back the
 //! states and the runs' new places.
 //!
+//! A run of a flow-controlled function passes the gate each time it is claimed until it
+//! holds what it needs to execute. On its way, in this order:
+//! - `debounce`: the run waits `period`; a later event of its key takes its place (the
+//!   earlier run ends `Skipped`), unless `timeout` has passed since the burst began.
+//! - `batch`: the first run of a key opens a batch and waits `timeout`; the next ones
+//!   join it and wait in it; the run that fills it to `max`, or the first one once its
+//!   timeout has passed, executes the batch for all of them.
 //! - `rate_limit` and `throttle` are GCRA (as Inngest's): per key, a theoretical arrival
 //!   time (`tat`); the period is cut in `limit` intervals of `period / limit`.
 //!   - `throttle` starts one run per interval, in arrival order, and delays the others
@@ -9,15 +16,34 @@
 //!   - `rate_limit` lets a burst of up to `limit` runs through, refilled at one per
 //!     interval, and skips the runs beyond it.
 //!
-//!   Both apply once per run: retries and wake-ups are not limited again.
+//!   These apply once per run: retries and wake-ups are not limited again.
 //! - `concurrency` counts slots per function (stage 2) and per key (stage 1). A run takes
 //!   its key's slot, then the function's; when one is full it is *held* in that stage's
 //!   queue, ordered by rank (arrival minus priority). A run gives its slots back when an
 //!   attempt ends or it suspends (sleep, wait, retry back-off), and the released slots go
 //!   to the first held runs at once.
 
-use super::{Flow, Rate};
+use super::{Flow, FlowKeys, Rate};
+use crate::event::Envelope;
 use std::collections::HashMap;
+
+/// A run's flow-control flags, as stores keep them.
+pub(crate) mod flags {
+    /// Past its debounce, batch, rate limit and throttle: only concurrency is left.
+    pub const ADMITTED: i16 = 1;
+    /// Holds its concurrency slots.
+    pub const SLOTS: i16 = 2;
+    /// Waited as its key's latest debounced event.
+    pub const DEBOUNCING: i16 = 4;
+    /// Belongs to a batch.
+    pub const BATCHED: i16 = 8;
+    /// Executes its batch.
+    pub const RUNNER: i16 = 16;
+    /// Finished without executing (rate limited, debounced away).
+    pub const SKIPPED: i16 = 32;
+}
+
+use flags::*;
 
 /// Which state of a function a [`Slot`] names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +54,8 @@ pub(crate) enum Kind {
     Key = 1,
     Throttle = 2,
     RateLimit = 3,
+    Debounce = 4,
+    Batch = 5,
 }
 
 /// One piece of flow-control state: a function's, per kind and key.
@@ -43,36 +71,60 @@ pub(crate) struct Slot {
 pub(crate) struct State {
     /// GCRA's theoretical arrival time, unix microseconds (rate limit, throttle).
     pub tat_us: i64,
-    /// Slots taken (concurrency).
+    /// Slots taken (concurrency); runs in the open batch (batch).
     pub active: i64,
+    /// The latest run of a debounce's burst; the open batch (its first run). 0: none.
+    pub run: i64,
+    /// When the burst or the batch began, unix ms.
+    pub since_ms: i64,
 }
 
 impl State {
     /// Whether the state says nothing a fresh one would not (it can be forgotten).
     pub fn is_idle(&self, now_ms: u64) -> bool {
-        self.active <= 0 && self.tat_us <= now_ms as i64 * 1000
+        self.active <= 0 && self.run == 0 && self.tat_us <= now_ms as i64 * 1000
     }
 }
 
 pub(crate) type States = HashMap<Slot, State>;
 
-/// The two queues of held runs.
+/// The queues of held runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Stage {
     /// Waiting for its key's slot.
     Key = 1,
     /// Waiting for the function's slot (holding its key's, if any).
     Function = 2,
+    /// In a batch another run executes: never promoted, finished with that run.
+    Batch = 3,
 }
 
-/// A run at the gate.
-pub(crate) struct Ticket<'a> {
-    pub function: &'static str,
-    pub flow: &'static Flow,
+/// A run's flow-control place, as stores keep it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RunFlow {
+    pub flags: i16,
     /// The keyed concurrency limit's key.
-    pub ckey: Option<&'a str>,
-    /// The throttle's and rate limit's keys, on the run's first admission only.
-    pub first: Option<(&'a str, &'a str)>,
+    pub ckey: Option<String>,
+    /// Arrival minus priority, unix ms: held runs start in this order.
+    pub rank: i64,
+    /// The batch the run belongs to: the store's key of the batch's first run.
+    pub batch: Option<i64>,
+}
+
+/// A run's keys, when it still has to pass more than concurrency (computed from its
+/// event; keys that cannot be computed, from an event that does not decode, are empty:
+/// the run then fails on decoding, as any other). Sets its `ckey` and `rank`.
+pub(crate) fn prepare(flow: &Flow, run: &mut RunFlow, event: &Envelope) -> Option<FlowKeys> {
+    if run.flags & ADMITTED != 0 {
+        return None;
+    }
+    let keys = (flow.keys)(event).unwrap_or_default();
+    run.ckey = keys.concurrency.clone();
+    if flow.keyed_concurrency.is_some() {
+        run.ckey.get_or_insert_with(String::new);
+    }
+    run.rank = event.ts as i64 - keys.priority * 1000;
+    Some(keys)
 }
 
 /// What the gate decides.
@@ -80,36 +132,52 @@ pub(crate) struct Ticket<'a> {
 pub(crate) enum Verdict {
     /// Execute now, holding the function's slots if it limits concurrency.
     Go,
-    /// Rate limited: finish as `Skipped` with this reason.
+    /// Finish as `Skipped`, for this reason.
     Skip(String),
-    /// Throttled: queued until then (unix ms).
-    Delay(u64),
-    /// Held until a slot frees.
+    /// Queued until then (unix ms).
+    Delay(u64, Why),
+    /// Held until a slot frees, or its batch is executed.
     Hold(Stage),
 }
 
-impl Ticket<'_> {
-    /// The states the gate reads.
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub fn slots(&self) -> Vec<Slot> {
-        let flow = self.flow;
-        let mut slots = Vec::new();
-        let slot = |kind, key: &str| Slot {
-            function: self.function,
-            kind,
-            key: key.to_owned(),
-        };
-        if let Some((throttle, rate)) = self.first {
-            if flow.rate_limit.is_some() {
-                slots.push(slot(Kind::RateLimit, rate));
-            }
-            if flow.throttle.is_some() {
-                slots.push(slot(Kind::Throttle, throttle));
-            }
+/// Why a run is delayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    Throttle,
+    Debounce,
+    Batch,
+}
+
+/// The states the gate reads for a run (`keys` from [`prepare`]).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn slots(
+    function: &'static str,
+    flow: &Flow,
+    run: &RunFlow,
+    keys: Option<&FlowKeys>,
+) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    let slot = |kind, key: &Option<String>| Slot {
+        function,
+        kind,
+        key: key.clone().unwrap_or_default(),
+    };
+    if let Some(keys) = keys {
+        if flow.debounce.is_some() {
+            slots.push(slot(Kind::Debounce, &keys.debounce));
         }
-        slots.extend(concurrency_slots(self.function, flow, self.ckey));
-        slots
+        if flow.batch.is_some() {
+            slots.push(slot(Kind::Batch, &keys.batch));
+        }
+        if flow.rate_limit.is_some() {
+            slots.push(slot(Kind::RateLimit, &keys.rate_limit));
+        }
+        if flow.throttle.is_some() {
+            slots.push(slot(Kind::Throttle, &keys.throttle));
+        }
     }
+    slots.extend(concurrency_slots(function, flow, run.ckey.as_deref()));
+    slots
 }
 
 /// The concurrency states of a run of `function` with key `ckey`.
@@ -136,41 +204,112 @@ pub(crate) fn concurrency_slots(
     slots
 }
 
-/// Decides a run's fate, updating `states` (which must hold every slot of
-/// [`Ticket::slots`], fresh ones as `State::default()`).
-pub(crate) fn admit(t: &Ticket<'_>, now_ms: u64, states: &mut States) -> Verdict {
-    let flow = t.flow;
-    let now_us = now_ms as i64 * 1000;
-    let mut start_us = now_us;
-    if let Some((throttle_key, rate_key)) = t.first {
+/// Decides the fate of run `id` (the store's key for it), updating its place and
+/// `states` (which must hold every slot of [`slots`], fresh ones as `State::default()`).
+pub(crate) fn admit(
+    function: &'static str,
+    flow: &Flow,
+    id: i64,
+    run: &mut RunFlow,
+    keys: Option<&FlowKeys>,
+    now_ms: u64,
+    states: &mut States,
+) -> Verdict {
+    let now = now_ms as i64;
+    if let (Some(keys), false) = (keys, run.flags & ADMITTED != 0) {
+        if let Some(d) = flow.debounce {
+            let s = state(states, function, Kind::Debounce, keys.debounce.as_deref());
+            if run.flags & DEBOUNCING == 0 {
+                // The latest event of the burst waits; earlier ones see it took their place.
+                if s.run == 0 {
+                    s.since_ms = now;
+                }
+                s.run = id;
+                run.flags |= DEBOUNCING;
+                let cap = d
+                    .timeout_ms
+                    .map_or(i64::MAX, |t| s.since_ms.saturating_add(t as i64));
+                let at = (now + d.period_ms as i64).min(cap).max(now);
+                return Verdict::Delay(at as u64, Why::Debounce);
+            }
+            if s.run != id {
+                run.flags |= SKIPPED;
+                return Verdict::Skip("debounced: a later event took its place".to_owned());
+            }
+            *s = State::default();
+        }
+        if let Some(b) = flow.batch {
+            let s = state(states, function, Kind::Batch, keys.batch.as_deref());
+            if run.flags & BATCHED == 0 {
+                run.flags |= BATCHED;
+                if s.run == 0 {
+                    s.run = id;
+                    s.since_ms = now;
+                }
+                s.active += 1;
+                run.batch = Some(s.run);
+                if s.active < i64::from(b.max) {
+                    return if s.run == id {
+                        // The batch's first run executes it when its timeout has passed.
+                        Verdict::Delay(now as u64 + b.timeout_ms, Why::Batch)
+                    } else {
+                        Verdict::Hold(Stage::Batch)
+                    };
+                }
+                // Full: this run executes it.
+                *s = State::default();
+            } else if s.run == id {
+                // The first run, its timeout passed: the batch closes and it executes it.
+                *s = State::default();
+            } else {
+                // The first run of a batch another run filled.
+                return Verdict::Hold(Stage::Batch);
+            }
+            run.flags |= RUNNER;
+        }
+        let mut start_us = now * 1000;
         if let Some(rate) = flow.rate_limit {
-            let s = state(states, t.function, Kind::RateLimit, rate_key);
+            let s = state(
+                states,
+                function,
+                Kind::RateLimit,
+                keys.rate_limit.as_deref(),
+            );
             let (t_us, tau) = gcra(rate);
-            if now_us < s.tat_us - tau {
-                let key = if rate_key.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for key `{rate_key}`")
-                };
+            if start_us < s.tat_us - tau {
+                let key = keys
+                    .rate_limit
+                    .as_ref()
+                    .map(|k| format!(" for key `{k}`"))
+                    .unwrap_or_default();
+                run.flags |= SKIPPED | ADMITTED;
                 return Verdict::Skip(format!(
                     "rate limited: {} run(s) per {} ms{key} already started",
                     rate.limit, rate.period_ms
                 ));
             }
-            s.tat_us = s.tat_us.max(now_us) + t_us;
+            s.tat_us = s.tat_us.max(start_us) + t_us;
         }
         if let Some(rate) = flow.throttle {
-            let s = state(states, t.function, Kind::Throttle, throttle_key);
+            let s = state(states, function, Kind::Throttle, keys.throttle.as_deref());
             let (t_us, _) = gcra(rate);
-            start_us = now_us.max(s.tat_us);
+            start_us = start_us.max(s.tat_us);
             s.tat_us = start_us + t_us;
         }
+        run.flags |= ADMITTED;
+        if start_us > now * 1000 {
+            // Concurrency is taken when the delay is over.
+            return Verdict::Delay((start_us as u64).div_ceil(1000), Why::Throttle);
+        }
     }
-    if start_us > now_us {
-        // Concurrency is taken when the delay is over.
-        return Verdict::Delay((start_us as u64).div_ceil(1000));
+    if run.flags & SLOTS != 0 {
+        return Verdict::Go;
     }
-    acquire(t.function, flow, t.ckey, states)
+    let verdict = acquire(function, flow, run.ckey.as_deref(), states);
+    if verdict == Verdict::Go && flow.limits_concurrency() {
+        run.flags |= SLOTS;
+    }
+    verdict
 }
 
 /// Takes the run's concurrency slots, or says where it waits.
@@ -181,7 +320,7 @@ fn acquire(
     states: &mut States,
 ) -> Verdict {
     if let Some(limit) = flow.keyed_concurrency {
-        let s = state(states, function, Kind::Key, ckey.unwrap_or_default());
+        let s = state(states, function, Kind::Key, ckey);
         if s.active >= i64::from(limit) {
             return Verdict::Hold(Stage::Key);
         }
@@ -192,7 +331,7 @@ fn acquire(
 
 fn function_slot(function: &'static str, flow: &Flow, states: &mut States) -> Verdict {
     if let Some(limit) = flow.concurrency {
-        let s = state(states, function, Kind::Function, "");
+        let s = state(states, function, Kind::Function, None);
         if s.active >= i64::from(limit) {
             return Verdict::Hold(Stage::Function);
         }
@@ -225,6 +364,7 @@ pub(crate) fn room(
     let (limit, kind, key) = match stage {
         Stage::Key => (flow.keyed_concurrency, Kind::Key, ckey.unwrap_or_default()),
         Stage::Function => (flow.concurrency, Kind::Function, ""),
+        Stage::Batch => return 0,
     };
     let Some(limit) = limit else { return 0 };
     let active = states
@@ -260,14 +400,14 @@ pub(crate) fn refill<R>(
     let n = room(function, flow, Stage::Function, ckey, states);
     if n > 0 {
         for run in held(Stage::Function, n) {
-            state(states, function, Kind::Function, "").active += 1;
+            state(states, function, Kind::Function, None).active += 1;
             placed.push((run, Place::Ready));
         }
     }
     let n = room(function, flow, Stage::Key, ckey, states);
     if n > 0 {
         for run in held(Stage::Key, n) {
-            state(states, function, Kind::Key, ckey.unwrap_or_default()).active += 1;
+            state(states, function, Kind::Key, ckey).active += 1;
             let place = match function_slot(function, flow, states) {
                 Verdict::Go => Place::Ready,
                 _ => Place::Function,
@@ -290,19 +430,28 @@ pub(crate) fn held(flow: &Flow, stage: Stage, ckey: Option<&str>) -> String {
             "waiting for a concurrency slot: {} run(s) of the function are executing",
             flow.concurrency.unwrap_or_default()
         ),
+        Stage::Batch => {
+            "batched: its event is handled by the run that executes its batch".to_owned()
+        }
     }
 }
 
-/// Why a run is delayed by its throttle, for `rt.runs`.
-pub(crate) fn throttled(flow: &Flow) -> String {
-    let rate = flow.throttle.unwrap_or(Rate {
-        limit: 0,
-        period_ms: 0,
-    });
-    format!(
-        "throttled: at most {} start(s) per {} ms",
-        rate.limit, rate.period_ms
-    )
+/// Why a run is delayed, for `rt.runs`.
+pub(crate) fn delayed(flow: &Flow, why: Why) -> String {
+    match why {
+        Why::Throttle => {
+            let rate = flow.throttle.unwrap_or(Rate {
+                limit: 0,
+                period_ms: 0,
+            });
+            format!(
+                "throttled: at most {} start(s) per {} ms",
+                rate.limit, rate.period_ms
+            )
+        }
+        Why::Debounce => "debounced: waiting for later events of its key".to_owned(),
+        Why::Batch => "batching: waiting for more events to fill its batch".to_owned(),
+    }
 }
 
 /// GCRA's emission interval and burst tolerance, in microseconds.
@@ -316,13 +465,13 @@ fn state<'s>(
     states: &'s mut States,
     function: &'static str,
     kind: Kind,
-    key: &str,
+    key: Option<&str>,
 ) -> &'s mut State {
     states
         .entry(Slot {
             function,
             kind,
-            key: key.to_owned(),
+            key: key.unwrap_or_default().to_owned(),
         })
         .or_default()
 }
@@ -330,49 +479,80 @@ fn state<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::FlowKeys;
+    use crate::flow::{BatchRule, Debounce};
 
     fn no_keys(_: &crate::event::Envelope) -> crate::Result<FlowKeys> {
         Ok(FlowKeys::default())
     }
 
-    static THROTTLE: Flow = Flow {
+    const NONE: Flow = Flow {
         concurrency: None,
         keyed_concurrency: None,
+        throttle: None,
+        rate_limit: None,
+        debounce: None,
+        batch: None,
+        keys: no_keys,
+    };
+
+    static THROTTLE: Flow = Flow {
         throttle: Some(Rate {
             limit: 10,
             period_ms: 1000,
         }),
-        rate_limit: None,
-        keys: no_keys,
+        ..NONE
     };
 
     static RATE: Flow = Flow {
-        concurrency: None,
-        keyed_concurrency: None,
-        throttle: None,
         rate_limit: Some(Rate {
             limit: 1,
             period_ms: 3_600_000,
         }),
-        keys: no_keys,
+        ..NONE
     };
 
     static STACKED: Flow = Flow {
         concurrency: Some(2),
         keyed_concurrency: Some(1),
-        throttle: None,
-        rate_limit: None,
-        keys: no_keys,
+        ..NONE
     };
 
-    fn ticket<'a>(flow: &'static Flow, ckey: Option<&'a str>, first: bool) -> Ticket<'a> {
-        Ticket {
-            function: "f",
-            flow,
-            ckey,
-            first: first.then_some(("", "")),
-        }
+    static DEBOUNCE: Flow = Flow {
+        debounce: Some(Debounce {
+            period_ms: 500,
+            timeout_ms: Some(2000),
+        }),
+        ..NONE
+    };
+
+    static BATCH: Flow = Flow {
+        batch: Some(BatchRule {
+            max: 3,
+            timeout_ms: 2000,
+        }),
+        ..NONE
+    };
+
+    /// A new run's first pass.
+    fn first(
+        flow: &Flow,
+        id: i64,
+        ckey: Option<&str>,
+        now: u64,
+        states: &mut States,
+    ) -> (Verdict, RunFlow) {
+        let mut run = RunFlow {
+            ckey: ckey.map(str::to_owned),
+            ..RunFlow::default()
+        };
+        let v = again(flow, id, &mut run, now, states);
+        (v, run)
+    }
+
+    /// A later pass of the same run.
+    fn again(flow: &Flow, id: i64, run: &mut RunFlow, now: u64, states: &mut States) -> Verdict {
+        let keys = (run.flags & ADMITTED == 0).then(FlowKeys::default);
+        admit("f", flow, id, run, keys.as_ref(), now, states)
     }
 
     #[test]
@@ -380,13 +560,11 @@ mod tests {
         let mut states = States::new();
         let now = 1_000_000;
         let starts: Vec<u64> = (0..30)
-            .map(
-                |_| match admit(&ticket(&THROTTLE, None, true), now, &mut states) {
-                    Verdict::Go => now,
-                    Verdict::Delay(at) => at,
-                    other => panic!("{other:?}"),
-                },
-            )
+            .map(|i| match first(&THROTTLE, i, None, now, &mut states).0 {
+                Verdict::Go => now,
+                Verdict::Delay(at, Why::Throttle) => at,
+                other => panic!("{other:?}"),
+            })
             .collect();
         // One start per 100 ms: never more than 10 in a second, the last at 2.9 s.
         assert!(starts.windows(2).all(|w| w[1] == w[0] + 100));
@@ -396,13 +574,15 @@ mod tests {
     #[test]
     fn a_rate_limit_skips_within_the_period_and_not_after() {
         let mut states = States::new();
-        let t = ticket(&RATE, None, true);
-        assert_eq!(admit(&t, 0, &mut states), Verdict::Go);
-        assert!(matches!(admit(&t, 1000, &mut states), Verdict::Skip(_)));
-        assert_eq!(admit(&t, 3_600_000, &mut states), Verdict::Go);
+        assert_eq!(first(&RATE, 1, None, 0, &mut states).0, Verdict::Go);
+        let (skipped, run) = first(&RATE, 2, None, 1000, &mut states);
+        assert!(matches!(skipped, Verdict::Skip(_)));
+        assert_ne!(run.flags & SKIPPED, 0);
+        let (go, mut run) = first(&RATE, 3, None, 3_600_000, &mut states);
+        assert_eq!(go, Verdict::Go);
         // Retries and wake-ups are not limited again.
         assert_eq!(
-            admit(&ticket(&RATE, None, false), 3_600_001, &mut states),
+            again(&RATE, 3, &mut run, 3_600_001, &mut states),
             Verdict::Go
         );
     }
@@ -410,20 +590,14 @@ mod tests {
     #[test]
     fn stacked_limits_hold_per_key_then_per_function_and_refill_in_that_order() {
         let mut states = States::new();
+        assert_eq!(first(&STACKED, 1, Some("a"), 0, &mut states).0, Verdict::Go);
         assert_eq!(
-            admit(&ticket(&STACKED, Some("a"), true), 0, &mut states),
-            Verdict::Go
-        );
-        assert_eq!(
-            admit(&ticket(&STACKED, Some("a"), true), 0, &mut states),
+            first(&STACKED, 2, Some("a"), 0, &mut states).0,
             Verdict::Hold(Stage::Key)
         );
+        assert_eq!(first(&STACKED, 3, Some("b"), 0, &mut states).0, Verdict::Go);
         assert_eq!(
-            admit(&ticket(&STACKED, Some("b"), true), 0, &mut states),
-            Verdict::Go
-        );
-        assert_eq!(
-            admit(&ticket(&STACKED, Some("c"), true), 0, &mut states),
+            first(&STACKED, 4, Some("c"), 0, &mut states).0,
             Verdict::Hold(Stage::Function)
         );
         // "a" ends: the function's queue ("c") goes first, then "a"'s next run, which
@@ -440,5 +614,70 @@ mod tests {
                 (Stage::Key, Place::Function)
             ]
         );
+    }
+
+    #[test]
+    fn a_debounce_runs_the_last_event_of_a_burst_and_caps_the_wait() {
+        let mut states = States::new();
+        let mut runs = Vec::new();
+        for i in 0..5 {
+            let (v, run) = first(&DEBOUNCE, i, None, 100 * i as u64, &mut states);
+            assert_eq!(v, Verdict::Delay(100 * i as u64 + 500, Why::Debounce));
+            runs.push(run);
+        }
+        // At their times, the first four find a later event in their place.
+        for (i, run) in runs.iter_mut().enumerate().take(4) {
+            let at = 100 * i as u64 + 500;
+            assert!(matches!(
+                again(&DEBOUNCE, i as i64, run, at, &mut states),
+                Verdict::Skip(_)
+            ));
+        }
+        assert_eq!(
+            again(&DEBOUNCE, 4, &mut runs[4], 900, &mut states),
+            Verdict::Go
+        );
+        // An endless burst: the timeout (2 s from its first event) caps the wait.
+        let mut last = None;
+        for i in 0..40 {
+            let (v, run) = first(&DEBOUNCE, 100 + i, None, 1000 + 100 * i as u64, &mut states);
+            if let Verdict::Delay(at, _) = v {
+                assert!(at <= 3000);
+            }
+            last = Some((100 + i, run, v));
+            if 1000 + 100 * i as u64 >= 2900 {
+                break;
+            }
+        }
+        let (id, mut run, _) = last.unwrap();
+        assert_eq!(
+            again(&DEBOUNCE, id, &mut run, 3000, &mut states),
+            Verdict::Go
+        );
+    }
+
+    #[test]
+    fn a_batch_is_executed_by_the_run_that_fills_it_or_by_its_first_after_the_timeout() {
+        let mut states = States::new();
+        let (v1, mut r1) = first(&BATCH, 1, None, 0, &mut states);
+        assert_eq!(v1, Verdict::Delay(2000, Why::Batch));
+        assert_eq!(
+            first(&BATCH, 2, None, 10, &mut states).0,
+            Verdict::Hold(Stage::Batch)
+        );
+        let (v3, r3) = first(&BATCH, 3, None, 20, &mut states);
+        assert_eq!(v3, Verdict::Go);
+        assert_eq!((r3.batch, r3.flags & RUNNER != 0), (Some(1), true));
+        // The first run, at its timeout, finds its batch executed by another.
+        assert_eq!(
+            again(&BATCH, 1, &mut r1, 2000, &mut states),
+            Verdict::Hold(Stage::Batch)
+        );
+        // A batch that does not fill is executed by its first run after the timeout.
+        let (_, mut r4) = first(&BATCH, 4, None, 3000, &mut states);
+        let (_, r5) = first(&BATCH, 5, None, 3001, &mut states);
+        assert_eq!(r5.batch, Some(4));
+        assert_eq!(again(&BATCH, 4, &mut r4, 5000, &mut states), Verdict::Go);
+        assert_ne!(r4.flags & RUNNER, 0);
     }
 }

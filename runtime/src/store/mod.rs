@@ -178,6 +178,9 @@ pub(crate) struct ClaimedRun {
     pub event: Arc<Envelope>,
     /// The steps this run completed in earlier attempts, in the order they ran.
     pub steps: Vec<StepRecord>,
+    /// The events of the batch the run executes (`batch(…)`), oldest first; empty
+    /// for a run of one event.
+    pub batch: Vec<Arc<Envelope>>,
 }
 
 /// What a run waits for (`ctx.wait_for_event`).

@@ -2,7 +2,7 @@
 //! heaps by function, stage and key.
 
 use super::*;
-use crate::flow::rules::{self, Place, Stage, States, Ticket, Verdict};
+use crate::flow::rules::{self, flags, Place, Stage, States, Verdict};
 use crate::flow::Flow;
 
 /// A queue of held runs: (rank, arrival, slot), smallest first.
@@ -15,6 +15,8 @@ pub(super) struct Book {
     /// Held runs by (function, stage, key).
     held: HashMap<(u32, Stage, String), Queue>,
     arrivals: u64,
+    /// The runs of each batch, by the batch's first run.
+    batches: HashMap<i64, Vec<u32>>,
     /// Prune idle states when there are more than this.
     prune_at: usize,
 }
@@ -22,14 +24,7 @@ pub(super) struct Book {
 /// A run's flow-control place.
 #[derive(Default)]
 pub(super) struct RunFlow {
-    /// Passed its rate limit and throttle (done once per run).
-    admitted: bool,
-    /// Holds its concurrency slots.
-    slots: bool,
-    /// The keyed concurrency's key.
-    ckey: Option<String>,
-    /// Arrival minus priority, unix ms: held runs start in this order.
-    rank: i64,
+    pub place: rules::RunFlow,
     pub reason: Option<String>,
     pub not_before_ms: Option<u64>,
 }
@@ -49,59 +44,104 @@ impl Inner {
             return false;
         };
         let f = &mut run.flow;
-        if f.slots || (f.admitted && !flow.limits_concurrency()) {
-            f.reason = None;
-            f.not_before_ms = None;
-            return true;
-        }
-        let first = if f.admitted {
-            None
-        } else {
-            // Keys that cannot be computed (an event that does not decode) are empty:
-            // the run then fails on decoding, as any other.
-            let keys = (flow.keys)(&run.event).unwrap_or_default();
-            f.ckey = keys.concurrency;
-            f.rank = run.event.ts as i64 - keys.priority * 1000;
-            Some((
-                keys.throttle.unwrap_or_default(),
-                keys.rate_limit.unwrap_or_default(),
-            ))
-        };
-        f.admitted = true;
-        let ticket = Ticket {
+        let was_batched = f.place.flags & flags::BATCHED != 0;
+        let keys = rules::prepare(flow, &mut f.place, &run.event);
+        let verdict = rules::admit(
             function,
             flow,
-            ckey: f.ckey.as_deref(),
-            first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
-        };
-        let verdict = rules::admit(&ticket, now_ms, &mut self.book.states);
-        let (rank, ckey) = (f.rank, f.ckey.clone());
-        match verdict {
-            Verdict::Go => {
-                f.slots = flow.limits_concurrency();
-                f.reason = None;
-                f.not_before_ms = None;
-                true
+            // Rules take 0 for "no run": slot 0 is run 1 to them.
+            i64::from(slot) + 1,
+            &mut f.place,
+            keys.as_ref(),
+            now_ms,
+            &mut self.book.states,
+        );
+        f.not_before_ms = None;
+        f.reason = match &verdict {
+            Verdict::Go => None,
+            Verdict::Skip(reason) => Some(reason.clone()),
+            Verdict::Delay(at, why) => {
+                f.not_before_ms = Some(*at);
+                Some(rules::delayed(flow, *why))
             }
-            Verdict::Skip(reason) => {
-                f.reason = Some(reason);
+            Verdict::Hold(stage) => Some(rules::held(flow, *stage, f.place.ckey.as_deref())),
+        };
+        let (rank, ckey, batch) = (f.place.rank, f.place.ckey.clone(), f.place.batch);
+        if let (false, Some(batch)) = (was_batched, batch) {
+            self.book.batches.entry(batch).or_default().push(slot);
+        }
+        match verdict {
+            Verdict::Go => true,
+            Verdict::Skip(_) => {
                 run.status = RunStatus::Skipped;
                 let event = run.event.id;
                 self.finish(event, false, now);
                 false
             }
-            Verdict::Delay(at_ms) => {
-                f.reason = Some(rules::throttled(flow));
-                f.not_before_ms = Some(at_ms);
+            Verdict::Delay(at_ms, _) => {
                 let wait = Duration::from_millis(at_ms.saturating_sub(now_ms));
                 self.delayed.push(Reverse((later(now, wait), slot)));
                 false
             }
+            // Kept in its batch, finished with the run that executes it.
+            Verdict::Hold(Stage::Batch) => false,
             Verdict::Hold(stage) => {
-                f.reason = Some(rules::held(flow, stage, ckey.as_deref()));
                 self.hold(slot, stage, ckey.unwrap_or_default(), rank);
                 false
             }
+        }
+    }
+
+    /// The events of the batch run `slot` executes, if it executes one, in arrival order.
+    pub(super) fn batch_events(&self, slot: u32) -> Vec<Arc<Envelope>> {
+        let Some(run) = self.runs[slot as usize].as_ref() else {
+            return Vec::new();
+        };
+        let (true, Some(batch)) = (
+            run.flow.place.flags & flags::RUNNER != 0,
+            run.flow.place.batch,
+        ) else {
+            return Vec::new();
+        };
+        // In the order the runs joined: the order of their events' arrival.
+        self.book
+            .batches
+            .get(&batch)
+            .into_iter()
+            .flatten()
+            .filter_map(|&m| self.runs[m as usize].as_ref())
+            .map(|r| Arc::clone(&r.event))
+            .collect()
+    }
+
+    /// Finishes the other runs of the batch run `slot` executed, as it finished.
+    pub(super) fn finish_batch(&mut self, slot: u32, failed: Option<&str>, now: Instant) {
+        let Some(run) = self.runs[slot as usize].as_ref() else {
+            return;
+        };
+        let (true, Some(batch)) = (
+            run.flow.place.flags & flags::RUNNER != 0,
+            run.flow.place.batch,
+        ) else {
+            return;
+        };
+        let reason = format!("ran in the batch of run {}", run.id);
+        for member in self.book.batches.remove(&batch).unwrap_or_default() {
+            if member == slot {
+                continue;
+            }
+            let Some(m) = self.runs[member as usize].as_mut() else {
+                continue;
+            };
+            m.status = if failed.is_some() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Completed
+            };
+            m.last_error = failed.map(Into::into);
+            m.flow.reason = Some(reason.clone());
+            let event = m.event.id;
+            self.finish(event, failed.is_some(), now);
         }
     }
 
@@ -129,17 +169,18 @@ impl Inner {
         let Some(run) = self.runs[slot as usize].as_mut() else {
             return;
         };
-        if !std::mem::take(&mut run.flow.slots) {
+        if run.flow.place.flags & flags::SLOTS == 0 {
             return;
         }
+        run.flow.place.flags &= !flags::SLOTS;
         let index = run.function;
-        let ckey = run.flow.ckey.clone();
+        let ckey = run.flow.place.ckey.clone();
         let Book { states, held, .. } = &mut self.book;
         rules::release(function, flow, ckey.as_deref(), states);
         let placed = rules::refill(function, flow, ckey.as_deref(), states, |stage, n| {
             let key = match stage {
                 Stage::Key => ckey.clone().unwrap_or_default(),
-                Stage::Function => String::new(),
+                Stage::Function | Stage::Batch => String::new(),
             };
             let Some(heap) = held.get_mut(&(index, stage, key.clone())) else {
                 return Vec::new();
@@ -158,7 +199,7 @@ impl Inner {
             };
             match place {
                 Place::Ready => {
-                    run.flow.slots = true;
+                    run.flow.place.flags |= flags::SLOTS;
                     run.flow.reason = None;
                     self.ready.push_back(slot);
                 }

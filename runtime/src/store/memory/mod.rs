@@ -233,14 +233,19 @@ impl Store for MemoryStore {
             };
             run.status = RunStatus::Running;
             run.attempts += 1;
-            runs.push(ClaimedRun {
+            let mut claimed = ClaimedRun {
                 key: slot as RunKey,
                 run_id: run.id,
                 function: run.function,
                 attempt: run.attempts - 1,
                 event: Arc::clone(&run.event),
                 steps: run.steps.clone(),
-            });
+                batch: Vec::new(),
+            };
+            if def.flow().is_some_and(|f| f.batch.is_some()) {
+                claimed.batch = inner.batch_events(slot);
+            }
+            runs.push(claimed);
         }
         let next_due = inner.delayed.peek().map(|Reverse((due, _))| *due);
         ready(Ok(Claim { runs, next_due }))
@@ -303,7 +308,11 @@ impl Store for MemoryStore {
             };
             if let Some(failed) = finished {
                 let event_id = run.event.id;
+                let error = run.last_error.clone();
                 inner.finish(event_id, failed, now);
+                if def.flow().is_some_and(|f| f.batch.is_some()) {
+                    inner.finish_batch(slot, error.as_deref().filter(|_| failed), now);
+                }
             }
         }
         Box::pin(std::future::ready(Ok(())))

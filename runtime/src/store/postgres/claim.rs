@@ -2,6 +2,7 @@
 //! completed steps.
 
 use super::*;
+use crate::flow::rules;
 
 /// Claims up to `$5` due runs of this app's functions `$2`, earliest first, under a lease
 /// (`$3` ms) for this process (`$4`), with their events. The index `(app, due_at)` gives
@@ -19,9 +20,10 @@ WITH c AS (
         ORDER BY due_at
         LIMIT $5
         FOR UPDATE SKIP LOCKED))
-    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank)
+    RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
+        r.batch)
 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
-    c.flow, c.ckey, c.rank, fanfare_now()
+    c.flow, c.ckey, c.rank, fanfare_now(), c.batch
 FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
 
 /// How long until the earliest queued run of this app's functions is due (ms).
@@ -41,6 +43,8 @@ impl Shared {
             &(max as i64),
         ];
         let mut stopped = 0;
+        // Runs that execute a batch, with the batch.
+        let mut runners: Vec<(i64, i64)> = Vec::new();
         let (mut runs, with_steps) = if self.flow {
             // Flow control decides in the claim's transaction which claimed runs go.
             let tx = client.transaction().await.map_err(err)?;
@@ -49,10 +53,20 @@ impl Shared {
             let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(12) as u64);
             let (mut runs, gated, mut with_steps) = self.claimed(rows);
             if !gated.is_empty() {
-                let held = self.gate(&tx, gated, now_ms).await?;
-                stopped = held.len();
-                runs.retain(|r| !held.contains(&(r.key as i64)));
-                with_steps.retain(|k| !held.contains(k));
+                let gated_keys: Vec<i64> = gated.iter().map(|g| g.key).collect();
+                let going = self.gate(&tx, gated, now_ms).await?;
+                let stops: std::collections::HashSet<i64> = gated_keys
+                    .into_iter()
+                    .filter(|k| !going.contains_key(k))
+                    .collect();
+                stopped = stops.len();
+                runs.retain(|r| !stops.contains(&(r.key as i64)));
+                with_steps.retain(|k| !stops.contains(k));
+                runners = going
+                    .into_iter()
+                    .filter(|(_, p)| p.flags & rules::flags::RUNNER != 0)
+                    .filter_map(|(k, p)| Some((k, p.batch?)))
+                    .collect();
             }
             tx.commit().await.map_err(err)?;
             (runs, with_steps)
@@ -62,6 +76,16 @@ impl Shared {
             let (runs, _, with_steps) = self.claimed(rows);
             (runs, with_steps)
         };
+        if !runners.is_empty() {
+            let batches: Vec<i64> = runners.iter().map(|(_, b)| *b).collect();
+            let mut events = self.batch_events(&client, &batches).await?;
+            let runners: HashMap<i64, i64> = runners.into_iter().collect();
+            for run in &mut runs {
+                if let Some(batch) = runners.get(&(run.key as i64)) {
+                    run.batch = events.remove(batch).unwrap_or_default();
+                }
+            }
+        }
         if !with_steps.is_empty() {
             let mut steps = self.steps(&client, &with_steps).await?;
             for run in &mut runs {
@@ -118,14 +142,16 @@ impl Shared {
             if row.get::<_, i32>(8) > 0 {
                 with_steps.push(key);
             }
-            let flags: i16 = row.get(9);
-            if self.defs[function as usize].flow().is_some() && flags & flow::SLOTS == 0 {
+            if self.defs[function as usize].flow().is_some() {
                 gated.push(flow::Gated {
                     key,
                     function,
-                    flags,
-                    ckey: row.get(10),
-                    rank: row.get(11),
+                    place: rules::RunFlow {
+                        flags: row.get(9),
+                        ckey: row.get(10),
+                        rank: row.get(11),
+                        batch: row.get(13),
+                    },
                     event: Arc::clone(&event),
                 });
             }
@@ -136,6 +162,7 @@ impl Shared {
                 attempt: row.get::<_, i32>(4) as u32 - 1,
                 event,
                 steps: Vec::new(),
+                batch: Vec::new(),
             });
         }
         (runs, gated, with_steps)

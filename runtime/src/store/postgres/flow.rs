@@ -9,25 +9,17 @@
 //! claimed again when their leases expire and give the slots back when they end.
 
 use super::*;
-use crate::flow::rules::{self, Place, Slot, Stage, States, Ticket, Verdict};
+use crate::flow::rules::{self, Place, RunFlow, Slot, Stage, States, Verdict};
 use std::collections::{BTreeSet, HashSet};
 
 /// A run held back by flow control.
 pub(super) const HELD: i16 = 4;
 
-/// Its rate limit and throttle were applied.
-const ADMITTED: i16 = 1;
-
-/// It holds its concurrency slots.
-pub(super) const SLOTS: i16 = 2;
-
 /// A claimed run of a flow-controlled function, before the gate.
 pub(super) struct Gated {
     pub key: i64,
     pub function: u32,
-    pub flags: i16,
-    pub ckey: Option<String>,
-    pub rank: i64,
+    pub place: RunFlow,
     pub event: Arc<Envelope>,
 }
 
@@ -37,20 +29,20 @@ INSERT INTO fanfare_flow (app, function_id, kind, key, tat, active)
 SELECT $1, f, k, key, 0, 0 FROM unnest($2::text[], $3::smallint[], $4::text[]) AS x(f, k, key)
 ORDER BY f, k, key
 ON CONFLICT (app, function_id, kind, key) DO UPDATE SET tat = fanfare_flow.tat
-RETURNING function_id, kind, key, tat, active";
+RETURNING function_id, kind, key, tat, active, run, since";
 
 /// Applies the gate's verdicts to claimed runs; those that do not go are no longer
 /// running, and their attempt does not count.
 const GATE: &str = "
 UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.due, r.due_at),
-    reason = u.reason, flow = u.flow, ckey = u.ckey, rank = u.rank,
+    reason = u.reason, flow = u.flow, ckey = u.ckey, rank = u.rank, batch = u.batch,
     finished_at = CASE WHEN u.status = 2 THEN fanfare_now() END,
     attempts = r.attempts - CASE WHEN u.status = 1 THEN 0 ELSE 1 END,
     lease_until = CASE WHEN u.status = 1 THEN r.lease_until END,
     owner = CASE WHEN u.status = 1 THEN r.owner END
 FROM unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::bigint[], $5::text[],
-            $6::smallint[], $7::text[], $8::bigint[])
-    AS u(id, status, hold, due, reason, flow, ckey, rank)
+            $6::smallint[], $7::text[], $8::bigint[], $9::bigint[])
+    AS u(id, status, hold, due, reason, flow, ckey, rank, batch)
 WHERE r.id = u.id";
 
 /// The first held runs of a function's key (stage 1), in rank order, per
@@ -72,88 +64,66 @@ CROSS JOIN LATERAL (
 
 impl Shared {
     /// Passes claimed runs through the gate, in the claim's transaction; returns the
-    /// keys of those that may not execute now (skipped, delayed or held).
+    /// places of those that may execute now, by key (the others are skipped, delayed
+    /// or held).
     pub(super) async fn gate(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         runs: Vec<Gated>,
         now_ms: u64,
-    ) -> Result<HashSet<i64>> {
+    ) -> Result<HashMap<i64, RunFlow>> {
         let err = |e| self.error("cannot apply flow control", e);
-        // Keys first: those that cannot be computed (an event that does not decode) are
-        // empty, and the run then fails on decoding, as any other.
-        let mut tickets = Vec::with_capacity(runs.len());
+        // In arrival order (a claim returns its runs in any order): the last event of a
+        // burst, the order of a throttle and of a batch depend on it.
+        let mut runs = runs;
+        runs.sort_by_key(|r| (r.event.ts, r.key));
+        let mut gated = Vec::with_capacity(runs.len());
+        let mut slots = BTreeSet::new();
         for mut run in runs {
             let def = self.defs[run.function as usize];
             let Some(flow) = def.flow() else { continue };
-            let first = if run.flags & ADMITTED == 0 {
-                let keys = (flow.keys)(&run.event).unwrap_or_default();
-                run.ckey = keys.concurrency;
-                if flow.keyed_concurrency.is_some() {
-                    run.ckey.get_or_insert_with(String::new);
-                }
-                run.rank = run.event.ts as i64 - keys.priority * 1000;
-                Some((
-                    keys.throttle.unwrap_or_default(),
-                    keys.rate_limit.unwrap_or_default(),
-                ))
-            } else {
-                None
-            };
-            tickets.push((run, def.id(), flow, first));
-        }
-        let mut slots = BTreeSet::new();
-        for (run, function, flow, first) in &tickets {
-            let t = Ticket {
-                function,
-                flow,
-                ckey: run.ckey.as_deref(),
-                first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
-            };
-            slots.extend(t.slots());
+            let keys = rules::prepare(flow, &mut run.place, &run.event);
+            slots.extend(rules::slots(def.id(), flow, &run.place, keys.as_ref()));
+            gated.push((run, def.id(), flow, keys));
         }
         let mut states = self.lock_states(tx, slots).await?;
-        let mut stopped = HashSet::new();
+        let mut going = HashMap::new();
         let mut u = GateRows::default();
-        for (run, function, flow, first) in &tickets {
-            let t = Ticket {
+        for (mut run, function, flow, keys) in gated {
+            let verdict = rules::admit(
                 function,
                 flow,
-                ckey: run.ckey.as_deref(),
-                first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
-            };
-            let (status, hold, due, reason, flags) = match rules::admit(&t, now_ms, &mut states) {
-                Verdict::Go => {
-                    let slots = if flow.limits_concurrency() { SLOTS } else { 0 };
-                    (1, None, None, None, ADMITTED | slots)
+                run.key,
+                &mut run.place,
+                keys.as_ref(),
+                now_ms,
+                &mut states,
+            );
+            let (status, hold, due, reason) = match &verdict {
+                Verdict::Go => (1, None, None, None),
+                Verdict::Skip(reason) => (2, None, None, Some(reason.clone())),
+                Verdict::Delay(at, why) => {
+                    (0, None, Some(*at as i64), Some(rules::delayed(flow, *why)))
                 }
-                Verdict::Skip(reason) => (2, None, None, Some(reason), ADMITTED),
-                Verdict::Delay(at) => (
-                    0,
-                    None,
-                    Some(at as i64),
-                    Some(rules::throttled(flow)),
-                    ADMITTED,
-                ),
                 Verdict::Hold(stage) => (
                     HELD,
-                    Some(stage as i16),
+                    Some(*stage as i16),
                     None,
-                    Some(rules::held(flow, stage, run.ckey.as_deref())),
-                    ADMITTED,
+                    Some(rules::held(flow, *stage, run.place.ckey.as_deref())),
                 ),
             };
-            if status != 1 {
-                stopped.insert(run.key);
-            }
             u.ids.push(run.key);
             u.statuses.push(status);
             u.holds.push(hold);
             u.dues.push(due);
             u.reasons.push(reason);
-            u.flags.push(flags);
-            u.ckeys.push(run.ckey.clone());
-            u.ranks.push(run.rank);
+            u.flags.push(run.place.flags);
+            u.ckeys.push(run.place.ckey.clone());
+            u.ranks.push(run.place.rank);
+            u.batches.push(run.place.batch);
+            if verdict == Verdict::Go {
+                going.insert(run.key, run.place);
+            }
         }
         self.save_states(tx, &states, now_ms).await?;
         let stmt = tx.prepare_cached(GATE).await.map_err(err)?;
@@ -168,11 +138,63 @@ impl Shared {
                 &u.flags,
                 &u.ckeys,
                 &u.ranks,
+                &u.batches,
             ],
         )
         .await
         .map_err(err)?;
-        Ok(stopped)
+        Ok(going)
+    }
+
+    /// The events of batches, in the order their runs were stored, by batch.
+    pub(super) async fn batch_events(
+        &self,
+        client: &Object,
+        batches: &[i64],
+    ) -> Result<HashMap<i64, Vec<Arc<Envelope>>>> {
+        let rows = client
+            .query(
+                "SELECT r.batch, e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+                 JOIN LATERAL (SELECT id, name, data, ts FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true \
+                 WHERE r.batch = ANY($1) ORDER BY r.batch, r.id",
+                &[&batches],
+            )
+            .await
+            .map_err(|e| self.error("cannot read a batch's events", e))?;
+        let mut events: HashMap<i64, Vec<Arc<Envelope>>> = HashMap::new();
+        for row in rows {
+            events
+                .entry(row.get(0))
+                .or_default()
+                .push(Arc::new(Envelope {
+                    id: EventId::from_uuid(row.get(1)),
+                    name: Cow::Owned(row.get(2)),
+                    data: row.get(3),
+                    ts: row.get::<_, i64>(4) as u64,
+                    typed: None,
+                }));
+        }
+        Ok(events)
+    }
+
+    /// Finishes the other runs of batches whose runs were just recorded finished (in that
+    /// transaction), as those runs finished.
+    pub(super) async fn finish_batches(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        recorded: &[i64],
+    ) -> Result<()> {
+        tx.execute(
+            "UPDATE fanfare_runs m SET status = r.status, last_error = r.last_error, \
+                 reason = 'ran in the batch of run ' || r.run_id, finished_at = r.finished_at \
+             FROM fanfare_runs r \
+             WHERE r.id = ANY($1) AND r.status IN (2, 3) AND r.flow & 16::smallint <> 0 \
+                 AND m.batch = r.batch AND m.id <> r.id",
+            &[&recorded],
+        )
+        .await
+        .map_err(|e| self.error("cannot finish a batch", e))?;
+        Ok(())
     }
 
     /// Gives back the slots of runs whose outcome was just recorded (in that
@@ -277,7 +299,7 @@ impl Shared {
             let placed = rules::refill(function, flow, ckey.as_deref(), &mut states, |stage, n| {
                 let key = match stage {
                     Stage::Key => ckey.clone().unwrap_or_default(),
-                    Stage::Function => String::new(),
+                    Stage::Function | Stage::Batch => String::new(),
                 };
                 queues
                     .get_mut(&(function, stage, key))
@@ -335,6 +357,8 @@ impl Shared {
                 rules::State {
                     tat_us: row.get(3),
                     active: row.get(4),
+                    run: row.get(5),
+                    since_ms: row.get(6),
                 },
             );
         }
@@ -368,12 +392,15 @@ impl Shared {
             rows.keys.push(&slot.key);
             rows.tats.push(state.tat_us);
             rows.actives.push(state.active);
+            rows.runs.push(state.run);
+            rows.sinces.push(state.since_ms);
         }
         if !keep.functions.is_empty() {
             tx.execute(
-                "UPDATE fanfare_flow s SET tat = u.tat, active = u.active \
-                 FROM unnest($2::text[], $3::smallint[], $4::text[], $5::bigint[], $6::bigint[]) \
-                     AS u(f, k, key, tat, active) \
+                "UPDATE fanfare_flow s SET tat = u.tat, active = u.active, run = u.run, since = u.since \
+                 FROM unnest($2::text[], $3::smallint[], $4::text[], $5::bigint[], $6::bigint[], \
+                             $7::bigint[], $8::bigint[]) \
+                     AS u(f, k, key, tat, active, run, since) \
                  WHERE s.app = $1 AND s.function_id = u.f AND s.kind = u.k AND s.key = u.key",
                 &[
                     &self.app,
@@ -382,6 +409,8 @@ impl Shared {
                     &keep.keys,
                     &keep.tats,
                     &keep.actives,
+                    &keep.runs,
+                    &keep.sinces,
                 ],
             )
             .await
@@ -411,6 +440,7 @@ struct GateRows {
     flags: Vec<i16>,
     ckeys: Vec<Option<String>>,
     ranks: Vec<i64>,
+    batches: Vec<Option<i64>>,
 }
 
 #[derive(Default)]
@@ -420,4 +450,6 @@ struct StateRows<'a> {
     keys: Vec<&'a str>,
     tats: Vec<i64>,
     actives: Vec<i64>,
+    runs: Vec<i64>,
+    sinces: Vec<i64>,
 }

@@ -115,6 +115,7 @@ impl Shared {
         let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(1) as u64);
         let recorded: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         let promoted = self.free_slots(&tx, &recorded, now_ms).await?;
+        self.finish_batches(&tx, &recorded).await?;
         if promoted {
             tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
                 .await

@@ -19,7 +19,7 @@ impl Shared {
             .query(
                 "SELECT run_id, app, function_id, status, attempts, last_error, output, id, sleeping, waiting, \
                  reason, CASE WHEN status = 0 AND NOT sleeping AND NOT waiting AND due_at > fanfare_now() \
-                 THEN due_at END \
+                 THEN due_at END, flow \
                  FROM fanfare_runs WHERE event_id = $1 ORDER BY id",
                 &[&id],
             )
@@ -39,7 +39,9 @@ impl Shared {
                         0 if row.get::<_, bool>(9) => RunStatus::Waiting,
                         0 | flow::HELD => RunStatus::Queued,
                         1 => RunStatus::Running,
-                        2 if row.get::<_, Option<String>>(10).is_some() => RunStatus::Skipped,
+                        2 if row.get::<_, i16>(12) & crate::flow::rules::flags::SKIPPED != 0 => {
+                            RunStatus::Skipped
+                        }
                         2 => RunStatus::Completed,
                         _ => RunStatus::Failed,
                     },

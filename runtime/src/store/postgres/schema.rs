@@ -92,17 +92,19 @@ CREATE TABLE fanfare_wait_fields (
 );
 INSERT INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
 "#,
-    // Flow control (`flow::rules`): a run's flags (1 admitted: its rate limit and
-    // throttle applied; 2 holds its concurrency slots), its concurrency key, its rank
-    // (arrival minus priority) and, while held (status 4) or skipped (status 2 with a
-    // reason), why. Held runs wait per function and key (stage 1) or per function
-    // (stage 2), in rank order. The states of the rules per app, function, kind and key.
+    // Flow control (`flow::rules`): a run's flags (`rules::flags`), its concurrency key,
+    // its rank (arrival minus priority), its batch and, while held (status 4) or
+    // delayed, or once skipped (status 2 with the flag), why. Held runs wait per function
+    // and key (stage 1) or per function (stage 2), in rank order, or in their batch
+    // (stage 3). The rules' states per app, function, kind and key.
     r#"
 ALTER TABLE fanfare_runs ADD COLUMN flow smallint NOT NULL DEFAULT 0,
                          ADD COLUMN ckey text,
                          ADD COLUMN rank bigint NOT NULL DEFAULT 0,
                          ADD COLUMN hold smallint,
-                         ADD COLUMN reason text;
+                         ADD COLUMN reason text,
+                         ADD COLUMN batch bigint;
+CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch) WHERE batch IS NOT NULL;
 CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id)
     WHERE status = 4 AND hold = 1;
 CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id)
@@ -114,6 +116,8 @@ CREATE TABLE fanfare_flow (
     key text NOT NULL,
     tat bigint NOT NULL,
     active bigint NOT NULL,
+    run bigint NOT NULL DEFAULT 0,
+    since bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (app, function_id, kind, key)
 );
 "#,

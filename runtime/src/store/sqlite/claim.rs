@@ -1,10 +1,11 @@
 //! Claims: due runs of this process's functions, with their events and completed steps.
 
 use super::*;
+use crate::flow::rules::{flags, RunFlow};
 
 /// Due runs of this process's functions, earliest first.
 pub(crate) const CLAIM: &str =
-    "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank FROM fanfare_runs \
+    "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank, batch FROM fanfare_runs \
     WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
     ORDER BY due_at LIMIT ?2";
 
@@ -14,7 +15,7 @@ pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE st
 
 /// A due run: row id, run id, event id, function id, attempts so far, steps completed,
 /// and its flow-control columns.
-type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32, flow::RunFlow);
+type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32, RunFlow);
 
 impl Ctx<'_> {
     pub(super) fn claim(
@@ -34,10 +35,11 @@ impl Ctx<'_> {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
-                    flow::RunFlow {
+                    RunFlow {
                         flags: r.get(6)?,
                         ckey: r.get(7)?,
                         rank: r.get(8)?,
+                        batch: r.get(9)?,
                     },
                 ))
             })
@@ -77,10 +79,14 @@ impl Ctx<'_> {
                 }
             };
             let def = self.registry.defs[function as usize];
+            let mut batch = Vec::new();
             if let Some(rules) = def.flow() {
-                if !self.gate(tx, key, def, rules, flow, &event)? {
+                let Some(place) = self.gate(tx, key, def, rules, flow, &event)? else {
                     gated = true;
                     continue;
+                };
+                if let (true, Some(b)) = (place.flags & flags::RUNNER != 0, place.batch) {
+                    batch = self.batch_events(tx, b)?;
                 }
             }
             mark.execute([key]).map_err(&err)?;
@@ -96,6 +102,7 @@ impl Ctx<'_> {
                 attempt: attempts,
                 event,
                 steps,
+                batch,
             });
         }
         let next_due = if gated {

@@ -2,29 +2,16 @@
 //! (status 4) in the indexes of their queues. The rules are `flow::rules`'.
 
 use super::*;
-use crate::flow::rules::{self, Place, Slot, Stage, States, Ticket, Verdict};
+use crate::flow::rules::{self, flags, Place, RunFlow, Slot, Stage, States, Verdict};
 use crate::flow::Flow;
 use crate::function::FunctionDef;
 
 /// A run held back by flow control.
 pub(super) const HELD: i64 = 4;
 
-/// Its rate limit and throttle were applied.
-const ADMITTED: i64 = 1;
-
-/// It holds its concurrency slots.
-const SLOTS: i64 = 2;
-
-/// A claimed run's flow-control columns.
-pub(super) struct RunFlow {
-    pub flags: i64,
-    pub ckey: Option<String>,
-    pub rank: i64,
-}
-
 impl Ctx<'_> {
-    /// Passes a claimed run of a flow-controlled function through the gate: `true` when
-    /// it may execute now; otherwise it is left skipped, delayed or held.
+    /// Passes a claimed run of a flow-controlled function through the gate: its place
+    /// when it may execute now; otherwise it is left skipped, delayed or held.
     pub(super) fn gate(
         &self,
         tx: &Connection,
@@ -33,74 +20,118 @@ impl Ctx<'_> {
         flow: &'static Flow,
         mut run: RunFlow,
         event: &Envelope,
-    ) -> Result<bool> {
+    ) -> Result<Option<RunFlow>> {
         let err = self.err("cannot apply flow control");
-        if run.flags & SLOTS != 0 || (run.flags & ADMITTED != 0 && !flow.limits_concurrency()) {
-            tx.prepare_cached("UPDATE fanfare_runs SET reason = NULL WHERE id = ?1")
-                .and_then(|mut s| s.execute([key]))
-                .map_err(&err)?;
-            return Ok(true);
-        }
-        let first = if run.flags & ADMITTED == 0 {
-            // Keys that cannot be computed (an event that does not decode) are empty:
-            // the run then fails on decoding, as any other.
-            let keys = (flow.keys)(event).unwrap_or_default();
-            run.ckey = keys.concurrency;
-            if flow.keyed_concurrency.is_some() {
-                run.ckey.get_or_insert_with(String::new);
-            }
-            run.rank = event.ts as i64 - keys.priority * 1000;
-            Some((
-                keys.throttle.unwrap_or_default(),
-                keys.rate_limit.unwrap_or_default(),
-            ))
-        } else {
-            None
-        };
-        let ticket = Ticket {
-            function: def.id(),
+        let function = def.id();
+        let keys = rules::prepare(flow, &mut run, event);
+        let mut states =
+            self.load_states(tx, &rules::slots(function, flow, &run, keys.as_ref()))?;
+        let verdict = rules::admit(
+            function,
             flow,
-            ckey: run.ckey.as_deref(),
-            first: first.as_ref().map(|(t, r)| (t.as_str(), r.as_str())),
-        };
-        let mut states = self.load_states(tx, &ticket.slots())?;
-        let verdict = rules::admit(&ticket, self.now, &mut states);
+            key,
+            &mut run,
+            keys.as_ref(),
+            self.now,
+            &mut states,
+        );
         self.save_states(tx, &states)?;
-        let (status, hold, due, reason, flags, go) = match verdict {
-            Verdict::Go => {
-                let slots = if flow.limits_concurrency() { SLOTS } else { 0 };
-                (QUEUED, None, None, None, ADMITTED | slots, true)
-            }
-            Verdict::Skip(reason) => (COMPLETED, None, None, Some(reason), ADMITTED, false),
-            Verdict::Delay(at) => (
+        let (status, hold, due, reason) = match &verdict {
+            Verdict::Go => (QUEUED, None, None, None),
+            Verdict::Skip(reason) => (COMPLETED, None, None, Some(reason.clone())),
+            Verdict::Delay(at, why) => (
                 QUEUED,
                 None,
-                Some(at as i64),
-                Some(rules::throttled(flow)),
-                ADMITTED,
-                false,
+                Some(*at as i64),
+                Some(rules::delayed(flow, *why)),
             ),
             Verdict::Hold(stage) => (
                 HELD,
-                Some(stage as i64),
+                Some(*stage as i64),
                 None,
-                Some(rules::held(flow, stage, run.ckey.as_deref())),
-                ADMITTED,
-                false,
+                Some(rules::held(flow, *stage, run.ckey.as_deref())),
             ),
         };
         let finished = (status == COMPLETED).then_some(self.now as i64);
         tx.prepare_cached(
             "UPDATE fanfare_runs SET status = ?2, hold = ?3, due_at = coalesce(?4, due_at), \
-             reason = ?5, flow = ?6, ckey = ?7, rank = ?8, finished_at = ?9 WHERE id = ?1",
+             reason = ?5, flow = ?6, ckey = ?7, rank = ?8, batch = ?9, finished_at = ?10 WHERE id = ?1",
         )
         .and_then(|mut s| {
             s.execute(params![
-                key, status, hold, due, reason, flags, run.ckey, run.rank, finished
+                key, status, hold, due, reason, run.flags, run.ckey, run.rank, run.batch, finished
             ])
         })
         .map_err(&err)?;
-        Ok(go)
+        Ok((verdict == Verdict::Go).then_some(run))
+    }
+
+    /// The events of batch `batch`, in the order their runs were stored.
+    pub(super) fn batch_events(&self, tx: &Connection, batch: i64) -> Result<Vec<Arc<Envelope>>> {
+        let err = self.err("cannot read a batch's events");
+        let rows: Vec<(Vec<u8>, String, String, i64)> = tx
+            .prepare_cached(
+                "SELECT e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+                 JOIN fanfare_events e ON e.id = r.event_id WHERE r.batch = ?1 ORDER BY r.id",
+            )
+            .and_then(|mut s| {
+                s.query_map([batch], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
+            })
+            .map_err(&err)?;
+        rows.into_iter()
+            .map(|(id, name, data, ts)| {
+                Ok(Arc::new(Envelope {
+                    id: EventId::from_uuid(uuid_from(&id)?),
+                    name: Cow::Owned(name),
+                    data,
+                    ts: ts as u64,
+                    typed: None,
+                }))
+            })
+            .collect()
+    }
+
+    /// Finishes the other runs of the batches that finished runs executed, as they
+    /// finished.
+    pub(super) fn finish_batches(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
+        let err = self.err("cannot finish a batch");
+        for outcome in outcomes {
+            let (status, error) = match &outcome.result {
+                OutcomeKind::Completed(_) => (COMPLETED, None),
+                OutcomeKind::Failed(e) => (FAILED, Some(e.as_str())),
+                _ => continue,
+            };
+            let runner: Option<(i64, Option<i64>, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT flow, batch, run_id FROM fanfare_runs WHERE id = ?1 AND status = 1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([outcome.key as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .map_err(&err)?;
+            let Some((flow, Some(batch), run_id)) = runner else {
+                continue;
+            };
+            if flow & i64::from(flags::RUNNER) == 0 {
+                continue;
+            }
+            let reason = format!("ran in the batch of run {}", uuid_from(&run_id)?);
+            tx.prepare_cached(
+                "UPDATE fanfare_runs SET status = ?3, last_error = ?4, reason = ?5, finished_at = ?6 \
+                 WHERE batch = ?1 AND id != ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![batch, outcome.key as i64, status, error, reason, self.now as i64])
+            })
+            .map_err(&err)?;
+        }
+        Ok(())
     }
 
     /// Gives back the concurrency slots of runs whose attempt ended or suspended, and
@@ -115,14 +146,14 @@ impl Ctx<'_> {
                         .optional()
                 })
                 .map_err(&err)?;
-            let Some((function_id, flags, ckey)) = row else {
+            let Some((function_id, run_flags, ckey)) = row else {
                 continue;
             };
             let Some(&index) = self.functions.get(function_id.as_str()) else {
                 continue;
             };
             let def = self.registry.defs[index as usize];
-            let (Some(flow), true) = (def.flow(), flags & SLOTS != 0) else {
+            let (Some(flow), true) = (def.flow(), run_flags & i64::from(flags::SLOTS) != 0) else {
                 continue;
             };
             tx.prepare_cached("UPDATE fanfare_runs SET flow = flow & ~2 WHERE id = ?1")
@@ -148,8 +179,8 @@ impl Ctx<'_> {
             }
             self.save_states(tx, &states)?;
             for (run, place) in placed {
-                let (hold, status, flags, reason) = match place {
-                    Place::Ready => (None, QUEUED, SLOTS, None),
+                let (hold, status, set, reason) = match place {
+                    Place::Ready => (None, QUEUED, flags::SLOTS, None),
                     Place::Function => (
                         Some(Stage::Function as i64),
                         HELD,
@@ -161,7 +192,7 @@ impl Ctx<'_> {
                     "UPDATE fanfare_runs SET status = ?2, hold = ?3, flow = flow | ?4, reason = ?5 \
                      WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![run, status, hold, flags, reason]))
+                .and_then(|mut s| s.execute(params![run, status, hold, set, reason]))
                 .map_err(&err)?;
             }
         }
@@ -181,6 +212,7 @@ impl Ctx<'_> {
         let sql = match stage {
             Stage::Key => HELD_BY_KEY,
             Stage::Function => HELD_BY_FUNCTION,
+            Stage::Batch => return Ok(Vec::new()),
         };
         tx.prepare_cached(sql)
             .and_then(|mut s| {
@@ -196,7 +228,8 @@ impl Ctx<'_> {
         let err = self.err("cannot read flow-control state");
         let mut select = tx
             .prepare_cached(
-                "SELECT tat, active FROM fanfare_flow WHERE function_id = ?1 AND kind = ?2 AND key = ?3",
+                "SELECT tat, active, run, since FROM fanfare_flow \
+                 WHERE function_id = ?1 AND kind = ?2 AND key = ?3",
             )
             .map_err(&err)?;
         let mut states = States::new();
@@ -206,6 +239,8 @@ impl Ctx<'_> {
                     Ok(rules::State {
                         tat_us: r.get(0)?,
                         active: r.get(1)?,
+                        run: r.get(2)?,
+                        since_ms: r.get(3)?,
                     })
                 })
                 .optional()
@@ -227,8 +262,8 @@ impl Ctx<'_> {
                 .map_err(&err)?;
             } else {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO fanfare_flow (function_id, kind, key, tat, active) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO fanfare_flow (function_id, kind, key, tat, active, run, since) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -236,7 +271,9 @@ impl Ctx<'_> {
                         slot.kind as i64,
                         slot.key,
                         state.tat_us,
-                        state.active
+                        state.active,
+                        state.run,
+                        state.since_ms
                     ])
                 })
                 .map_err(&err)?;

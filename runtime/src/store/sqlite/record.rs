@@ -9,6 +9,7 @@ impl Ctx<'_> {
         if self.registry.has_flow() {
             let keys: Vec<i64> = outcomes.iter().map(|o| o.key as i64).collect();
             self.free_slots(tx, &keys)?;
+            self.finish_batches(tx, outcomes)?;
         }
         for outcome in outcomes {
             let key = outcome.key as i64;

@@ -1,6 +1,7 @@
 //! `Runtime::runs`: the runs of an event, with their steps.
 
 use super::*;
+use crate::flow::rules::flags;
 
 /// A run as `runs` reads it: run id, function id, status, attempts, last error, output,
 /// row id, suspension (1 sleeping, 2 waiting), flow control's reason, due time.
@@ -14,6 +15,7 @@ type RunRow = (
     i64,
     i64,
     Option<String>,
+    i64,
     i64,
 );
 
@@ -33,7 +35,7 @@ impl Ctx<'_> {
         let mut s = tx
             .prepare_cached(
                 "SELECT run_id, function_id, status, attempts, last_error, output, id, \
-                 sleeping + 2 * waiting, reason, due_at FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
+                 sleeping + 2 * waiting, reason, due_at, flow FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
             )
             .map_err(&err)?;
         let rows: Vec<RunRow> = s
@@ -49,6 +51,7 @@ impl Ctx<'_> {
                     r.get(7)?,
                     r.get(8)?,
                     r.get(9)?,
+                    r.get(10)?,
                 ))
             })
             .and_then(|rows| rows.collect())
@@ -66,6 +69,7 @@ impl Ctx<'_> {
                     sleeping,
                     reason,
                     due,
+                    flow,
                 )| {
                     let queued = status_from(status) == RunStatus::Queued && sleeping == 0;
                     Ok(RunInfo {
@@ -74,7 +78,9 @@ impl Ctx<'_> {
                         app: self.app.to_owned(),
                         function_id,
                         status: match status_from(status) {
-                            RunStatus::Completed if reason.is_some() => RunStatus::Skipped,
+                            RunStatus::Completed if flow & i64::from(flags::SKIPPED) != 0 => {
+                                RunStatus::Skipped
+                            }
                             RunStatus::Queued if sleeping == 1 => RunStatus::Sleeping,
                             RunStatus::Queued if sleeping >= 2 => RunStatus::Waiting,
                             other => other,

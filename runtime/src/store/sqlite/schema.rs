@@ -69,17 +69,19 @@ CREATE TABLE fanfare_wait_fields (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
 "#,
-    // Flow control (`flow::rules`): a run's flags (1 admitted: its rate limit and
-    // throttle applied; 2 holds its concurrency slots), its concurrency key, its rank
-    // (arrival minus priority) and, while held (status 4) or skipped (status 2 with a
-    // reason), why. Held runs wait per function and key (stage 1) or per function
-    // (stage 2), in rank order. The states of the rules per function, kind and key.
+    // Flow control (`flow::rules`): a run's flags (`rules::flags`), its concurrency key,
+    // its rank (arrival minus priority), its batch and, while held (status 4) or
+    // delayed, or once skipped (status 2 with the flag), why. Held runs wait per function
+    // and key (stage 1) or per function (stage 2), in rank order, or in their batch
+    // (stage 3). The rules' states per function, kind and key.
     r#"
 ALTER TABLE fanfare_runs ADD COLUMN flow INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fanfare_runs ADD COLUMN ckey TEXT;
 ALTER TABLE fanfare_runs ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fanfare_runs ADD COLUMN hold INTEGER;
 ALTER TABLE fanfare_runs ADD COLUMN reason TEXT;
+ALTER TABLE fanfare_runs ADD COLUMN batch INTEGER;
+CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch) WHERE batch IS NOT NULL;
 CREATE INDEX fanfare_runs_held_key ON fanfare_runs (function_id, ckey, rank, id) WHERE status = 4 AND hold = 1;
 CREATE INDEX fanfare_runs_held_function ON fanfare_runs (function_id, rank, id) WHERE status = 4 AND hold = 2;
 CREATE TABLE fanfare_flow (
@@ -88,6 +90,8 @@ CREATE TABLE fanfare_flow (
     key TEXT NOT NULL,
     tat INTEGER NOT NULL,
     active INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    since INTEGER NOT NULL,
     PRIMARY KEY (function_id, kind, key)
 ) WITHOUT ROWID;
 "#,

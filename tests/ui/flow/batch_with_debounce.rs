@@ -1,0 +1,18 @@
+use fanfare::{function, Batch, Ctx, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "log/line")]
+pub struct LogLine {
+    pub source: String,
+}
+
+#[function(
+    trigger = "log/line",
+    debounce(period = "1s"),
+    batch(max = 100, timeout = "2s"),
+)]
+async fn ingest(_ctx: Ctx<Batch<LogLine>>) -> fanfare::Result<()> {
+    Ok(())
+}
+fn main() {}
