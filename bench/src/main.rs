@@ -10,6 +10,9 @@
 //! 3. **Memory per queued run**: bytes allocated per run that waits in the queue (all
 //!    workers busy), counted by a counting global allocator.
 //!
+//! 4. **Flow control**: a keyed concurrency limit against no limit, on each store
+//!    (`flow.rs`).
+//!
 //! `--only scale` (never by default: it takes long) adds the scale section, `scale.rs`:
 //! draining large backlogs, throughput over a large finished history, more events.
 
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
+mod flow;
 mod scale;
 
 // --- a counting allocator, for memory per queued run ---------------------------------
@@ -1095,6 +1099,13 @@ async fn main() -> fanfare::Result<()> {
         let (bytes, tasks) = sleeping_runs(sleepers).await?;
         println!("\nmemory store: {sleepers} sleeping runs hold {:.1} MiB ({bytes:.0} bytes each) and {tasks} tokio tasks\n", bytes * sleepers as f64 / (1 << 20) as f64);
         pg::drop_schemas().await;
+    }
+    if wants("flow") {
+        flow::run(
+            arg("--flow-events", 100_000),
+            arg("--flow-db-events", 20_000),
+        )
+        .await?;
     }
     if wants_named("scale") {
         scale::run(&scale::Sizes {

@@ -183,7 +183,7 @@ impl Engine {
                                 Suspend::Wait { deadline_ms, seq } => OutcomeKind::Wait { deadline_ms, seq },
                             };
                             span.in_scope(|| tracing::debug!(?why, "fanfare: run suspended"));
-                            let _ = self.outcomes.send(Outcome { key: run.key, result });
+                            let _ = self.outcomes.send(Outcome { key: run.key, function: run.function, result });
                             return;
                         }
                     }
@@ -225,6 +225,7 @@ impl Engine {
         // The receiver is gone only after shutdown gave up on this run and released it.
         let _ = self.outcomes.send(Outcome {
             key: run.key,
+            function: run.function,
             result,
         });
     }

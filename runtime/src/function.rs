@@ -167,9 +167,6 @@ pub(crate) struct Registry {
     by_trigger: HashMap<&'static str, Box<[u32]>>,
     /// For each function, its `on_failure` handler's index.
     failure_handlers: Vec<Option<u32>>,
-    /// Whether any function has flow control.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    flow: bool,
 }
 
 impl Registry {
@@ -219,7 +216,6 @@ impl Registry {
             })
             .collect();
         Ok(Registry {
-            flow: defs.iter().any(|d| d.flow.is_some()),
             failure_handlers,
             defs,
             by_trigger: by_trigger
@@ -227,12 +223,6 @@ impl Registry {
                 .map(|(k, v)| (k, v.into_boxed_slice()))
                 .collect(),
         })
-    }
-
-    /// Whether any function has flow control.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    pub fn has_flow(&self) -> bool {
-        self.flow
     }
 
     /// The index of the function with id `id`.

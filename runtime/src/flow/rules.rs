@@ -86,7 +86,66 @@ impl State {
     }
 }
 
-pub(crate) type States = HashMap<Slot, State>;
+/// States by slot; looked up by `&str` keys without allocating.
+#[derive(Debug, Default)]
+pub(crate) struct States {
+    map: HashMap<(&'static str, Kind), HashMap<String, State>>,
+}
+
+impl States {
+    pub fn new() -> States {
+        States::default()
+    }
+
+    /// The state of a slot, fresh if it has none.
+    pub fn entry(&mut self, function: &'static str, kind: Kind, key: &str) -> &mut State {
+        let keys = self.map.entry((function, kind)).or_default();
+        if !keys.contains_key(key) {
+            keys.insert(key.to_owned(), State::default());
+        }
+        keys.get_mut(key).expect("inserted above")
+    }
+
+    pub fn get(&self, function: &'static str, kind: Kind, key: &str) -> Option<&State> {
+        self.map.get(&(function, kind))?.get(key)
+    }
+
+    /// Sets a slot's state.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub fn insert(&mut self, slot: Slot, state: State) {
+        self.map
+            .entry((slot.function, slot.kind))
+            .or_default()
+            .insert(slot.key, state);
+    }
+
+    /// Every slot's state.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &State)> {
+        self.map.iter().flat_map(|(&(function, kind), keys)| {
+            keys.iter().map(move |(key, state)| {
+                let slot = Slot {
+                    function,
+                    kind,
+                    key: key.clone(),
+                };
+                (slot, state)
+            })
+        })
+    }
+
+    /// Keeps the states `keep` says to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&State) -> bool) {
+        self.map.retain(|_, keys| {
+            keys.retain(|_, s| keep(s));
+            !keys.is_empty()
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.values().map(HashMap::len).sum()
+    }
+}
 
 /// The queues of held runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,8 +177,8 @@ pub(crate) fn prepare(flow: &Flow, run: &mut RunFlow, event: &Envelope) -> Optio
     if run.flags & ADMITTED != 0 {
         return None;
     }
-    let keys = (flow.keys)(event).unwrap_or_default();
-    run.ckey = keys.concurrency.clone();
+    let mut keys = (flow.keys)(event).unwrap_or_default();
+    run.ckey = keys.concurrency.take();
     if flow.keyed_concurrency.is_some() {
         run.ckey.get_or_insert_with(String::new);
     }
@@ -347,9 +406,15 @@ pub(crate) fn release(
     ckey: Option<&str>,
     states: &mut States,
 ) {
-    for slot in concurrency_slots(function, flow, ckey) {
-        let s = states.entry(slot).or_default();
+    let mut give_back = |kind, key| {
+        let s = states.entry(function, kind, key);
         s.active = (s.active - 1).max(0);
+    };
+    if flow.keyed_concurrency.is_some() {
+        give_back(Kind::Key, ckey.unwrap_or_default());
+    }
+    if flow.concurrency.is_some() {
+        give_back(Kind::Function, "");
     }
 }
 
@@ -367,13 +432,7 @@ pub(crate) fn room(
         Stage::Batch => return 0,
     };
     let Some(limit) = limit else { return 0 };
-    let active = states
-        .get(&Slot {
-            function,
-            kind,
-            key: key.to_owned(),
-        })
-        .map_or(0, |s| s.active);
+    let active = states.get(function, kind, key).map_or(0, |s| s.active);
     (i64::from(limit) - active).max(0) as usize
 }
 
@@ -467,13 +526,7 @@ fn state<'s>(
     kind: Kind,
     key: Option<&str>,
 ) -> &'s mut State {
-    states
-        .entry(Slot {
-            function,
-            kind,
-            key: key.unwrap_or_default().to_owned(),
-        })
-        .or_default()
+    states.entry(function, kind, key.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -263,6 +263,8 @@ pub struct StepInfo {
 /// The result of one attempt, as decided by the engine.
 pub(crate) struct Outcome {
     pub key: RunKey,
+    /// Index of the run's function in the runtime's registry.
+    pub function: u32,
     pub result: OutcomeKind,
 }
 

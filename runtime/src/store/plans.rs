@@ -10,8 +10,8 @@ const BACKLOG: i64 = 100_000;
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        CLAIM, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS,
-        WAITS_OF,
+        BATCH_EVENTS, CLAIM, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE,
+        PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -59,6 +59,7 @@ mod sqlite {
                  SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
              UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
                  WHERE status = 0 AND id % 3 = 0;
+             UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0;
              COMMIT;",
             events = BACKLOG * 2 / 5,
             waits = BACKLOG / 2,
@@ -73,6 +74,8 @@ mod sqlite {
             ("prune events", PRUNE_EVENTS),
             ("held runs of a key", HELD_BY_KEY),
             ("held runs of a function", HELD_BY_FUNCTION),
+            ("a batch's events", BATCH_EVENTS),
+            ("finish a batch", FINISH_BATCH),
         ] {
             let lines = plan(&conn, sql);
             let full_scan = |l: &String| {
@@ -106,8 +109,8 @@ mod sqlite {
 mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
-        CLAIM, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP,
-        RECORD, SEND,
+        BATCH_EVENTS, CLAIM, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE,
+        PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -180,7 +183,8 @@ mod postgres {
                  INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
                      SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
                  UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
-                     WHERE status = 0 AND id % 3 = 0",
+                     WHERE status = 0 AND id % 3 = 0;
+                 UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0",
                 events = BACKLOG * 2 / 5,
                 waits = BACKLOG / 2,
             ))
@@ -218,6 +222,8 @@ mod postgres {
                 HELD_BY_FUNCTION,
                 "'plan', '{f1,f2}', '{100,100}'".to_owned(),
             ),
+            ("batch events", BATCH_EVENTS, "'{700,1400}'".to_owned()),
+            ("finish batches", FINISH_BATCHES, format!("'{{{ids}}}'")),
             (
                 "send",
                 SEND,

@@ -12,8 +12,8 @@ type Queue = BinaryHeap<Reverse<(i64, u64, u32)>>;
 #[derive(Default)]
 pub(super) struct Book {
     states: States,
-    /// Held runs by (function, stage, key).
-    held: HashMap<(u32, Stage, String), Queue>,
+    /// Held runs by (function, stage), then key.
+    held: HashMap<(u32, Stage), HashMap<String, Queue>>,
     arrivals: u64,
     /// The runs of each batch, by the batch's first run.
     batches: HashMap<i64, Vec<u32>>,
@@ -25,8 +25,30 @@ pub(super) struct Book {
 #[derive(Default)]
 pub(super) struct RunFlow {
     pub place: rules::RunFlow,
-    pub reason: Option<String>,
+    /// Why it is held back or how it ended, told in words only when asked (`runs`).
+    pub reason: Option<Reason>,
     pub not_before_ms: Option<u64>,
+}
+
+/// Why a run is held back, or how it ended without executing.
+pub(super) enum Reason {
+    Held(Stage),
+    Delayed(rules::Why),
+    Said(String),
+}
+
+impl RunFlow {
+    /// The reason in words, for `rt.runs`.
+    pub fn reason(&self, flow: Option<&Flow>) -> Option<String> {
+        Some(match (self.reason.as_ref()?, flow) {
+            (Reason::Said(text), _) => text.clone(),
+            (Reason::Held(stage), Some(flow)) => {
+                rules::held(flow, *stage, self.place.ckey.as_deref())
+            }
+            (Reason::Delayed(why), Some(flow)) => rules::delayed(flow, *why),
+            (_, None) => return None,
+        })
+    }
 }
 
 impl Inner {
@@ -43,7 +65,7 @@ impl Inner {
         let Some(run) = self.runs[slot as usize].as_mut() else {
             return false;
         };
-        let f = &mut run.flow;
+        let f = run.flow.get_or_insert_with(Default::default);
         let was_batched = f.place.flags & flags::BATCHED != 0;
         let keys = rules::prepare(flow, &mut f.place, &run.event);
         let verdict = rules::admit(
@@ -59,15 +81,14 @@ impl Inner {
         f.not_before_ms = None;
         f.reason = match &verdict {
             Verdict::Go => None,
-            Verdict::Skip(reason) => Some(reason.clone()),
+            Verdict::Skip(reason) => Some(Reason::Said(reason.clone())),
             Verdict::Delay(at, why) => {
                 f.not_before_ms = Some(*at);
-                Some(rules::delayed(flow, *why))
+                Some(Reason::Delayed(*why))
             }
-            Verdict::Hold(stage) => Some(rules::held(flow, *stage, f.place.ckey.as_deref())),
+            Verdict::Hold(stage) => Some(Reason::Held(*stage)),
         };
-        let (rank, ckey, batch) = (f.place.rank, f.place.ckey.clone(), f.place.batch);
-        if let (false, Some(batch)) = (was_batched, batch) {
+        if let (false, Some(batch)) = (was_batched, f.place.batch) {
             self.book.batches.entry(batch).or_default().push(slot);
         }
         match verdict {
@@ -79,14 +100,19 @@ impl Inner {
                 false
             }
             Verdict::Delay(at_ms, _) => {
+                run.status = RunStatus::Queued;
                 let wait = Duration::from_millis(at_ms.saturating_sub(now_ms));
                 self.delayed.push(Reverse((later(now, wait), slot)));
                 false
             }
             // Kept in its batch, finished with the run that executes it.
-            Verdict::Hold(Stage::Batch) => false,
+            Verdict::Hold(Stage::Batch) => {
+                run.status = RunStatus::Queued;
+                false
+            }
             Verdict::Hold(stage) => {
-                self.hold(slot, stage, ckey.unwrap_or_default(), rank);
+                run.status = RunStatus::Queued;
+                self.hold(slot, stage);
                 false
             }
         }
@@ -97,10 +123,10 @@ impl Inner {
         let Some(run) = self.runs[slot as usize].as_ref() else {
             return Vec::new();
         };
-        let (true, Some(batch)) = (
-            run.flow.place.flags & flags::RUNNER != 0,
-            run.flow.place.batch,
-        ) else {
+        let Some(f) = run.flow.as_deref() else {
+            return Default::default();
+        };
+        let (true, Some(batch)) = (f.place.flags & flags::RUNNER != 0, f.place.batch) else {
             return Vec::new();
         };
         // In the order the runs joined: the order of their events' arrival.
@@ -119,10 +145,10 @@ impl Inner {
         let Some(run) = self.runs[slot as usize].as_ref() else {
             return;
         };
-        let (true, Some(batch)) = (
-            run.flow.place.flags & flags::RUNNER != 0,
-            run.flow.place.batch,
-        ) else {
+        let Some(f) = run.flow.as_deref() else {
+            return Default::default();
+        };
+        let (true, Some(batch)) = (f.place.flags & flags::RUNNER != 0, f.place.batch) else {
             return;
         };
         let reason = format!("ran in the batch of run {}", run.id);
@@ -139,73 +165,88 @@ impl Inner {
                 RunStatus::Completed
             };
             m.last_error = failed.map(Into::into);
-            m.flow.reason = Some(reason.clone());
+            m.flow.get_or_insert_with(Default::default).reason = Some(Reason::Said(reason.clone()));
             let event = m.event.id;
             self.finish(event, failed.is_some(), now);
         }
     }
 
-    fn hold(&mut self, slot: u32, stage: Stage, key: String, rank: i64) {
+    /// Queues a run in the held queue of its stage (by its key for stage 1).
+    fn hold(&mut self, slot: u32, stage: Stage) {
         let Some(run) = self.runs[slot as usize].as_ref() else {
             return;
         };
-        let key = if stage == Stage::Function {
-            String::new()
-        } else {
-            key
+        let Some(f) = run.flow.as_deref() else {
+            return;
+        };
+        let key = match stage {
+            Stage::Key => f.place.ckey.as_deref().unwrap_or_default(),
+            Stage::Function | Stage::Batch => "",
         };
         self.book.arrivals += 1;
-        let arrival = self.book.arrivals;
-        self.book
-            .held
-            .entry((run.function, stage, key))
-            .or_default()
-            .push(Reverse((rank, arrival, slot)));
+        let entry = Reverse((f.place.rank, self.book.arrivals, slot));
+        let queues = self.book.held.entry((run.function, stage)).or_default();
+        match queues.get_mut(key) {
+            Some(queue) => queue.push(entry),
+            None => {
+                queues.insert(key.to_owned(), Queue::from(vec![entry]));
+            }
+        }
     }
 
     /// Gives back the slots of a run whose attempt ended or suspended, and passes them
     /// on to the first held runs.
     pub(super) fn free_slots(&mut self, slot: u32, flow: &'static Flow, function: &'static str) {
-        let Some(run) = self.runs[slot as usize].as_mut() else {
+        let Inner { runs, book, .. } = self;
+        let Some(run) = runs[slot as usize].as_mut() else {
             return;
         };
-        if run.flow.place.flags & flags::SLOTS == 0 {
+        let index = run.function;
+        let Some(f) = run.flow.as_deref_mut() else {
+            return;
+        };
+        if f.place.flags & flags::SLOTS == 0 {
             return;
         }
-        run.flow.place.flags &= !flags::SLOTS;
-        let index = run.function;
-        let ckey = run.flow.place.ckey.clone();
-        let Book { states, held, .. } = &mut self.book;
-        rules::release(function, flow, ckey.as_deref(), states);
-        let placed = rules::refill(function, flow, ckey.as_deref(), states, |stage, n| {
+        f.place.flags &= !flags::SLOTS;
+        let ckey = f.place.ckey.as_deref();
+        let Book { states, held, .. } = book;
+        rules::release(function, flow, ckey, states);
+        let placed = rules::refill(function, flow, ckey, states, |stage, n| {
             let key = match stage {
-                Stage::Key => ckey.clone().unwrap_or_default(),
-                Stage::Function | Stage::Batch => String::new(),
+                Stage::Key => ckey.unwrap_or_default(),
+                Stage::Function | Stage::Batch => "",
             };
-            let Some(heap) = held.get_mut(&(index, stage, key.clone())) else {
+            let Some(queues) = held.get_mut(&(index, stage)) else {
                 return Vec::new();
             };
-            let taken: Vec<(i64, u32)> = (0..n)
-                .map_while(|_| heap.pop().map(|Reverse((rank, _, slot))| (rank, slot)))
+            let Some(queue) = queues.get_mut(key) else {
+                return Vec::new();
+            };
+            let taken: Vec<u32> = (0..n)
+                .map_while(|_| queue.pop().map(|Reverse((_, _, slot))| slot))
                 .collect();
-            if heap.is_empty() {
-                held.remove(&(index, stage, key));
+            if queue.is_empty() {
+                queues.remove(key);
             }
             taken
         });
-        for ((rank, slot), place) in placed {
-            let Some(run) = self.runs[slot as usize].as_mut() else {
+        for (slot, place) in placed {
+            let Some(f) = self.runs[slot as usize]
+                .as_mut()
+                .and_then(|r| r.flow.as_deref_mut())
+            else {
                 continue;
             };
             match place {
                 Place::Ready => {
-                    run.flow.place.flags |= flags::SLOTS;
-                    run.flow.reason = None;
+                    f.place.flags |= flags::SLOTS;
+                    f.reason = None;
                     self.ready.push_back(slot);
                 }
                 Place::Function => {
-                    run.flow.reason = Some(rules::held(flow, Stage::Function, None));
-                    self.hold(slot, Stage::Function, String::new(), rank);
+                    f.reason = Some(Reason::Held(Stage::Function));
+                    self.hold(slot, Stage::Function);
                 }
             }
         }
@@ -215,7 +256,7 @@ impl Inner {
     pub(super) fn prune_flow(&mut self) {
         if self.book.states.len() > self.book.prune_at.max(1024) {
             let now_ms = now_millis();
-            self.book.states.retain(|_, s| !s.is_idle(now_ms));
+            self.book.states.retain(|s| !s.is_idle(now_ms));
             self.book.prune_at = self.book.states.len() * 2;
         }
     }

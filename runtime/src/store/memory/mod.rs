@@ -52,7 +52,9 @@ struct Run {
     last_error: Option<Box<str>>,
     output: Option<serde_json::Value>,
     steps: Vec<StepRecord>,
-    flow: flow::RunFlow,
+    /// Flow control's part, for runs of functions that have it (boxed: most runs have
+    /// none, and a queued run stays small).
+    flow: Option<Box<flow::RunFlow>>,
 }
 
 /// The pending waits for one event name, found by what they match: an event reaches the
@@ -159,7 +161,7 @@ impl MemoryStore {
                 last_error: None,
                 output: None,
                 steps: Vec::new(),
-                flow: flow::RunFlow::default(),
+                flow: None,
             });
             inner.ready.push_back(slot);
             slots.push(slot);
@@ -257,10 +259,7 @@ impl Store for MemoryStore {
         let inner = &mut *guard;
         for outcome in outcomes {
             let slot = outcome.key as u32;
-            let Some(run) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            let def = self.registry.defs[run.function as usize];
+            let def = self.registry.defs[outcome.function as usize];
             if let Some(flow) = def.flow() {
                 inner.free_slots(slot, flow, def.id());
             }
@@ -430,8 +429,15 @@ impl Store for MemoryStore {
                     last_error: run.last_error.as_deref().map(str::to_owned),
                     output: run.output.clone(),
                     steps: run.steps.iter().map(StepRecord::info).collect(),
-                    reason: run.flow.reason.clone(),
-                    not_before_ms: run.flow.not_before_ms.filter(|&t| t > now_millis()),
+                    reason: run
+                        .flow
+                        .as_ref()
+                        .and_then(|f| f.reason(self.registry.defs[run.function as usize].flow())),
+                    not_before_ms: run
+                        .flow
+                        .as_ref()
+                        .and_then(|f| f.not_before_ms)
+                        .filter(|&t| t > now_millis()),
                 })
                 .collect()
         });

@@ -62,6 +62,22 @@ CROSS JOIN LATERAL (
     WHERE app = $1 AND function_id = x.f AND status = 4 AND hold = 2
     ORDER BY rank, id LIMIT x.n FOR UPDATE) h";
 
+/// The runs of batches (`$1`), with their events (put in order by the caller).
+pub(crate) const BATCH_EVENTS: &str = "
+SELECT r.batch, e.id, e.name, e.data, e.ts, r.id FROM fanfare_runs r
+JOIN LATERAL (SELECT id, name, data, ts FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true
+WHERE r.batch = ANY($1)";
+
+/// Finishes the other runs of the batches that runs `$1` executed and finished.
+pub(crate) const FINISH_BATCHES: &str = "
+WITH r AS (
+    SELECT id, batch, status, last_error, run_id, finished_at FROM fanfare_runs
+    WHERE id = ANY($1) AND status IN (2, 3) AND flow & 16::smallint <> 0)
+UPDATE fanfare_runs m SET status = r.status, last_error = r.last_error,
+    reason = 'ran in the batch of run ' || r.run_id, finished_at = r.finished_at
+FROM r
+WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <> r.id";
+
 impl Shared {
     /// Passes claimed runs through the gate, in the claim's transaction; returns the
     /// places of those that may execute now, by key (the others are skipped, delayed
@@ -153,12 +169,7 @@ impl Shared {
         batches: &[i64],
     ) -> Result<HashMap<i64, Vec<Arc<Envelope>>>> {
         let rows = client
-            .query(
-                "SELECT r.batch, e.id, e.name, e.data, e.ts FROM fanfare_runs r \
-                 JOIN LATERAL (SELECT id, name, data, ts FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true \
-                 WHERE r.batch = ANY($1) ORDER BY r.batch, r.id",
-                &[&batches],
-            )
+            .query(BATCH_EVENTS, &[&batches])
             .await
             .map_err(|e| self.error("cannot read a batch's events", e))?;
         let mut events: HashMap<i64, Vec<Arc<Envelope>>> = HashMap::new();
@@ -184,16 +195,9 @@ impl Shared {
         tx: &deadpool_postgres::Transaction<'_>,
         recorded: &[i64],
     ) -> Result<()> {
-        tx.execute(
-            "UPDATE fanfare_runs m SET status = r.status, last_error = r.last_error, \
-                 reason = 'ran in the batch of run ' || r.run_id, finished_at = r.finished_at \
-             FROM fanfare_runs r \
-             WHERE r.id = ANY($1) AND r.status IN (2, 3) AND r.flow & 16::smallint <> 0 \
-                 AND m.batch = r.batch AND m.id <> r.id",
-            &[&recorded],
-        )
-        .await
-        .map_err(|e| self.error("cannot finish a batch", e))?;
+        tx.execute(FINISH_BATCHES, &[&recorded])
+            .await
+            .map_err(|e| self.error("cannot finish a batch", e))?;
         Ok(())
     }
 
@@ -381,7 +385,7 @@ impl Shared {
     ) -> Result<()> {
         let err = |e| self.error("cannot write flow-control state", e);
         let (mut keep, mut drop) = (StateRows::default(), StateRows::default());
-        for (slot, state) in states {
+        for (slot, state) in states.iter() {
             let rows = if state.is_idle(now_ms) {
                 &mut drop
             } else {
@@ -389,7 +393,7 @@ impl Shared {
             };
             rows.functions.push(slot.function);
             rows.kinds.push(slot.kind as i16);
-            rows.keys.push(&slot.key);
+            rows.keys.push(slot.key);
             rows.tats.push(state.tat_us);
             rows.actives.push(state.active);
             rows.runs.push(state.run);
@@ -444,10 +448,10 @@ struct GateRows {
 }
 
 #[derive(Default)]
-struct StateRows<'a> {
+struct StateRows {
     functions: Vec<&'static str>,
     kinds: Vec<i16>,
-    keys: Vec<&'a str>,
+    keys: Vec<String>,
     tats: Vec<i64>,
     actives: Vec<i64>,
     runs: Vec<i64>,

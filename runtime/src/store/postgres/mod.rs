@@ -28,7 +28,7 @@ use send::{PendingSend, COMMITTERS, MAX_BATCH};
 pub(crate) use {
     background::{PRUNE_EVENTS, PRUNE_RUNS, REAP},
     claim::{CLAIM, NEXT_DUE},
-    flow::{HELD_BY_FUNCTION, HELD_BY_KEY},
+    flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
     record::RECORD,
     schema::MIGRATIONS,
     send::SEND,

@@ -102,7 +102,13 @@ impl Shared {
             &self.owner,
             &seqs,
         ];
-        if !self.flow {
+        // Flow control's share only for batches with runs of functions that have it.
+        let flowing = outcomes.iter().any(|o| {
+            self.defs
+                .get(o.function as usize)
+                .is_some_and(|d| d.flow().is_some())
+        });
+        if !flowing {
             let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
             client.execute(&stmt, &params).await.map_err(err)?;
             return Ok(());

@@ -104,7 +104,7 @@ ALTER TABLE fanfare_runs ADD COLUMN flow smallint NOT NULL DEFAULT 0,
                          ADD COLUMN hold smallint,
                          ADD COLUMN reason text,
                          ADD COLUMN batch bigint;
-CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch) WHERE batch IS NOT NULL;
+CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch, id) WHERE batch IS NOT NULL;
 CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id)
     WHERE status = 4 AND hold = 1;
 CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id)

@@ -70,10 +70,7 @@ impl Ctx<'_> {
     pub(super) fn batch_events(&self, tx: &Connection, batch: i64) -> Result<Vec<Arc<Envelope>>> {
         let err = self.err("cannot read a batch's events");
         let rows: Vec<(Vec<u8>, String, String, i64)> = tx
-            .prepare_cached(
-                "SELECT e.id, e.name, e.data, e.ts FROM fanfare_runs r \
-                 JOIN fanfare_events e ON e.id = r.event_id WHERE r.batch = ?1 ORDER BY r.id",
-            )
+            .prepare_cached(BATCH_EVENTS)
             .and_then(|mut s| {
                 s.query_map([batch], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -96,7 +93,7 @@ impl Ctx<'_> {
 
     /// Finishes the other runs of the batches that finished runs executed, as they
     /// finished.
-    pub(super) fn finish_batches(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
+    pub(super) fn finish_batches(&self, tx: &Connection, outcomes: &[&Outcome]) -> Result<()> {
         let err = self.err("cannot finish a batch");
         for outcome in outcomes {
             let (status, error) = match &outcome.result {
@@ -122,14 +119,18 @@ impl Ctx<'_> {
                 continue;
             }
             let reason = format!("ran in the batch of run {}", uuid_from(&run_id)?);
-            tx.prepare_cached(
-                "UPDATE fanfare_runs SET status = ?3, last_error = ?4, reason = ?5, finished_at = ?6 \
-                 WHERE batch = ?1 AND id != ?2",
-            )
-            .and_then(|mut s| {
-                s.execute(params![batch, outcome.key as i64, status, error, reason, self.now as i64])
-            })
-            .map_err(&err)?;
+            tx.prepare_cached(FINISH_BATCH)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        batch,
+                        outcome.key as i64,
+                        status,
+                        error,
+                        reason,
+                        self.now as i64
+                    ])
+                })
+                .map_err(&err)?;
         }
         Ok(())
     }
@@ -253,7 +254,7 @@ impl Ctx<'_> {
     /// Writes states back; those that say nothing a fresh one would not are deleted.
     fn save_states(&self, tx: &Connection, states: &States) -> Result<()> {
         let err = self.err("cannot write flow-control state");
-        for (slot, state) in states {
+        for (slot, state) in states.iter() {
             if state.is_idle(self.now) {
                 tx.prepare_cached(
                     "DELETE FROM fanfare_flow WHERE function_id = ?1 AND kind = ?2 AND key = ?3",
@@ -282,6 +283,14 @@ impl Ctx<'_> {
         Ok(())
     }
 }
+
+/// The events of batch `?1`, in the order their runs were stored.
+pub(crate) const BATCH_EVENTS: &str = "SELECT e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+    JOIN fanfare_events e ON e.id = r.event_id WHERE r.batch = ?1 ORDER BY r.id";
+
+/// Finishes the runs of batch `?1` but its runner `?2`, as it finished.
+pub(crate) const FINISH_BATCH: &str = "UPDATE fanfare_runs \
+    SET status = ?3, last_error = ?4, reason = ?5, finished_at = ?6 WHERE batch = ?1 AND id != ?2";
 
 /// The first held runs of a function's key (stage 1), in rank order.
 pub(crate) const HELD_BY_KEY: &str = "SELECT id FROM fanfare_runs \

@@ -21,7 +21,7 @@ mod writer;
 #[cfg(test)]
 pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
-    flow::{HELD_BY_FUNCTION, HELD_BY_KEY},
+    flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{PRUNE_EVENTS, PRUNE_RUNS},
     schema::MIGRATIONS,
     send::WAITS_OF,

@@ -6,10 +6,15 @@ impl Ctx<'_> {
     pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
-        if self.registry.has_flow() {
-            let keys: Vec<i64> = outcomes.iter().map(|o| o.key as i64).collect();
+        // Flow control's share, for the runs of functions that have it.
+        let flowing: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| self.registry.defs[o.function as usize].flow().is_some())
+            .collect();
+        if !flowing.is_empty() {
+            let keys: Vec<i64> = flowing.iter().map(|o| o.key as i64).collect();
             self.free_slots(tx, &keys)?;
-            self.finish_batches(tx, outcomes)?;
+            self.finish_batches(tx, &flowing)?;
         }
         for outcome in outcomes {
             let key = outcome.key as i64;

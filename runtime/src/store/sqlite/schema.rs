@@ -81,7 +81,7 @@ ALTER TABLE fanfare_runs ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fanfare_runs ADD COLUMN hold INTEGER;
 ALTER TABLE fanfare_runs ADD COLUMN reason TEXT;
 ALTER TABLE fanfare_runs ADD COLUMN batch INTEGER;
-CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch) WHERE batch IS NOT NULL;
+CREATE INDEX fanfare_runs_batch ON fanfare_runs (batch, id) WHERE batch IS NOT NULL;
 CREATE INDEX fanfare_runs_held_key ON fanfare_runs (function_id, ckey, rank, id) WHERE status = 4 AND hold = 1;
 CREATE INDEX fanfare_runs_held_function ON fanfare_runs (function_id, rank, id) WHERE status = 4 AND hold = 2;
 CREATE TABLE fanfare_flow (
