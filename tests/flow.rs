@@ -4,7 +4,7 @@
 mod common;
 
 use common::{gate, hits, Store, LIMIT};
-use fanfare::{function, Batch, Ctx, Event, RunStatus, Runtime};
+use fanfare::{function, Batch, Ctx, Event, Failure, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -21,6 +21,7 @@ conformance!(
     a_debounce_timeout_forces_a_run_during_an_endless_burst,
     a_batch_runs_full_batches_and_the_rest_after_its_timeout,
     a_failed_batch_run_retries_with_the_same_events,
+    a_batch_that_fails_for_good_fails_its_runs_and_hands_the_batch_to_on_failure,
 );
 
 /// Runs in flight and the most seen at once, per name.
@@ -633,5 +634,59 @@ async fn a_failed_batch_run_retries_with_the_same_events(store: Store) {
     );
     assert_eq!(hits(format!("{tag} counted")), 1, "the step ran once");
     assert_eq!(runs.iter().map(|r| r.attempts).max(), Some(2));
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/refund")]
+struct Refund {
+    tag: String,
+    n: u32,
+}
+
+#[function(trigger = "flow/refund", retries = 0, batch(max = 2, timeout = "5s"), on_failure = refunds_failed)]
+async fn refund_all(_ctx: Ctx<Batch<Refund>>) -> fanfare::Result<()> {
+    Err(fanfare::Error::msg("the ledger is closed"))
+}
+
+async fn refunds_failed(ctx: Ctx<Failure<Batch<Refund>>>) -> fanfare::Result<()> {
+    let failure = ctx.event();
+    assert_eq!(failure.error, "the ledger is closed");
+    let tag = failure.event[0].tag.clone();
+    let ns: Vec<u32> = failure.event.iter().map(|r| r.n).collect();
+    assert_eq!(failure.event.ids().len(), 2);
+    order().lock().unwrap().insert(tag, ns);
+    Ok(())
+}
+
+async fn a_batch_that_fails_for_good_fails_its_runs_and_hands_the_batch_to_on_failure(
+    store: Store,
+) {
+    let rt = store.builder().start().await.unwrap();
+    let tag = format!("refund {}", store.name());
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        ids.push(
+            rt.send(Refund {
+                tag: tag.clone(),
+                n,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let runs = wait_all(&rt, &ids).await;
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Failed),
+        "{runs:?}"
+    );
+    assert!(runs
+        .iter()
+        .all(|r| r.last_error.as_deref() == Some("the ledger is closed")));
+    until("the on_failure handler ran", async || {
+        order().lock().unwrap().contains_key(&tag)
+    })
+    .await;
+    assert_eq!(order().lock().unwrap().remove(&tag), Some(vec![0, 1]));
     rt.shutdown().await.unwrap();
 }

@@ -40,6 +40,47 @@
 //! - A run that exhausts its retries is [`RunStatus::Failed`] and kept, with its
 //!   attempts and last error ([`Runtime::runs`]).
 //!
+//! ## Flow control
+//! Attribute keys say how much of a function runs at once, how fast, and in what order;
+//! key closures take the event and are type-checked against it.
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+//! # #[event(name = "doc/contact.updated")]
+//! # pub struct ContactUpdated { pub customer_id: u64 }
+//! use fanfare::{Ctx, RunStatus};
+//!
+//! /// One run per customer at a time; at most 10 starts a second.
+//! #[fanfare::function(
+//!     trigger = "doc/contact.updated",
+//!     concurrency(limit = 1, key = |e| e.customer_id),
+//!     throttle(limit = 10, period = "1s"),
+//! )]
+//! async fn sync_crm(ctx: Ctx<ContactUpdated>) -> fanfare::Result<()> { Ok(()) }
+//!
+//! # #[tokio::main] async fn main() -> fanfare::Result<()> {
+//! let rt = fanfare::Runtime::builder().start().await?;
+//! let id = rt.send(ContactUpdated { customer_id: 7 }).await?;
+//! assert_eq!(rt.wait(id).await?[0].status, RunStatus::Completed);
+//! rt.shutdown().await
+//! # }
+//! ```
+//!
+//! - `concurrency = N` / `concurrency(limit = N, key = …)`: at most N runs (per key)
+//!   execute at once; one keyed and one unkeyed limit may stack. Sleeping, waiting and
+//!   backing-off runs hold no slot.
+//! - `throttle(limit, period, key?)`: one start per `period / limit`, the rest delayed in
+//!   order. `rate_limit(limit, period, key?)`: the runs over the limit end
+//!   [`RunStatus::Skipped`], with a [reason](RunInfo::reason).
+//! - `debounce(period, key?, timeout?)`: one run per burst, with the last event.
+//! - `batch(max, timeout, key?)`: one run per up to `max` events, taking [`Batch<E>`].
+//! - `priority = |e| seconds`: the order of the runs waiting for a concurrency slot.
+//!
+//! A run held back shows why in [`Runtime::runs`] ([`RunInfo::reason`],
+//! [`RunInfo::not_before_ms`]). On PostgreSQL the limits hold across every process of
+//! the app.
+//!
 //! ## Functions in other crates: the linker
 //! Functions are collected at link time. The linker leaves out a library crate that
 //! nothing in the program refers to, and its functions with it. A crate that only
