@@ -243,11 +243,27 @@ async fn a_throttle_spreads_starts_and_drops_nothing(store: Store) {
     for _ in 0..30 {
         ids.push(rt.send(Email { tag: tag.clone() }).await.unwrap());
     }
-    // Held back runs say so, with the time they may start.
-    let last = rt.runs(*ids.last().unwrap()).await.unwrap();
-    if last[0].status == RunStatus::Queued && last[0].reason.is_some() {
-        assert!(last[0].reason.as_deref().unwrap().contains("throttled"));
-    }
+    // Held back runs say so, with the time they may start (the last one, 2.9 s on).
+    let last = *ids.last().unwrap();
+    until("the last run is throttled", async || {
+        let run = &rt.runs(last).await.unwrap()[0];
+        run.reason.is_some()
+    })
+    .await;
+    let run = &rt.runs(last).await.unwrap()[0];
+    assert_eq!(run.status, RunStatus::Queued);
+    assert!(
+        run.reason.as_deref().unwrap().starts_with("throttled"),
+        "{run:?}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        run.not_before_ms.is_some_and(|t| t > now_ms + 1000),
+        "{run:?}"
+    );
     let runs = wait_all(&rt, &ids).await;
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
     let mut at = starts().lock().unwrap().remove(&tag).unwrap();

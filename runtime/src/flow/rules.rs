@@ -93,6 +93,7 @@ pub(crate) struct States {
 }
 
 impl States {
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub fn new() -> States {
         States::default()
     }
