@@ -1,7 +1,7 @@
 //! Flow control across processes on PostgreSQL: replicas of the `crm-service` program
 //! (`services/crm.rs`) share one database and, together, respect its functions' keyed
 //! concurrency, throttle and rate limit; a replica killed while holding a slot does not
-//! block its key past its lease.
+//! block its key past its lease; filters and idempotency keys hold across replicas too.
 
 mod common;
 
@@ -202,5 +202,38 @@ async fn two_replicas_together_respect_a_rate_limit() {
         "{runs:?}"
     );
     assert_eq!(attempts(&log, "notify_login").len(), 1);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_together_run_once_per_idempotency_key_and_respect_the_filter() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let log = log_file();
+    let _a = Service::start(CRM, &url, &log, &[]);
+    let _b = Service::start(CRM, &url, &log, &[]);
+    let rt = observer(&url).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        for user in [0, 5, 6] {
+            ids.push(
+                rt.send_json("crm/signup", serde_json::json!({ "user": user }))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let runs = wait_all(&rt, &ids).await;
+    let count = |s| runs.iter().filter(|r| r.status == s).count();
+    assert_eq!(count(RunStatus::Completed), 2, "{runs:?}");
+    assert_eq!(count(RunStatus::Skipped), 16);
+    let welcomed: Vec<u64> = attempts(&log, "welcome").iter().map(|x| x.0).collect();
+    assert_eq!(welcomed.len(), 2);
+    assert!(
+        welcomed.contains(&5) && welcomed.contains(&6),
+        "{welcomed:?}"
+    );
     rt.shutdown().await.unwrap();
 }

@@ -23,6 +23,8 @@ mod kw {
     syn::custom_keyword!(batch);
     syn::custom_keyword!(max);
     syn::custom_keyword!(timeout);
+    syn::custom_keyword!(filter);
+    syn::custom_keyword!(idempotency);
 }
 
 /// The greatest `retries` value accepted.
@@ -169,6 +171,8 @@ pub struct FunctionArgs {
     pub debounce: Option<Control>,
     pub batch: Option<Control>,
     pub priority: Option<ExprClosure>,
+    pub filter: Option<ExprClosure>,
+    pub idempotency: Option<ExprClosure>,
     /// Problems that do not stop parsing (duplicates); reported with the other checks.
     pub errors: Errors,
 }
@@ -265,6 +269,28 @@ impl Parse for FunctionArgs {
                 let key = input.parse::<kw::batch>()?;
                 let c = Control::parse("batch", key.span, input, &mut args.errors)?;
                 set(&mut args.batch, "batch", key.span, c, &mut args.errors);
+            } else if look.peek(kw::filter) {
+                let key = input.parse::<kw::filter>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.filter,
+                    "filter",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::idempotency) {
+                let key = input.parse::<kw::idempotency>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(
+                    &mut args.idempotency,
+                    "idempotency",
+                    key.span,
+                    value,
+                    &mut args.errors,
+                );
             } else if look.peek(kw::priority) {
                 let key = input.parse::<kw::priority>()?;
                 input.parse::<Token![=]>()?;

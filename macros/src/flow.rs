@@ -27,6 +27,8 @@ pub struct Flow {
     debounce: Option<Debounce>,
     batch: Option<Batch>,
     priority: Option<ExprClosure>,
+    filter: Option<ExprClosure>,
+    idempotency: Option<ExprClosure>,
 }
 
 struct Debounce {
@@ -192,6 +194,21 @@ impl Flow {
                 _ => ok = false,
             }
         }
+        for (slot, closure_arg, what) in [
+            (&mut flow.filter, args.filter.take(), "filter"),
+            (
+                &mut flow.idempotency,
+                args.idempotency.take(),
+                "idempotency",
+            ),
+        ] {
+            if let Some(k) = closure_arg {
+                match closure(k, what, errors) {
+                    Some(k) => *slot = Some(k),
+                    None => ok = false,
+                }
+            }
+        }
         if let Some(p) = args.priority.take() {
             if flow.concurrency.is_none() && flow.keyed.is_none() {
                 ok = false;
@@ -218,6 +235,8 @@ impl Flow {
             && self.rate_limit.is_none()
             && self.debounce.is_none()
             && self.batch.is_none()
+            && self.filter.is_none()
+            && self.idempotency.is_none()
     }
 
     /// Whether the function takes its events in batches.
@@ -276,6 +295,16 @@ impl Flow {
             },
             None => quote!(::core::option::Option::None),
         };
+        let idempotency_key = key(self.idempotency.as_ref());
+        let filtered = match &self.filter {
+            Some(f) => {
+                let (pat, body) = parts(f);
+                quote!(!#private::filter_of(#e, |#pat| #body))
+            }
+            None => quote!(false),
+        };
+        let has_filter = self.filter.is_some();
+        let has_idempotency = self.idempotency.is_some();
         let priority = match &self.priority {
             Some(p) => {
                 let (pat, body) = parts(p);
@@ -297,6 +326,8 @@ impl Flow {
                     debounce: #debounce_key,
                     batch: #batch_key,
                     priority: #priority,
+                    filtered: #filtered,
+                    idempotency: #idempotency_key,
                 })
             }
 
@@ -307,6 +338,8 @@ impl Flow {
                 rate_limit: #rate_limit,
                 debounce: #debounce,
                 batch: #batch,
+                filter: #has_filter,
+                idempotency: #has_idempotency,
                 keys: __fanfare_flow_keys,
             };
         };

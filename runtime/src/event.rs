@@ -127,16 +127,35 @@ impl RunId {
 }
 
 impl EventId {
-    /// The id of the event a run sends from step `step`: the same on every replay, so
-    /// the store keeps one event however often the step is re-executed. A UUIDv8 made
-    /// of two FNV-1a hashes of the run id and the step id.
     /// The id of the event that reports the result of invocation `invocation` (the
     /// invoked run's event): the caller can look it up directly.
     pub(crate) fn invocation_result(invocation: EventId) -> EventId {
         EventId::for_step(RunId(invocation.0), "fanfare:invoke-finished")
     }
 
+    /// An id derived from a key of yours (an order number, a webhook's delivery id):
+    /// the same key gives the same id, in every process and every version, so an event
+    /// sent twice under it is stored, and runs, once. See [`SendOptions::id`](crate::SendOptions::id).
+    /// A UUIDv5 (SHA-1) of the key in fanfare's namespace.
+    ///
+    /// ```
+    /// use fanfare::EventId;
+    /// assert_eq!(EventId::from_key("order-42/placed"), EventId::from_key("order-42/placed"));
+    /// assert_ne!(EventId::from_key("order-42/placed"), EventId::from_key("order-43/placed"));
+    /// ```
+    pub fn from_key(key: &str) -> EventId {
+        EventId(Uuid::new_v5(&KEY_NAMESPACE, key.as_bytes()))
+    }
+
+    /// The id of the event a run sends from step `step`: the same on every replay, so
+    /// the store keeps one event however often the step is re-executed. A UUIDv8 made
+    /// of two FNV-1a hashes of the run id and the step id.
     pub(crate) fn for_step(run: RunId, step: &str) -> EventId {
+        EventId::derived(&[run.0.as_bytes(), b"\0", step.as_bytes()])
+    }
+
+    /// A UUIDv8 made of two FNV-1a hashes of `parts`.
+    fn derived(parts: &[&[u8]]) -> EventId {
         fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
             let mut h = seed;
             for part in parts {
@@ -147,15 +166,17 @@ impl EventId {
             }
             h
         }
-        let parts: [&[u8]; 3] = [run.0.as_bytes(), b"\0", step.as_bytes()];
-        let hi = fnv(0xcbf2_9ce4_8422_2325, &parts);
-        let lo = fnv(0x6c62_272e_07bb_0142, &parts);
+        let hi = fnv(0xcbf2_9ce4_8422_2325, parts);
+        let lo = fnv(0x6c62_272e_07bb_0142, parts);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_be_bytes());
         bytes[8..].copy_from_slice(&lo.to_be_bytes());
         EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 }
+
+/// The namespace of [`EventId::from_key`]'s UUIDv5s.
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6661_6e66_6172_6500_8000_6b65_7973_0001);
 
 /// An accepted event as the runtime keeps it: serialized once, and — when sent from
 /// Rust in this process — also kept as the typed value, so functions of that type skip
@@ -170,6 +191,8 @@ pub struct Envelope {
     /// The event's data as JSON.
     pub data: String,
     pub typed: Option<Arc<dyn Any + Send + Sync>>,
+    /// Its runs start no earlier (unix ms): a delayed send.
+    pub not_before: Option<u64>,
 }
 
 impl Envelope {
@@ -205,6 +228,20 @@ impl Envelope {
             ts: now_millis(),
             data,
             typed: None,
+            not_before: None,
+        }
+    }
+
+    /// An event as a store read it back.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn stored(id: EventId, name: String, data: String, ts: u64) -> Envelope {
+        Envelope {
+            id,
+            name: Cow::Owned(name),
+            ts,
+            data,
+            typed: None,
+            not_before: None,
         }
     }
 
@@ -250,6 +287,7 @@ impl Envelope {
             ts,
             data,
             typed,
+            not_before: None,
         })
     }
 

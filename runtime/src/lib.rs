@@ -98,6 +98,7 @@ mod event;
 mod flow;
 mod function;
 mod runtime;
+mod send_options;
 mod step;
 mod store;
 
@@ -109,6 +110,7 @@ pub use fanfare_macros::{function, Event};
 pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
+pub use send_options::SendOptions;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus, StepInfo};
@@ -138,8 +140,8 @@ pub mod __private {
     pub use crate::error::Result;
     pub use crate::event::{Envelope, Event, EventBounds};
     pub use crate::flow::{
-        call_batch, flow_keys, key_of, key_string, priority, BatchRule, Debounce, Flow, FlowKeys,
-        Rate,
+        call_batch, filter_of, flow_keys, key_of, key_string, priority, BatchRule, Debounce, Flow,
+        FlowKeys, Rate,
     };
     pub use crate::function::{
         call, check_trigger, Failure, Function, FunctionDef, HandlerFuture, HandlerResult,

@@ -5,6 +5,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, EventId};
 use crate::function::{functions, Registry};
+use crate::send_options::SendOptions;
 use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -402,6 +403,15 @@ impl Runtime {
     /// [`ErrorKind::ShutDown`] after [`Runtime::shutdown`].
     pub async fn send<E: Event>(&self, event: E) -> Result<EventId> {
         let envelope = Envelope::typed(event, self.inner.max_event_size)?;
+        self.append(envelope).await
+    }
+
+    /// Sends an event with [`SendOptions`]: an id of your own (an event already stored
+    /// under it runs nothing, and its id is returned), a time before which its runs do
+    /// not start. Otherwise as [`send`](Runtime::send).
+    pub async fn send_with<E: Event>(&self, event: E, options: SendOptions) -> Result<EventId> {
+        let mut envelope = Envelope::typed(event, self.inner.max_event_size)?;
+        options.apply(&mut envelope);
         self.append(envelope).await
     }
 

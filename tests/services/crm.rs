@@ -5,7 +5,7 @@
 mod common;
 
 use fanfare::{function, Ctx};
-use shop_events::{CrmContact, CrmEmail, CrmLogin};
+use shop_events::{CrmContact, CrmEmail, CrmLogin, CrmSignup};
 
 async fn work(function: &str, key: u64) -> fanfare::Result<u32> {
     let pid = std::process::id();
@@ -28,6 +28,12 @@ async fn send_email(ctx: Ctx<CrmEmail>) -> fanfare::Result<u32> {
 #[function(trigger = "crm/login", rate_limit(limit = 1, period = "1h", key = |e| e.user))]
 async fn notify_login(ctx: Ctx<CrmLogin>) -> fanfare::Result<u32> {
     work("notify_login", ctx.event().user).await
+}
+
+/// Once per user, and never for user 0 (a test account).
+#[function(trigger = "crm/signup", filter = |e| e.user != 0, idempotency = |e| e.user)]
+async fn welcome(ctx: Ctx<CrmSignup>) -> fanfare::Result<u32> {
+    work("welcome", ctx.event().user).await
 }
 
 #[tokio::main]

@@ -34,6 +34,10 @@ pub struct Flow {
     pub debounce: Option<Debounce>,
     /// `batch(…)`: one run for up to `max` events.
     pub batch: Option<BatchRule>,
+    /// `filter = |e| …`: runs whose event it refuses are skipped.
+    pub filter: bool,
+    /// `idempotency = |e| …`: one run per key per 24 h.
+    pub idempotency: bool,
     /// Computes the keys from an event.
     pub keys: fn(&Envelope) -> Result<FlowKeys>,
 }
@@ -91,6 +95,10 @@ pub struct FlowKeys {
     pub batch: Option<String>,
     /// Seconds ahead, clamped to `-600..=600`.
     pub priority: i64,
+    /// The filter refused the event.
+    pub filtered: bool,
+    /// The idempotency key.
+    pub idempotency: Option<String>,
 }
 
 /// Called by the generated key fn: decodes the event once and computes every key.
@@ -111,6 +119,12 @@ pub fn flow_keys<E: Event, F: FnOnce(&E) -> FlowKeys>(event: &Envelope, f: F) ->
 /// Calls a key closure; its parameter's type is inferred from `E` here.
 #[doc(hidden)]
 pub fn key_of<E, T, F: FnOnce(&E) -> T>(event: &E, f: F) -> T {
+    f(event)
+}
+
+/// Calls a filter closure; its parameter's type is inferred from `E` here.
+#[doc(hidden)]
+pub fn filter_of<E, F: FnOnce(&E) -> bool>(event: &E, f: F) -> bool {
     f(event)
 }
 

@@ -4,6 +4,8 @@
 //!
 //! A run of a flow-controlled function passes the gate each time it is claimed until it
 //! holds what it needs to execute. On its way, in this order:
+//! - `filter`: a run whose event the filter refuses ends `Skipped`.
+//! - `idempotency`: the first run of a key holds it for 24 h; the others end `Skipped`.
 //! - `debounce`: the run waits `period`; a later event of its key takes its place (the
 //!   earlier run ends `Skipped`), unless `timeout` has passed since the burst began.
 //! - `batch`: the first run of a key opens a batch and waits `timeout`; the next ones
@@ -39,8 +41,10 @@ pub(crate) mod flags {
     pub const BATCHED: i16 = 8;
     /// Executes its batch.
     pub const RUNNER: i16 = 16;
-    /// Finished without executing (rate limited, debounced away).
+    /// Finished without executing (filtered, a duplicate, rate limited, debounced away).
     pub const SKIPPED: i16 = 32;
+    /// Past its filter and idempotency key (applied on its first pass only).
+    pub const ENTERED: i16 = 64;
 }
 
 use flags::*;
@@ -56,6 +60,7 @@ pub(crate) enum Kind {
     RateLimit = 3,
     Debounce = 4,
     Batch = 5,
+    Idempotency = 6,
 }
 
 /// One piece of flow-control state: a function's, per kind and key.
@@ -187,6 +192,9 @@ pub(crate) fn prepare(flow: &Flow, run: &mut RunFlow, event: &Envelope) -> Optio
     Some(keys)
 }
 
+/// How long an idempotency key holds: 24 h.
+pub(crate) const IDEMPOTENCY_MS: i64 = 24 * 3600 * 1000;
+
 /// What the gate decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -223,6 +231,9 @@ pub(crate) fn slots(
         key: key.clone().unwrap_or_default(),
     };
     if let Some(keys) = keys {
+        if flow.idempotency && run.flags & ENTERED == 0 {
+            slots.push(slot(Kind::Idempotency, &keys.idempotency));
+        }
         if flow.debounce.is_some() {
             slots.push(slot(Kind::Debounce, &keys.debounce));
         }
@@ -277,6 +288,27 @@ pub(crate) fn admit(
 ) -> Verdict {
     let now = now_ms as i64;
     if let (Some(keys), false) = (keys, run.flags & ADMITTED != 0) {
+        if run.flags & ENTERED == 0 {
+            run.flags |= ENTERED;
+            if keys.filtered {
+                run.flags |= SKIPPED | ADMITTED;
+                return Verdict::Skip(
+                    "filtered out: the function's filter refused the event".to_owned(),
+                );
+            }
+            if flow.idempotency {
+                let key = keys.idempotency.as_deref();
+                let s = state(states, function, Kind::Idempotency, key);
+                if s.tat_us > now * 1000 {
+                    run.flags |= SKIPPED | ADMITTED;
+                    return Verdict::Skip(format!(
+                        "a duplicate: a run for idempotency key `{}` began less than 24 h ago",
+                        key.unwrap_or_default()
+                    ));
+                }
+                s.tat_us = (now + IDEMPOTENCY_MS) * 1000;
+            }
+        }
         if let Some(d) = flow.debounce {
             let s = state(states, function, Kind::Debounce, keys.debounce.as_deref());
             if run.flags & DEBOUNCING == 0 {
@@ -546,6 +578,8 @@ mod tests {
         rate_limit: None,
         debounce: None,
         batch: None,
+        filter: false,
+        idempotency: false,
         keys: no_keys,
     };
 

@@ -29,3 +29,10 @@ pub struct CrmEmail {
 pub struct CrmLogin {
     pub user: u64,
 }
+
+/// A signup (trigger tests: a filter and an idempotency key per user).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/signup")]
+pub struct CrmSignup {
+    pub user: u64,
+}

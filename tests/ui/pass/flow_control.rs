@@ -36,6 +36,15 @@ async fn render(_ctx: Ctx<ContactUpdated>) -> fanfare::Result<()> {
     Ok(())
 }
 
+#[function(
+    trigger = "crm/contact.updated",
+    filter = |e| !e.email.is_empty(),
+    idempotency = |e| e.customer_id,
+)]
+async fn welcome_once(_ctx: Ctx<ContactUpdated>) -> fanfare::Result<()> {
+    Ok(())
+}
+
 #[function(trigger = "crm/contact.updated", concurrency = 1, priority = |e| e.customer_id)]
 async fn by_id(_ctx: Ctx<ContactUpdated>) -> fanfare::Result<()> {
     Ok(())

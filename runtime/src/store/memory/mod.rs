@@ -151,6 +151,12 @@ impl MemoryStore {
             return 0;
         }
         let mut slots = Vec::with_capacity(subscribers.len());
+        // A delayed send's runs wait for its time.
+        let wait = event
+            .not_before
+            .map(|at| Duration::from_millis(at.saturating_sub(now_millis())))
+            .filter(|w| !w.is_zero());
+        let now = Instant::now();
         for (&function, id) in subscribers.iter().zip(run_ids) {
             let slot = inner.insert(Run {
                 id,
@@ -163,7 +169,10 @@ impl MemoryStore {
                 steps: Vec::new(),
                 flow: None,
             });
-            inner.ready.push_back(slot);
+            match wait {
+                Some(wait) => inner.delayed.push(Reverse((later(now, wait), slot))),
+                None => inner.ready.push_back(slot),
+            }
             slots.push(slot);
         }
         let n = slots.len();
@@ -437,7 +446,8 @@ impl Store for MemoryStore {
                         .flow
                         .as_ref()
                         .and_then(|f| f.not_before_ms)
-                        .filter(|&t| t > now_millis()),
+                        .or(run.event.not_before)
+                        .filter(|&t| t > now_millis() && run.status == RunStatus::Queued),
                 })
                 .collect()
         });

@@ -4,7 +4,8 @@
 use super::*;
 use crate::flow::rules;
 
-/// Claims up to `$5` due runs of this app's functions `$2`, earliest first, under a lease
+/// Claims up to `$5` due runs of this app's functions `$2`, earliest first (ties in the
+/// order the runs were stored), under a lease
 /// (`$3` ms) for this process (`$4`), with their events. The index `(app, due_at)` gives
 /// the runs in order whatever the functions, so the scan stops at the limit; rows are
 /// then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join the
@@ -17,7 +18,7 @@ WITH c AS (
         SELECT id FROM fanfare_runs
         WHERE app = $1 AND function_id = ANY($2)
           AND status = 0 AND due_at <= fanfare_now()
-        ORDER BY due_at
+        ORDER BY due_at, id
         LIMIT $5
         FOR UPDATE SKIP LOCKED))
     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
@@ -130,13 +131,12 @@ impl Shared {
             let event_id = EventId::from_uuid(row.get(2));
             let event = match cache.take(&event_id) {
                 Some(env) => env,
-                None => Arc::new(Envelope {
-                    id: event_id,
-                    name: Cow::Owned(row.get(5)),
-                    data: row.get(6),
-                    ts: row.get::<_, i64>(7) as u64,
-                    typed: None,
-                }),
+                None => Arc::new(Envelope::stored(
+                    event_id,
+                    row.get(5),
+                    row.get(6),
+                    row.get::<_, i64>(7) as u64,
+                )),
             };
             let key = row.get::<_, i64>(0);
             if row.get::<_, i32>(8) > 0 {

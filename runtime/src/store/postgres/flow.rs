@@ -172,18 +172,18 @@ impl Shared {
             .query(BATCH_EVENTS, &[&batches])
             .await
             .map_err(|e| self.error("cannot read a batch's events", e))?;
+        // In the order the runs were stored: the order their events arrived in.
+        let mut rows = rows;
+        rows.sort_by_key(|row| (row.get::<_, i64>(0), row.get::<_, i64>(5)));
         let mut events: HashMap<i64, Vec<Arc<Envelope>>> = HashMap::new();
         for row in rows {
-            events
-                .entry(row.get(0))
-                .or_default()
-                .push(Arc::new(Envelope {
-                    id: EventId::from_uuid(row.get(1)),
-                    name: Cow::Owned(row.get(2)),
-                    data: row.get(3),
-                    ts: row.get::<_, i64>(4) as u64,
-                    typed: None,
-                }));
+            let event = Envelope::stored(
+                EventId::from_uuid(row.get(1)),
+                row.get(2),
+                row.get(3),
+                row.get::<_, i64>(4) as u64,
+            );
+            events.entry(row.get(0)).or_default().push(Arc::new(event));
         }
         Ok(events)
     }

@@ -92,12 +92,15 @@ CREATE TABLE fanfare_wait_fields (
 );
 INSERT INTO fanfare_wait_fields SELECT DISTINCT event, field FROM fanfare_waits WHERE field IS NOT NULL;
 "#,
-    // Flow control (`flow::rules`): a run's flags (`rules::flags`), its concurrency key,
+    // Claims take due runs in arrival order (`id` breaks ties of `due_at`): the order
+    // of debounce, batch and throttle. Flow control (`flow::rules`): a run's flags (`rules::flags`), its concurrency key,
     // its rank (arrival minus priority), its batch and, while held (status 4) or
     // delayed, or once skipped (status 2 with the flag), why. Held runs wait per function
     // and key (stage 1) or per function (stage 2), in rank order, or in their batch
     // (stage 3). The rules' states per app, function, kind and key.
     r#"
+DROP INDEX fanfare_runs_ready;
+CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at, id) WHERE status = 0;
 ALTER TABLE fanfare_runs ADD COLUMN flow smallint NOT NULL DEFAULT 0,
                          ADD COLUMN ckey text,
                          ADD COLUMN rank bigint NOT NULL DEFAULT 0,

@@ -9,9 +9,10 @@ pub(super) const MAX_BATCH: usize = 1024;
 /// Parallel committers of sends.
 pub(super) const COMMITTERS: usize = 4;
 
-/// Stores events (`$1`..`$4`) with one run per subscribed function of every app, and
-/// resolves the waits they match; returns per event the runs created and how many are
-/// this process's (`$5` app, `$6` functions).
+/// Stores events (`$1`..`$4`) with one run per subscribed function of every app, due at
+/// `$7` at the earliest (a delayed send; 0 for now), and resolves the waits they match;
+/// returns per event the runs created and how many are this process's (`$5` app, `$6`
+/// functions).
 pub(crate) const SEND: &str = "
 WITH e AS (
     INSERT INTO fanfare_events (id, name, data, ts)
@@ -20,8 +21,9 @@ WITH e AS (
     RETURNING id, name, data),
 r AS (
     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-    SELECT gen_random_uuid(), e.id, f.app, f.function_id, fanfare_now()
-    FROM e JOIN fanfare_functions f ON f.trigger = e.name
+    SELECT gen_random_uuid(), e.id, f.app, f.function_id, greatest(fanfare_now(), d.due)
+    FROM e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
+    JOIN fanfare_functions f ON f.trigger = e.name
     RETURNING event_id, app, function_id),
 -- The waits this send resolves, each found through the index: those
 -- for any event of the name, and per field waits match on, those whose
@@ -100,6 +102,10 @@ impl Shared {
         let names: Vec<&str> = events.iter().map(|e| &*e.name).collect();
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
         let ts: Vec<i64> = events.iter().map(|e| e.ts as i64).collect();
+        let dues: Vec<i64> = events
+            .iter()
+            .map(|e| e.not_before.unwrap_or(0) as i64)
+            .collect();
         let err = |e| self.error("cannot store events", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
@@ -118,8 +124,8 @@ impl Shared {
             .map_err(err)?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
         let lock = tx.execute(&lock_stmt, &lock_params);
-        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&ids, &names, &data, &ts, &self.app, &self.functions];
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+            [&ids, &names, &data, &ts, &self.app, &self.functions, &dues];
         let insert = tx.query(&stmt, &insert_params);
         let (_, rows) = tokio::try_join!(lock, insert).map_err(err)?;
         // Wakes every worker: for the new runs, and for waits this send resolved.

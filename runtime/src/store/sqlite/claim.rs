@@ -3,11 +3,12 @@
 use super::*;
 use crate::flow::rules::{flags, RunFlow};
 
-/// Due runs of this process's functions, earliest first.
+/// Due runs of this process's functions, earliest first (ties in the order the runs
+/// were stored: the order of debounce, batch and throttle).
 pub(crate) const CLAIM: &str =
     "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank, batch FROM fanfare_runs \
     WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
-    ORDER BY due_at LIMIT ?2";
+    ORDER BY due_at, id LIMIT ?2";
 
 /// When the earliest queued run of this process's functions is due.
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
@@ -69,13 +70,7 @@ impl Ctx<'_> {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                         })
                         .map_err(&err)?;
-                    Arc::new(Envelope {
-                        id: event_id,
-                        name: Cow::Owned(name),
-                        ts: ts as u64,
-                        data,
-                        typed: None,
-                    })
+                    Arc::new(Envelope::stored(event_id, name, data, ts as u64))
                 }
             };
             let def = self.registry.defs[function as usize];

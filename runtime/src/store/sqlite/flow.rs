@@ -80,13 +80,12 @@ impl Ctx<'_> {
             .map_err(&err)?;
         rows.into_iter()
             .map(|(id, name, data, ts)| {
-                Ok(Arc::new(Envelope {
-                    id: EventId::from_uuid(uuid_from(&id)?),
-                    name: Cow::Owned(name),
+                Ok(Arc::new(Envelope::stored(
+                    EventId::from_uuid(uuid_from(&id)?),
+                    name,
                     data,
-                    ts: ts as u64,
-                    typed: None,
-                }))
+                    ts as u64,
+                )))
             })
             .collect()
     }

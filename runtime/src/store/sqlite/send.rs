@@ -48,6 +48,8 @@ impl Ctx<'_> {
                 "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES (?1, ?2, ?3, 0, ?4)",
             )
             .map_err(&err)?;
+        // A delayed send's runs are due at its time.
+        let due = self.now.max(event.not_before.unwrap_or(0)) as i64;
         for &f in subscribers {
             let run_id = RunId::new(event.ts);
             insert
@@ -55,7 +57,7 @@ impl Ctx<'_> {
                     run_id.as_uuid().as_bytes(),
                     event.id.as_uuid().as_bytes(),
                     self.registry.defs[f as usize].id(),
-                    self.now as i64
+                    due
                 ])
                 .map_err(&err)?;
         }

@@ -1,0 +1,81 @@
+//! `SendOptions`: an event's id of your own, and a time before which its runs do not start.
+
+use crate::event::{Envelope, EventId};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How [`Runtime::send_with`](crate::Runtime::send_with) sends an event.
+///
+/// - [`id`](SendOptions::id): the event's id, of your choosing. An event whose id is
+///   already stored runs nothing, and the send returns that id: a webhook delivered
+///   twice, a retried request, start their functions once (as Inngest's event ids). The
+///   id is remembered as long as the event is kept: until all its runs completed longer
+///   ago than the retention (`Builder::retention`, an hour by default: raise it to a day
+///   for Inngest's window).
+/// - [`not_before`](SendOptions::not_before) / [`delay`](SendOptions::delay): the
+///   event's runs start no earlier (a delayed send). They are stored at once, and show
+///   as `Queued` with [`not_before_ms`](crate::RunInfo::not_before_ms) meanwhile.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// # #[event(name = "doc/order.placed")]
+/// # pub struct OrderPlaced { pub order_id: u64 }
+/// use fanfare::{EventId, SendOptions};
+/// use std::time::Duration;
+///
+/// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+/// let rt = fanfare::Runtime::builder().start().await?;
+/// let once = SendOptions::new().id(EventId::from_key("order-42/placed"));
+/// let first = rt.send_with(OrderPlaced { order_id: 42 }, once.clone()).await?;
+/// let again = rt.send_with(OrderPlaced { order_id: 42 }, once).await?;
+/// assert_eq!(first, again);
+///
+/// let later = SendOptions::new().delay(Duration::from_secs(3600));
+/// let reminder = rt.send_with(OrderPlaced { order_id: 42 }, later).await?;
+/// # let _ = reminder;
+/// # rt.shutdown().await }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    id: Option<EventId>,
+    not_before: Option<SystemTime>,
+}
+
+impl SendOptions {
+    /// Options that change nothing: a plain `send`.
+    pub fn new() -> SendOptions {
+        SendOptions::default()
+    }
+
+    /// Sends the event under `id` (see [`EventId::from_key`] to derive one from a key).
+    pub fn id(mut self, id: EventId) -> SendOptions {
+        self.id = Some(id);
+        self
+    }
+
+    /// Its runs start no earlier than `at`.
+    pub fn not_before(mut self, at: SystemTime) -> SendOptions {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Its runs start no earlier than `by` from now.
+    pub fn delay(self, by: Duration) -> SendOptions {
+        let at = SystemTime::now()
+            .checked_add(by)
+            .unwrap_or(SystemTime::now());
+        self.not_before(at)
+    }
+
+    pub(crate) fn apply(&self, envelope: &mut Envelope) {
+        if let Some(id) = self.id {
+            envelope.id = id;
+        }
+        if let Some(at) = self.not_before {
+            let ms = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis().min(1 << 52) as u64);
+            envelope.not_before = Some(ms);
+        }
+    }
+}
