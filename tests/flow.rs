@@ -22,6 +22,7 @@ conformance!(
     a_batch_runs_full_batches_and_the_rest_after_its_timeout,
     a_failed_batch_run_retries_with_the_same_events,
     a_batch_that_fails_for_good_fails_its_runs_and_hands_the_batch_to_on_failure,
+    a_sleeping_run_holds_no_concurrency_slot,
 );
 
 /// Runs in flight and the most seen at once, per name.
@@ -704,5 +705,73 @@ async fn a_batch_that_fails_for_good_fails_its_runs_and_hands_the_batch_to_on_fa
     })
     .await;
     assert_eq!(order().lock().unwrap().remove(&tag), Some(vec![0, 1]));
+    rt.shutdown().await.unwrap();
+}
+
+// --- a suspended run holds no slot ---------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "flow/nap")]
+struct Nap {
+    tag: String,
+    n: u32,
+}
+
+#[function(trigger = "flow/nap", concurrency = 1)]
+async fn napper(ctx: Ctx<Nap>) -> fanfare::Result<()> {
+    let e = ctx.event();
+    let log = |what: &str| {
+        order()
+            .lock()
+            .unwrap()
+            .entry(e.tag.clone())
+            .or_default()
+            .push(e.n * 10 + if what == "start" { 1 } else { 2 });
+    };
+    if e.n == 1 {
+        // Steps: the run starts again from the top after its sleep.
+        ctx.step("start", || async {
+            log("start");
+            Ok::<_, fanfare::Error>(())
+        })
+        .await?;
+        ctx.sleep("nap", Duration::from_millis(500)).await?;
+        ctx.step("end", || async {
+            log("end");
+            Ok::<_, fanfare::Error>(())
+        })
+        .await?;
+    } else {
+        log("start");
+        log("end");
+    }
+    Ok(())
+}
+
+async fn a_sleeping_run_holds_no_concurrency_slot(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let tag = format!("nap {}", store.name());
+    let first = rt
+        .send(Nap {
+            tag: tag.clone(),
+            n: 1,
+        })
+        .await
+        .unwrap();
+    until("the first run sleeps", async || {
+        rt.runs(first).await.unwrap()[0].status == RunStatus::Sleeping
+    })
+    .await;
+    let second = rt
+        .send(Nap {
+            tag: tag.clone(),
+            n: 2,
+        })
+        .await
+        .unwrap();
+    wait_all(&rt, &[first, second]).await;
+    let log = order().lock().unwrap().remove(&tag).unwrap();
+    // The second run ran while the first slept (limit 1), then the first ended.
+    assert_eq!(log, [11, 21, 22, 12], "{log:?}");
     rt.shutdown().await.unwrap();
 }
