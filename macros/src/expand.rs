@@ -328,13 +328,12 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         }
     });
     // The function as a type, for `ctx.invoke::<name>(…)`: a braced struct lives in the
-    // type namespace only, so it sits beside the fn of the same name (as Rocket's routes).
-    // At most crate-visible: the event type of a `pub fn` is often crate-private, and a
-    // public type may not expose it through `Function::Event`.
-    let vis = match &func.vis {
-        syn::Visibility::Public(_) => quote!(pub(crate)),
-        other => quote!(#other),
-    };
+    // type namespace only, so it sits beside the fn of the same name (as Rocket's routes),
+    // with the fn's visibility, so a `pub fn` can be invoked from other crates. Its event
+    // and return types are type parameters with defaults: the `Function` impl is then no
+    // more visible than they are, and a `pub fn` taking a crate-private event still
+    // compiles (`private_interfaces` is allowed on the type).
+    let vis = &func.vis;
     let output = match &func.sig.output {
         syn::ReturnType::Type(_, ty) => quote!(#ty),
         syn::ReturnType::Default => quote!(()),
@@ -344,10 +343,12 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     let as_type = (!batches).then(|| {
         quote! {
             #[doc = #doc]
-            #[allow(non_camel_case_types)]
-            #vis struct #ident {}
+            #[allow(non_camel_case_types, private_interfaces)]
+            #vis struct #ident<__FanfareEvent = #event, __FanfareReturns = #output> {
+                __fanfare: ::core::marker::PhantomData<fn(__FanfareEvent) -> __FanfareReturns>,
+            }
 
-            impl #private::Function for #ident {
+            impl #private::Function for #ident<#event, #output> {
                 type Event = #event;
                 type Returns = #output;
                 const ID: &'static str = #id;

@@ -24,3 +24,16 @@ async fn charge_card(ctx: fanfare::Ctx<OrderPlaced>) -> fanfare::Result<()> {
     CHARGED_CENTS.fetch_add(ctx.event().cents, Ordering::SeqCst);
     Ok(())
 }
+
+/// A request for the tax on an amount.
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "billing/tax.quote")]
+pub struct TaxQuote {
+    pub cents: u64,
+}
+
+/// The tax on an amount (20 %), for other crates to `ctx.invoke::<billing::tax>`.
+#[fanfare::function(id = "billing-tax", trigger = "billing/tax.quote")]
+pub async fn tax(ctx: fanfare::Ctx<TaxQuote>) -> fanfare::Result<u64> {
+    Ok(ctx.event().cents / 5)
+}
