@@ -11,6 +11,7 @@
 
 mod batch;
 pub(crate) mod rules;
+mod state;
 
 pub use batch::{call_batch, Batch};
 

@@ -19,6 +19,7 @@ mod record;
 mod runs;
 mod schema;
 mod send;
+mod states;
 mod waits;
 
 use background::listen;
