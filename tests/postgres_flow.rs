@@ -237,3 +237,56 @@ async fn two_replicas_together_run_once_per_idempotency_key_and_respect_the_filt
     );
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_together_debounce_and_batch() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let log = log_file();
+    let _a = Service::start(CRM, &url, &log, &[]);
+    let _b = Service::start(CRM, &url, &log, &[]);
+    let rt = observer(&url).await;
+    // Five quick edits of note 1: one run, with the fifth.
+    let mut edits = Vec::new();
+    for n in 1..=5 {
+        edits.push(
+            rt.send_json("crm/note.edited", serde_json::json!({ "note": 1, "n": n }))
+                .await
+                .unwrap(),
+        );
+    }
+    // Ten lines, batches of five: two runs, every line once.
+    let mut lines = Vec::new();
+    for n in 0..10 {
+        lines.push(
+            rt.send_json("crm/line", serde_json::json!({ "n": n }))
+                .await
+                .unwrap(),
+        );
+    }
+    let runs = wait_all(&rt, &edits).await;
+    let ran: Vec<u64> = attempts(&log, "index_note").iter().map(|x| x.0).collect();
+    assert_eq!(ran, [5], "{runs:?}");
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Skipped)
+            .count(),
+        4
+    );
+    let runs = wait_all(&rt, &lines).await;
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Completed),
+        "{runs:?}"
+    );
+    let sizes: Vec<u64> = attempts(&log, "ingest_lines").iter().map(|x| x.0).collect();
+    assert_eq!(sizes, [5, 5]);
+    let mut seen: Vec<u64> = log_lines(&log)
+        .iter()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    rt.shutdown().await.unwrap();
+}

@@ -4,8 +4,9 @@
 #[path = "common.rs"]
 mod common;
 
+use fanfare::Batch;
 use fanfare::{function, Ctx};
-use shop_events::{CrmContact, CrmEmail, CrmLogin, CrmSignup};
+use shop_events::{CrmContact, CrmEmail, CrmLine, CrmLogin, CrmNoteEdited, CrmSignup};
 
 async fn work(function: &str, key: u64) -> fanfare::Result<u32> {
     let pid = std::process::id();
@@ -34,6 +35,21 @@ async fn notify_login(ctx: Ctx<CrmLogin>) -> fanfare::Result<u32> {
 #[function(trigger = "crm/signup", filter = |e| e.user != 0, idempotency = |e| e.user)]
 async fn welcome(ctx: Ctx<CrmSignup>) -> fanfare::Result<u32> {
     work("welcome", ctx.event().user).await
+}
+
+/// Once per burst of edits of a note, with the last edit (logged as its number).
+#[function(trigger = "crm/note.edited", debounce(period = "300ms", key = |e| e.note))]
+async fn index_note(ctx: Ctx<CrmNoteEdited>) -> fanfare::Result<u32> {
+    work("index_note", ctx.event().n).await
+}
+
+/// Up to 5 lines a run (logged as the run's first line's number, then each line).
+#[function(trigger = "crm/line", batch(max = 5, timeout = "10s"))]
+async fn ingest_lines(ctx: Ctx<Batch<CrmLine>>) -> fanfare::Result<u32> {
+    for line in ctx.event().iter() {
+        common::log(format!("line {}", line.n));
+    }
+    work("ingest_lines", ctx.event().len() as u64).await
 }
 
 #[tokio::main]

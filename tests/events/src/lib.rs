@@ -36,3 +36,18 @@ pub struct CrmLogin {
 pub struct CrmSignup {
     pub user: u64,
 }
+
+/// A document was edited (flow-control tests: debounced per document).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/note.edited")]
+pub struct CrmNoteEdited {
+    pub note: u64,
+    pub n: u64,
+}
+
+/// A line to ingest (flow-control tests: batched).
+#[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "crm/line")]
+pub struct CrmLine {
+    pub n: u64,
+}
