@@ -160,7 +160,8 @@ impl Control {
 /// `#[function(trigger = "…", id = "…", retries = N, on_failure = handler, …flow control)]`
 #[derive(Default)]
 pub struct FunctionArgs {
-    pub trigger: Option<LitStr>,
+    /// `trigger = "…"` or `trigger = ["…", "…"]`.
+    pub trigger: Option<Vec<LitStr>>,
     pub id: Option<LitStr>,
     pub retries: Option<LitInt>,
     pub on_failure: Option<syn::Path>,
@@ -185,7 +186,14 @@ impl Parse for FunctionArgs {
             if look.peek(kw::trigger) {
                 let key = input.parse::<kw::trigger>()?;
                 input.parse::<Token![=]>()?;
-                let value = input.parse()?;
+                let value = if input.peek(syn::token::Bracket) {
+                    let content;
+                    syn::bracketed!(content in input);
+                    let names = content.parse_terminated(|i| i.parse::<LitStr>(), Token![,])?;
+                    names.into_iter().collect()
+                } else {
+                    vec![input.parse()?]
+                };
                 set(
                     &mut args.trigger,
                     "trigger",

@@ -47,7 +47,8 @@ pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// What the expansion needs, once every check has passed.
 struct Checked {
-    trigger: LitStr,
+    /// The event names that run the function: one, or several of an event union.
+    triggers: Vec<LitStr>,
     id: LitStr,
     retries: u32,
     /// The event type: `E` of `Ctx<E>`, or of `Ctx<Batch<E>>`.
@@ -85,9 +86,25 @@ impl Checked {
         }
         let event = event_type(func, errors);
         let trigger = match &args.trigger {
-            Some(t) => {
-                check::name(t, "trigger", errors);
-                Some(t.clone())
+            Some(names) if names.is_empty() => {
+                errors.at(
+                    proc_macro2::Span::call_site(),
+                    "`trigger = []` names no event\nhelp: name at least one: `trigger = [\"user/signup\"]`",
+                );
+                None
+            }
+            Some(names) => {
+                let mut seen = std::collections::HashSet::new();
+                for t in names {
+                    check::name(t, "trigger", errors);
+                    if !seen.insert(t.value()) {
+                        errors.spanned(
+                            t,
+                            format_args!("`{}` is listed twice in `trigger`", t.value()),
+                        );
+                    }
+                }
+                Some(names.clone())
             }
             None => {
                 errors.at(
@@ -104,7 +121,7 @@ impl Checked {
             }
             None => LitStr::new(&sig.ident.to_string(), sig.ident.span()),
         };
-        if let Some(t) = &trigger {
+        for t in trigger.iter().flatten() {
             if t.value().starts_with(RESERVED_PREFIX) {
                 errors.spanned(
                     t,
@@ -139,7 +156,7 @@ impl Checked {
         Some(Checked {
             flow: flow?,
             takes: takes?,
-            trigger: trigger?,
+            triggers: trigger?,
             id,
             retries,
             event: event?,
@@ -245,7 +262,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     let ident = &func.sig.ident;
     let private = exports::private(ident.span());
     let Checked {
-        trigger,
+        triggers,
         id,
         retries,
         event,
@@ -261,10 +278,12 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     // Each check is spanned on the user's token it is about: the trigger literal for a
     // name mismatch, the event type for "not an `Event`", the fn name for a handler
     // future that is not `Send`.
-    let trigger_private = exports::private(trigger.span());
-    let trigger_check = quote_spanned! {trigger.span()=>
-        const _: () = #trigger_private::check_trigger(#trigger, <#event as #ev_private::Event>::NAME, #event_name);
-    };
+    let trigger_check = triggers.iter().map(|trigger| {
+        let trigger_private = exports::private(trigger.span());
+        quote_spanned! {trigger.span()=>
+            const _: () = #trigger_private::check_trigger(#trigger, <#event as #ev_private::Event>::NAMES, #event_name);
+        }
+    });
     // One identifier for the shim's parameter, so it resolves the same way wherever the
     // attribute was written (inside `macro_rules!` too).
     let input = quote::format_ident!("__fanfare_input");
@@ -316,7 +335,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                 #private::FunctionDef::__new(
                     #failure_id,
                     #handler_name,
-                    #private::FAILURE_EVENT,
+                    &[#private::FAILURE_EVENT],
                     #retries,
                     #failure_event,
                     #location,
@@ -362,7 +381,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
 
         #[doc(hidden)]
         const _: () = {
-            #trigger_check
+            #(#trigger_check)*
 
             fn __fanfare_call(#input: #private::RunInput) -> #private::HandlerResult {
                 #call
@@ -372,7 +391,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                 #private::FunctionDef::__new(
                     #id,
                     #fn_name,
-                    #trigger,
+                    &[#(#triggers),*],
                     #retries,
                     #event_name,
                     #location,

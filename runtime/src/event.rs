@@ -24,14 +24,82 @@ use uuid::Uuid;
 ///
 /// Event names are 1 to 256 bytes of ASCII letters, digits and `/ . _ - :`; the derive
 /// checks the name at compile time.
+///
+/// **Event unions.** On an enum of newtype variants, each named with `#[event(name)]`,
+/// the derive makes an event union: a value is sent under its variant's name, with its
+/// variant's data, so the variants' own functions run for it too; a function takes the
+/// union for several of its names with `trigger = [..]` (each checked against the
+/// union at compile time). An enum named as a whole is one event, as a struct.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// # #[event(name = "doc/user.signup")]
+/// # pub struct UserSignup { pub user_id: u64 }
+/// # #[derive(fanfare::Event, Serialize, Deserialize, Clone, Debug)]
+/// # #[event(name = "doc/user.invited")]
+/// # pub struct UserInvited { pub by: u64 }
+/// use fanfare::{Ctx, Event};
+///
+/// #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+/// enum UserChanged {
+///     #[event(name = "doc/user.signup")]
+///     Signup(UserSignup),
+///     #[event(name = "doc/user.invited")]
+///     Invited(UserInvited),
+/// }
+///
+/// #[fanfare::function(trigger = ["doc/user.signup", "doc/user.invited"])]
+/// async fn add_to_crm(ctx: Ctx<UserChanged>) -> fanfare::Result<()> {
+///     match ctx.event() {
+///         UserChanged::Signup(s) => { let _ = s.user_id; }
+///         UserChanged::Invited(i) => { let _ = i.by; }
+///     }
+///     Ok(())
+/// }
+///
+/// assert_eq!(UserChanged::NAMES, ["doc/user.signup", "doc/user.invited"]);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a fanfare event",
     label = "not an `Event`",
     note = "derive it with `#[derive(fanfare::Event)]` and name it with `#[event(name = \"…\")]`"
 )]
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The event's name, which `#[function(trigger = "…")]` refers to.
+    /// The event's name, which `#[function(trigger = "…")]` refers to (for an event
+    /// union, its first variant's).
     const NAME: &'static str;
+
+    /// Every name values of this type are sent under: `[NAME]`, or, for an event union
+    /// (an enum of events), each variant's.
+    const NAMES: &'static [&'static str] = &[Self::NAME];
+
+    /// The name this value is sent under.
+    #[doc(hidden)]
+    fn __fanfare_name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// This value's data, as stored: a union stores its variant's value.
+    #[doc(hidden)]
+    fn __fanfare_data(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+
+    /// A value of an event named `name` with `data`.
+    #[doc(hidden)]
+    fn __fanfare_from(name: &str, data: &str) -> serde_json::Result<Self> {
+        let _ = name;
+        serde_json::from_str(data)
+    }
+}
+
+/// For event unions: an event name the union has no variant for.
+#[doc(hidden)]
+pub fn unknown_variant(union: &str, name: &str) -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom(format_args!(
+        "`{union}` has no variant for event `{name}`"
+    ))
 }
 
 /// What `Event` requires of its implementors, named once so that `#[derive(Event)]` on
@@ -198,19 +266,15 @@ pub struct Envelope {
 impl Envelope {
     /// Serializes `event` and checks it against `max_size`.
     pub fn typed<E: Event>(event: E, max_size: usize) -> Result<Envelope> {
-        let data = serde_json::to_string(&event).map_err(|e| {
+        let name = event.__fanfare_name();
+        let data = event.__fanfare_data().map_err(|e| {
             Error::new(
                 ErrorKind::Serialize,
-                format_args!("event `{}` could not be serialized: {e}", E::NAME),
+                format_args!("event `{name}` could not be serialized: {e}"),
             )
             .with_source(e)
         })?;
-        Envelope::new(
-            Cow::Borrowed(E::NAME),
-            data,
-            Some(Arc::new(event)),
-            max_size,
-        )
+        Envelope::new(Cow::Borrowed(name), data, Some(Arc::new(event)), max_size)
     }
 
     /// The same, under a given id (a `ctx.send` step's deterministic id).
@@ -298,7 +362,7 @@ impl Envelope {
                 return Ok(e);
             }
         }
-        serde_json::from_str(&self.data).map(Arc::new)
+        E::__fanfare_from(&self.name, &self.data).map(Arc::new)
     }
 }
 

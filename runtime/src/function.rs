@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub struct FunctionDef {
     id: &'static str,
     fn_name: &'static str,
-    trigger: &'static str,
+    triggers: &'static [&'static str],
     retries: u32,
     event_type: &'static str,
     location: Location,
@@ -53,7 +53,7 @@ impl FunctionDef {
     pub const fn __new(
         id: &'static str,
         fn_name: &'static str,
-        trigger: &'static str,
+        triggers: &'static [&'static str],
         retries: u32,
         event_type: &'static str,
         location: Location,
@@ -64,7 +64,7 @@ impl FunctionDef {
         FunctionDef {
             id,
             fn_name,
-            trigger,
+            triggers,
             retries,
             event_type,
             location,
@@ -96,7 +96,12 @@ impl FunctionDef {
 
     /// The event name that runs this function.
     pub fn trigger(&self) -> &'static str {
-        self.trigger
+        self.triggers.first().copied().unwrap_or_default()
+    }
+
+    /// Every event name that runs this function (`trigger = ["…", "…"]`).
+    pub fn triggers(&self) -> &'static [&'static str] {
+        self.triggers
     }
 
     /// Retries after the first failed attempt.
@@ -128,7 +133,7 @@ impl fmt::Debug for FunctionDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FunctionDef")
             .field("id", &self.id)
-            .field("trigger", &self.trigger)
+            .field("triggers", &self.triggers)
             .field("retries", &self.retries)
             .field("fn", &self.path())
             .field("location", &self.location)
@@ -157,7 +162,7 @@ inventory::collect!(FunctionDef);
 /// ```
 pub fn functions() -> Vec<&'static FunctionDef> {
     let mut all: Vec<_> = inventory::iter::<FunctionDef>.into_iter().collect();
-    all.sort_by_key(|f| (f.trigger, f.id, f.location.file, f.location.line));
+    all.sort_by_key(|f| (f.trigger(), f.id, f.location.file, f.location.line));
     all
 }
 
@@ -198,8 +203,10 @@ impl Registry {
         let mut by_trigger: HashMap<&'static str, Vec<u32>> = HashMap::new();
         for (i, def) in defs.iter().enumerate() {
             // Failure handlers run only for their function's failures, never on a send.
-            if def.trigger != FAILURE_EVENT {
-                by_trigger.entry(def.trigger).or_default().push(i as u32);
+            for &trigger in def.triggers {
+                if trigger != FAILURE_EVENT {
+                    by_trigger.entry(trigger).or_default().push(i as u32);
+                }
             }
         }
         let index: HashMap<&str, u32> = defs
@@ -388,14 +395,35 @@ where
     Ok(Box::pin(async move { fut.await.into_output() }))
 }
 
-/// Compile-time check that `trigger` is the event's name; on a mismatch, compilation
-/// fails with a message naming both.
+/// Compile-time check that `trigger` is one of the event type's names; on a mismatch,
+/// compilation fails with a message naming both.
 #[doc(hidden)]
-pub const fn check_trigger(trigger: &str, event_name: &str, event_type: &str) {
-    if str_eq(trigger, event_name) {
-        return;
+pub const fn check_trigger(trigger: &str, names: &[&str], event_type: &str) {
+    let mut i = 0;
+    while i < names.len() {
+        if str_eq(trigger, names[i]) {
+            return;
+        }
+        i += 1;
     }
     let mut msg = ConstMsg::new();
+    if names.len() > 1 {
+        msg.push("trigger `");
+        msg.push(trigger);
+        msg.push("` is not a name of event union `");
+        msg.push(event_type);
+        msg.push("`, whose names are");
+        let mut i = 0;
+        while i < names.len() {
+            msg.push(if i == 0 { " `" } else { ", `" });
+            msg.push(names[i]);
+            msg.push("`");
+            i += 1;
+        }
+        msg.push("\nhelp: add a variant for it to the union, or remove it from `trigger`");
+        panic!("{}", msg.as_str())
+    }
+    let event_name = if names.is_empty() { "" } else { names[0] };
     msg.push("trigger `");
     msg.push(trigger);
     msg.push("` does not match the name of event `");

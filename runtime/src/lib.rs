@@ -138,7 +138,7 @@ pub async fn send<E: Event>(event: E) -> Result<EventId> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::error::Result;
-    pub use crate::event::{Envelope, Event, EventBounds};
+    pub use crate::event::{unknown_variant, Envelope, Event, EventBounds};
     pub use crate::flow::{
         call_batch, filter_of, flow_keys, key_of, key_string, priority, BatchRule, Debounce, Flow,
         FlowKeys, Rate,
@@ -148,4 +148,5 @@ pub mod __private {
         IntoOutput, Location, RunInput, FAILURE_EVENT,
     };
     pub use inventory;
+    pub use serde_json;
 }

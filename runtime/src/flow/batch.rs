@@ -91,7 +91,7 @@ where
     };
     for envelope in envelopes {
         // Owned values, decoded from the stored JSON.
-        let event = serde_json::from_str::<E>(&envelope.data).map_err(|e| {
+        let event = E::__fanfare_from(&envelope.name, &envelope.data).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
                 format_args!(

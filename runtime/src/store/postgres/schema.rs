@@ -124,6 +124,11 @@ CREATE TABLE fanfare_flow (
     PRIMARY KEY (app, function_id, kind, key)
 );
 "#,
+    // A function may have several triggers (`trigger = [..]`, an event union): a row each.
+    r#"
+ALTER TABLE fanfare_functions DROP CONSTRAINT fanfare_functions_pkey;
+ALTER TABLE fanfare_functions ADD PRIMARY KEY (app, function_id, trigger);
+"#,
 ];
 
 impl Shared {
@@ -174,7 +179,13 @@ impl Shared {
 
     /// Makes the database's subscriptions of this app the functions of this process.
     pub(super) async fn register(&self, registry: &Registry) -> Result<()> {
-        let triggers: Vec<&str> = registry.defs.iter().map(|d| d.trigger()).collect();
+        // A row per function and trigger.
+        let (functions, triggers): (Vec<&str>, Vec<&str>) = registry
+            .defs
+            .iter()
+            .filter(|d| self.index.contains_key(d.id()))
+            .flat_map(|d| d.triggers().iter().map(move |t| (d.id(), *t)))
+            .unzip();
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -184,14 +195,15 @@ impl Shared {
         tx.execute(
             "INSERT INTO fanfare_functions (app, function_id, trigger, updated_at) \
              SELECT $1, f, t, fanfare_now() FROM unnest($2::text[], $3::text[]) AS x(f, t) \
-             ON CONFLICT (app, function_id) DO UPDATE SET trigger = excluded.trigger, updated_at = excluded.updated_at",
-            &[&self.app, &self.functions, &triggers],
+             ON CONFLICT (app, function_id, trigger) DO UPDATE SET updated_at = excluded.updated_at",
+            &[&self.app, &functions, &triggers],
         )
         .await
         .map_err(err)?;
         tx.execute(
-            "DELETE FROM fanfare_functions WHERE app = $1 AND NOT (function_id = ANY($2))",
-            &[&self.app, &self.functions],
+            "DELETE FROM fanfare_functions WHERE app = $1 \
+             AND (function_id, trigger) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+            &[&self.app, &functions, &triggers],
         )
         .await
         .map_err(err)?;
