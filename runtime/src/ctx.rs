@@ -409,7 +409,16 @@ impl<E: Event> Ctx<E> {
     /// triggering event — counts, so an event that arrives while the function is on its
     /// way to the wait is not missed. Later events count until the timeout (default
     /// [`WAIT_TIMEOUT`], 7 days). The first matching event wins.
+    ///
+    /// `Ev` is one event type: waiting for an event union does not compile (wait for the
+    /// variant's type).
     pub fn wait_for_event<Ev: Event>(&self, id: &str) -> WaitForEvent<'_, E, Ev> {
+        const {
+            assert!(
+                Ev::NAMES.len() == 1,
+                "`wait_for_event` waits for one event type, not an event union: wait for a variant's type"
+            )
+        };
         WaitForEvent {
             ctx: self,
             id: id.to_owned(),
