@@ -165,24 +165,27 @@ impl Checked {
     }
 }
 
+/// `T` of a type written `…::Name<T>` (`Ctx<E>`, `Batch<E>`), matched by its last
+/// segment, as the user may import or qualify it.
+fn wrapped(ty: &Type, name: &str) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let seg = p.path.segments.last().filter(|_| p.qself.is_none())?;
+    if seg.ident != name {
+        return None;
+    }
+    match &seg.arguments {
+        PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+            GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The event type of a function taking `ty`: `E` of `Batch<E>` for a `batch(…)`
 /// function, `ty` otherwise; `None` (reported) when the two do not agree.
 fn batched(ty: Type, batches: bool, errors: &mut Errors) -> Option<Type> {
-    let inner = match &ty {
-        Type::Path(p) if p.qself.is_none() => p.path.segments.last().and_then(|seg| {
-            if seg.ident != "Batch" {
-                return None;
-            }
-            match &seg.arguments {
-                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
-                    GenericArgument::Type(t) => Some(t.clone()),
-                    _ => None,
-                },
-                _ => None,
-            }
-        }),
-        _ => None,
-    };
+    let inner = wrapped(&ty, "Batch");
     match (batches, inner) {
         (true, Some(inner)) => Some(inner),
         (false, None) => Some(ty),
@@ -232,21 +235,7 @@ fn event_type(func: &ItemFn, errors: &mut Errors) -> Option<Type> {
             return None;
         }
     };
-    let found = match ty {
-        Type::Path(p) if p.qself.is_none() => p.path.segments.last().and_then(|seg| {
-            if seg.ident != "Ctx" {
-                return None;
-            }
-            match &seg.arguments {
-                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
-                    GenericArgument::Type(t) => Some(t.clone()),
-                    _ => None,
-                },
-                _ => None,
-            }
-        }),
-        _ => None,
-    };
+    let found = wrapped(ty, "Ctx");
     if found.is_none() {
         errors.spanned(
             ty,
