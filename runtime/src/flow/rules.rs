@@ -105,6 +105,25 @@ pub(crate) enum Verdict {
     Hold(Stage),
 }
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+impl Verdict {
+    /// What a store writes of it besides the status: the queue a held run waits in,
+    /// when a delayed run is due (unix ms), and the reason `rt.runs` shows (`ckey`: the
+    /// run's concurrency key).
+    pub fn place(
+        &self,
+        flow: &Flow,
+        ckey: Option<&str>,
+    ) -> (Option<Stage>, Option<u64>, Option<String>) {
+        match self {
+            Verdict::Go => (None, None, None),
+            Verdict::Skip(reason) => (None, None, Some(reason.clone())),
+            Verdict::Delay(at, why) => (None, Some(*at), Some(delayed(flow, *why))),
+            Verdict::Hold(stage) => (Some(*stage), None, Some(held(flow, *stage, ckey))),
+        }
+    }
+}
+
 /// Why a run is delayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Why {

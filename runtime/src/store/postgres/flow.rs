@@ -107,19 +107,15 @@ impl Shared {
                 now_ms,
                 &mut states,
             );
-            let (status, hold, due, reason) = match &verdict {
-                Verdict::Go => (1, None, None, None),
-                Verdict::Skip(reason) => (2, None, None, Some(reason.clone())),
-                Verdict::Delay(at, why) => {
-                    (0, None, Some(*at as i64), Some(rules::delayed(flow, *why)))
-                }
-                Verdict::Hold(stage) => (
-                    HELD,
-                    Some(*stage as i16),
-                    None,
-                    Some(rules::held(flow, *stage, run.place.ckey.as_deref())),
-                ),
+            // The claim marked it running: it stays so only if it goes.
+            let status = match &verdict {
+                Verdict::Go => 1,
+                Verdict::Delay(..) => 0,
+                Verdict::Skip(_) => 2,
+                Verdict::Hold(_) => HELD,
             };
+            let (hold, due, reason) = verdict.place(flow, run.place.ckey.as_deref());
+            let (hold, due) = (hold.map(|s| s as i16), due.map(|d| d as i64));
             u.ids.push(run.key);
             u.statuses.push(status);
             u.holds.push(hold);

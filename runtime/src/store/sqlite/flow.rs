@@ -36,22 +36,13 @@ impl Ctx<'_> {
             &mut states,
         );
         self.save_states(tx, &states)?;
-        let (status, hold, due, reason) = match &verdict {
-            Verdict::Go => (QUEUED, None, None, None),
-            Verdict::Skip(reason) => (COMPLETED, None, None, Some(reason.clone())),
-            Verdict::Delay(at, why) => (
-                QUEUED,
-                None,
-                Some(*at as i64),
-                Some(rules::delayed(flow, *why)),
-            ),
-            Verdict::Hold(stage) => (
-                HELD,
-                Some(*stage as i64),
-                None,
-                Some(rules::held(flow, *stage, run.ckey.as_deref())),
-            ),
+        let status = match &verdict {
+            Verdict::Go | Verdict::Delay(..) => QUEUED,
+            Verdict::Skip(_) => COMPLETED,
+            Verdict::Hold(_) => HELD,
         };
+        let (hold, due, reason) = verdict.place(flow, run.ckey.as_deref());
+        let (hold, due) = (hold.map(|s| s as i64), due.map(|d| d as i64));
         let finished = (status == COMPLETED).then_some(self.now as i64);
         tx.prepare_cached(
             "UPDATE fanfare_runs SET status = ?2, hold = ?3, due_at = coalesce(?4, due_at), \
