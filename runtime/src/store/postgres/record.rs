@@ -102,13 +102,16 @@ impl Shared {
             &self.owner,
             &seqs,
         ];
-        // Flow control's share only for batches with runs of functions that have it.
-        let flowing = outcomes.iter().any(|o| {
-            self.defs
-                .get(o.function as usize)
-                .is_some_and(|d| d.flow().is_some())
-        });
-        if !flowing {
+        // Flow control's share only for batches with runs of functions that limit
+        // concurrency (their slots) or batch (their batch's other runs).
+        let (mut releasing, mut batching) = (false, false);
+        for o in outcomes {
+            if let Some(flow) = self.defs.get(o.function as usize).and_then(|d| d.flow()) {
+                releasing |= flow.limits_concurrency();
+                batching |= flow.batch.is_some();
+            }
+        }
+        if !releasing && !batching {
             let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
             client.execute(&stmt, &params).await.map_err(err)?;
             return Ok(());
@@ -120,8 +123,10 @@ impl Shared {
         let rows = tx.query(&stmt, &params).await.map_err(err)?;
         let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(1) as u64);
         let recorded: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let promoted = self.free_slots(&tx, &recorded, now_ms).await?;
-        self.finish_batches(&tx, &recorded).await?;
+        let promoted = releasing && self.free_slots(&tx, &recorded, now_ms).await?;
+        if batching {
+            self.finish_batches(&tx, &recorded).await?;
+        }
         if promoted {
             tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
                 .await

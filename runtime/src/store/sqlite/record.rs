@@ -6,15 +6,23 @@ impl Ctx<'_> {
     pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
-        // Flow control's share, for the runs of functions that have it.
-        let flowing: Vec<&Outcome> = outcomes
+        // Flow control's share: slots for the runs of functions that limit concurrency,
+        // batches for those of `batch` functions.
+        let flow_of = |o: &Outcome| self.registry.defs[o.function as usize].flow();
+        let releasing: Vec<i64> = outcomes
             .iter()
-            .filter(|o| self.registry.defs[o.function as usize].flow().is_some())
+            .filter(|o| flow_of(o).is_some_and(|f| f.limits_concurrency()))
+            .map(|o| o.key as i64)
             .collect();
-        if !flowing.is_empty() {
-            let keys: Vec<i64> = flowing.iter().map(|o| o.key as i64).collect();
-            self.free_slots(tx, &keys)?;
-            self.finish_batches(tx, &flowing)?;
+        let batching: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| flow_of(o).is_some_and(|f| f.batch.is_some()))
+            .collect();
+        if !releasing.is_empty() {
+            self.free_slots(tx, &releasing)?;
+        }
+        if !batching.is_empty() {
+            self.finish_batches(tx, &batching)?;
         }
         for outcome in outcomes {
             let key = outcome.key as i64;
