@@ -219,11 +219,6 @@ impl EventId {
     /// the store keeps one event however often the step is re-executed. A UUIDv8 made
     /// of two FNV-1a hashes of the run id and the step id.
     pub(crate) fn for_step(run: RunId, step: &str) -> EventId {
-        EventId::derived(&[run.0.as_bytes(), b"\0", step.as_bytes()])
-    }
-
-    /// A UUIDv8 made of two FNV-1a hashes of `parts`.
-    fn derived(parts: &[&[u8]]) -> EventId {
         fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
             let mut h = seed;
             for part in parts {
@@ -234,8 +229,9 @@ impl EventId {
             }
             h
         }
-        let hi = fnv(0xcbf2_9ce4_8422_2325, parts);
-        let lo = fnv(0x6c62_272e_07bb_0142, parts);
+        let parts: [&[u8]; 3] = [run.0.as_bytes(), b"\0", step.as_bytes()];
+        let hi = fnv(0xcbf2_9ce4_8422_2325, &parts);
+        let lo = fnv(0x6c62_272e_07bb_0142, &parts);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_be_bytes());
         bytes[8..].copy_from_slice(&lo.to_be_bytes());
