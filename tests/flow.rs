@@ -65,6 +65,18 @@ fn seen(name: &str) -> (u32, u32) {
         .unwrap_or_default()
 }
 
+/// Sends each event, in order; their ids.
+async fn send_each<E: Event>(
+    rt: &Runtime,
+    events: impl IntoIterator<Item = E>,
+) -> Vec<fanfare::EventId> {
+    let mut ids = Vec::new();
+    for event in events {
+        ids.push(rt.send(event).await.unwrap());
+    }
+    ids
+}
+
 /// Waits until every run of every event has finished.
 async fn wait_all(rt: &Runtime, ids: &[fanfare::EventId]) -> Vec<fanfare::RunInfo> {
     let mut all = Vec::new();
@@ -126,18 +138,11 @@ async fn sync_contact(ctx: Ctx<ContactUpdated>) -> fanfare::Result<()> {
 async fn keyed_concurrency_runs_one_run_per_key_at_a_time_and_keys_in_parallel(store: Store) {
     let rt = store.builder().start().await.unwrap();
     let tag = format!("keyed {}", store.name());
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let customer = if i % 2 == 0 { "a" } else { "b" }.to_owned();
-        ids.push(
-            rt.send(ContactUpdated {
-                tag: tag.clone(),
-                customer,
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let updates = (0..20).map(|i| ContactUpdated {
+        tag: tag.clone(),
+        customer: if i % 2 == 0 { "a" } else { "b" }.to_owned(),
+    });
+    let ids = send_each(&rt, updates).await;
     let runs = wait_all(&rt, &ids).await;
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
     assert_eq!(hits(format!("{tag} done")), 20);
@@ -186,16 +191,13 @@ async fn render(ctx: Ctx<Render>) -> fanfare::Result<()> {
 async fn stacked_limits_hold_per_key_and_per_function(store: Store) {
     let rt = store.builder().start().await.unwrap();
     let tag = format!("stacked {}", store.name());
-    let mut ids = Vec::new();
     // Each key's events in a row: a key limit that did not hold would let the
     // function's two slots go to one key.
-    for i in 0..12 {
-        let event = Render {
-            tag: tag.clone(),
-            customer: i / 4,
-        };
-        ids.push(rt.send(event).await.unwrap());
-    }
+    let renders = (0..12).map(|i| Render {
+        tag: tag.clone(),
+        customer: i / 4,
+    });
+    let ids = send_each(&rt, renders).await;
     wait_all(&rt, &ids).await;
     assert_eq!(hits(format!("{tag} done")), 12);
     assert!(
@@ -240,10 +242,7 @@ async fn send_email(ctx: Ctx<Email>) -> fanfare::Result<()> {
 async fn a_throttle_spreads_starts_and_drops_nothing(store: Store) {
     let rt = store.builder().start().await.unwrap();
     let tag = format!("throttle {}", store.name());
-    let mut ids = Vec::new();
-    for _ in 0..30 {
-        ids.push(rt.send(Email { tag: tag.clone() }).await.unwrap());
-    }
+    let ids = send_each(&rt, (0..30).map(|_| Email { tag: tag.clone() })).await;
     // Held back runs say so, with the time they may start (the last one, 2.9 s on).
     let last = *ids.last().unwrap();
     until("the last run is throttled", async || {
@@ -627,17 +626,11 @@ async fn settle(ctx: Ctx<Batch<Charge>>) -> fanfare::Result<()> {
 async fn a_failed_batch_run_retries_with_the_same_events(store: Store) {
     let rt = store.fast().start().await.unwrap();
     let tag = format!("settle {}", store.name());
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        ids.push(
-            rt.send(Charge {
-                tag: tag.clone(),
-                n,
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let charges = (0..3).map(|n| Charge {
+        tag: tag.clone(),
+        n,
+    });
+    let ids = send_each(&rt, charges).await;
     let runs = wait_all(&rt, &ids).await;
     assert!(
         runs.iter().all(|r| r.status == RunStatus::Completed),
@@ -681,17 +674,11 @@ async fn a_batch_that_fails_for_good_fails_its_runs_and_hands_the_batch_to_on_fa
 ) {
     let rt = store.builder().start().await.unwrap();
     let tag = format!("refund {}", store.name());
-    let mut ids = Vec::new();
-    for n in 0..2 {
-        ids.push(
-            rt.send(Refund {
-                tag: tag.clone(),
-                n,
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let refunds = (0..2).map(|n| Refund {
+        tag: tag.clone(),
+        n,
+    });
+    let ids = send_each(&rt, refunds).await;
     let runs = wait_all(&rt, &ids).await;
     assert!(
         runs.iter().all(|r| r.status == RunStatus::Failed),

@@ -9,6 +9,7 @@ use common::services::{log_file, log_lines, observer, Service, CRM};
 use common::{postgres_ready, postgres_schema, LIMIT};
 use fanfare::{EventId, RunStatus, Runtime};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -43,6 +44,35 @@ fn attempts(log: &std::path::Path, function: &str) -> Vec<(u64, u32, u128, Optio
     all
 }
 
+/// Two crm-service replicas (with `env`) on a fresh schema, their side-effect log and an
+/// observer runtime; `None` without PostgreSQL.
+async fn two_replicas(env: &[(&str, &str)]) -> Option<(PathBuf, [Service; 2], Runtime)> {
+    if !postgres_ready().await {
+        return None;
+    }
+    let url = postgres_schema();
+    let log = log_file();
+    let replicas = [
+        Service::start(CRM, &url, &log, env),
+        Service::start(CRM, &url, &log, env),
+    ];
+    let rt = observer(&url).await;
+    Some((log, replicas, rt))
+}
+
+/// Sends one event named `name` per item of `data`.
+async fn send_each(
+    rt: &Runtime,
+    name: &str,
+    data: impl IntoIterator<Item = serde_json::Value>,
+) -> Vec<EventId> {
+    let mut ids = Vec::new();
+    for data in data {
+        ids.push(rt.send_json(name, data).await.unwrap());
+    }
+    ids
+}
+
 async fn wait_all(rt: &Runtime, ids: &[EventId]) -> Vec<fanfare::RunInfo> {
     let mut runs = Vec::new();
     for id in ids {
@@ -58,20 +88,11 @@ async fn wait_all(rt: &Runtime, ids: &[EventId]) -> Vec<fanfare::RunInfo> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_run_one_run_per_key_at_a_time() {
-    if !postgres_ready().await {
+    let Some((log, [a, b], rt)) = two_replicas(&[("FANFARE_SLOW_MS", "20")]).await else {
         return;
-    }
-    let url = postgres_schema();
-    let log = log_file();
-    let slow = [("FANFARE_SLOW_MS", "20")];
-    let a = Service::start(CRM, &url, &log, &slow);
-    let b = Service::start(CRM, &url, &log, &slow);
-    let rt = observer(&url).await;
-    let mut ids = Vec::new();
-    for i in 0..40 {
-        let data = serde_json::json!({ "customer": i % 2 });
-        ids.push(rt.send_json("crm/contact", data).await.unwrap());
-    }
+    };
+    let contacts = (0..40).map(|i| serde_json::json!({ "customer": i % 2 }));
+    let ids = send_each(&rt, "crm/contact", contacts).await;
     let runs = wait_all(&rt, &ids).await;
     assert!(runs
         .iter()
@@ -147,22 +168,11 @@ async fn a_killed_replicas_slot_returns_with_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_respect_a_throttle() {
-    if !postgres_ready().await {
+    let Some((log, _replicas, rt)) = two_replicas(&[]).await else {
         return;
-    }
-    let url = postgres_schema();
-    let log = log_file();
-    let _a = Service::start(CRM, &url, &log, &[]);
-    let _b = Service::start(CRM, &url, &log, &[]);
-    let rt = observer(&url).await;
-    let mut ids = Vec::new();
-    for n in 0..15 {
-        ids.push(
-            rt.send_json("crm/email", serde_json::json!({ "n": n }))
-                .await
-                .unwrap(),
-        );
-    }
+    };
+    let emails = (0..15).map(|n| serde_json::json!({ "n": n }));
+    let ids = send_each(&rt, "crm/email", emails).await;
     let runs = wait_all(&rt, &ids).await;
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
     let mut starts: Vec<u128> = attempts(&log, "send_email").iter().map(|x| x.2).collect();
@@ -178,22 +188,11 @@ async fn two_replicas_together_respect_a_throttle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_respect_a_rate_limit() {
-    if !postgres_ready().await {
+    let Some((log, _replicas, rt)) = two_replicas(&[]).await else {
         return;
-    }
-    let url = postgres_schema();
-    let log = log_file();
-    let _a = Service::start(CRM, &url, &log, &[]);
-    let _b = Service::start(CRM, &url, &log, &[]);
-    let rt = observer(&url).await;
-    let mut ids = Vec::new();
-    for _ in 0..10 {
-        ids.push(
-            rt.send_json("crm/login", serde_json::json!({ "user": 3 }))
-                .await
-                .unwrap(),
-        );
-    }
+    };
+    let logins = (0..10).map(|_| serde_json::json!({ "user": 3 }));
+    let ids = send_each(&rt, "crm/login", logins).await;
     let runs = wait_all(&rt, &ids).await;
     let count = |s| runs.iter().filter(|r| r.status == s).count();
     assert_eq!(
@@ -207,24 +206,13 @@ async fn two_replicas_together_respect_a_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_run_once_per_idempotency_key_and_respect_the_filter() {
-    if !postgres_ready().await {
+    let Some((log, _replicas, rt)) = two_replicas(&[]).await else {
         return;
-    }
-    let url = postgres_schema();
-    let log = log_file();
-    let _a = Service::start(CRM, &url, &log, &[]);
-    let _b = Service::start(CRM, &url, &log, &[]);
-    let rt = observer(&url).await;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        for user in [0, 5, 6] {
-            ids.push(
-                rt.send_json("crm/signup", serde_json::json!({ "user": user }))
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
+    };
+    let signups = (0..6)
+        .flat_map(|_| [0, 5, 6])
+        .map(|user| serde_json::json!({ "user": user }));
+    let ids = send_each(&rt, "crm/signup", signups).await;
     let runs = wait_all(&rt, &ids).await;
     let count = |s| runs.iter().filter(|r| r.status == s).count();
     assert_eq!(count(RunStatus::Completed), 2, "{runs:?}");
@@ -240,32 +228,15 @@ async fn two_replicas_together_run_once_per_idempotency_key_and_respect_the_filt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_debounce_and_batch() {
-    if !postgres_ready().await {
+    let Some((log, _replicas, rt)) = two_replicas(&[]).await else {
         return;
-    }
-    let url = postgres_schema();
-    let log = log_file();
-    let _a = Service::start(CRM, &url, &log, &[]);
-    let _b = Service::start(CRM, &url, &log, &[]);
-    let rt = observer(&url).await;
+    };
     // Five quick edits of note 1: one run, with the fifth.
-    let mut edits = Vec::new();
-    for n in 1..=5 {
-        edits.push(
-            rt.send_json("crm/note.edited", serde_json::json!({ "note": 1, "n": n }))
-                .await
-                .unwrap(),
-        );
-    }
+    let edits = (1..=5).map(|n| serde_json::json!({ "note": 1, "n": n }));
+    let edits = send_each(&rt, "crm/note.edited", edits).await;
     // Ten lines, batches of five: two runs, every line once.
-    let mut lines = Vec::new();
-    for n in 0..10 {
-        lines.push(
-            rt.send_json("crm/line", serde_json::json!({ "n": n }))
-                .await
-                .unwrap(),
-        );
-    }
+    let lines = (0..10).map(|n| serde_json::json!({ "n": n }));
+    let lines = send_each(&rt, "crm/line", lines).await;
     let runs = wait_all(&rt, &edits).await;
     let ran: Vec<u64> = attempts(&log, "index_note").iter().map(|x| x.0).collect();
     assert_eq!(ran, [5], "{runs:?}");

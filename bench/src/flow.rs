@@ -5,7 +5,7 @@
 //! others of each key wait for their turn (held, then promoted as the one before ends).
 //! Reported: completed runs/s of each and the keyed/unkeyed ratio (target >= 0.5).
 
-use crate::{median, pg, rate, temp_db, ROUNDS};
+use crate::{median, pg, rate, send_each, temp_db, ROUNDS};
 use fanfare::{function, Ctx, Event, Runtime};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +14,6 @@ use tokio::sync::Notify;
 
 /// Keys the events spread over.
 const KEYS: u64 = 1_000;
-
-/// Concurrent producers of events.
-const PRODUCERS: u64 = 64;
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "bench/keyed")]
@@ -66,24 +63,10 @@ async fn throughput(
     RAN.store(0, Ordering::SeqCst);
     GOAL.store(events, Ordering::SeqCst);
     let began = Instant::now();
-    let producers: Vec<tokio::task::JoinHandle<fanfare::Result<()>>> = (0..PRODUCERS)
-        .map(|p| {
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                for n in (p..events).step_by(PRODUCERS as usize) {
-                    let key = n % KEYS;
-                    if keyed {
-                        rt.send(Keyed { n, key }).await?;
-                    } else {
-                        rt.send(Unkeyed { n, key }).await?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for p in producers {
-        p.await.expect("producer panicked")?;
+    if keyed {
+        send_each(&rt, events, |n| Keyed { n, key: n % KEYS }).await?;
+    } else {
+        send_each(&rt, events, |n| Unkeyed { n, key: n % KEYS }).await?;
     }
     REACHED.notified().await;
     rt.shutdown().await?;

@@ -117,12 +117,21 @@ async fn baseline_throughput(events: u64) -> Duration {
 
 /// Sends `events` `Fanout` events from 64 concurrent producers.
 pub(crate) async fn send_all(rt: &Runtime, events: u64) -> fanfare::Result<()> {
+    send_each(rt, events, |n| Fanout { n }).await
+}
+
+/// Sends `make(n)` for every `n` below `events`, from 64 concurrent producers.
+pub(crate) async fn send_each<E: Event>(
+    rt: &Runtime,
+    events: u64,
+    make: fn(u64) -> E,
+) -> fanfare::Result<()> {
     let producers: Vec<tokio::task::JoinHandle<fanfare::Result<()>>> = (0..PRODUCERS)
         .map(|p| {
             let rt = rt.clone();
             tokio::spawn(async move {
-                for i in (p..events).step_by(PRODUCERS as usize) {
-                    rt.send(Fanout { n: i }).await?;
+                for n in (p..events).step_by(PRODUCERS as usize) {
+                    rt.send(make(n)).await?;
                 }
                 Ok(())
             })
