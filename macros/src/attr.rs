@@ -25,6 +25,7 @@ mod kw {
     syn::custom_keyword!(timeout);
     syn::custom_keyword!(filter);
     syn::custom_keyword!(idempotency);
+    syn::custom_keyword!(cron);
 }
 
 /// The greatest `retries` value accepted.
@@ -157,11 +158,13 @@ impl Control {
     }
 }
 
-/// `#[function(trigger = "…", id = "…", retries = N, on_failure = handler, …flow control)]`
+/// `#[function(trigger = "…" | cron = "…", id = "…", retries = N, on_failure = handler, …flow control)]`
 #[derive(Default)]
 pub struct FunctionArgs {
     /// `trigger = "…"` or `trigger = ["…", "…"]`.
     pub trigger: Option<Vec<LitStr>>,
+    /// `cron = "…"`.
+    pub cron: Option<LitStr>,
     pub id: Option<LitStr>,
     pub retries: Option<LitInt>,
     pub on_failure: Option<syn::Path>,
@@ -201,6 +204,11 @@ impl Parse for FunctionArgs {
                     value,
                     &mut args.errors,
                 );
+            } else if look.peek(kw::cron) {
+                let key = input.parse::<kw::cron>()?;
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set(&mut args.cron, "cron", key.span, value, &mut args.errors);
             } else if look.peek(kw::id) {
                 let key = input.parse::<kw::id>()?;
                 input.parse::<Token![=]>()?;

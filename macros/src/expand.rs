@@ -57,6 +57,27 @@ struct Checked {
     takes: Type,
     on_failure: Option<syn::Path>,
     flow: Flow,
+    /// `cron = "…"`, parsed: the function runs on its ticks instead of on events.
+    cron: Option<LitStr>,
+}
+
+/// Parses a `cron` expression as the runtime will, so a bad one does not compile.
+fn cron(expr: &LitStr, errors: &mut Errors) -> Option<LitStr> {
+    match fanfare_cron::Schedule::parse(&expr.value()) {
+        Ok(_) => Some(expr.clone()),
+        Err(e) => {
+            let help = e.help().map_or_else(
+                || {
+                    "help: write 5 fields `minute hour day month weekday` (or 6, seconds first), \
+                    optionally after `TZ=Area/City`, e.g. `TZ=Europe/Paris 0 9 * * MON-FRI`"
+                        .to_owned()
+                },
+                |h| format!("help: {h}"),
+            );
+            errors.spanned(expr, format_args!("invalid `cron` schedule: {e}\n{help}"));
+            None
+        }
+    }
 }
 
 /// The suffix of an on-failure handler's function id.
@@ -85,15 +106,26 @@ impl Checked {
             );
         }
         let event = event_type(func, errors);
-        let trigger = match &args.trigger {
-            Some(names) if names.is_empty() => {
+        let cron = args.cron.as_ref().and_then(|expr| cron(expr, errors));
+        let trigger = match (&args.trigger, &args.cron) {
+            (Some(_), Some(expr)) => {
+                errors.spanned(
+                    expr,
+                    "a function runs either on events (`trigger`) or on a schedule (`cron`), not both\n\
+                     help: keep `cron` here and handle the event in a second function, or send that \
+                     event from this one",
+                );
+                None
+            }
+            (None, Some(_)) => Some(Vec::new()),
+            (Some(names), None) if names.is_empty() => {
                 errors.at(
                     proc_macro2::Span::call_site(),
                     "`trigger = []` names no event\nhelp: name at least one: `trigger = [\"user/signup\"]`",
                 );
                 None
             }
-            Some(names) => {
+            (Some(names), None) => {
                 let mut seen = std::collections::HashSet::new();
                 for t in names {
                     check::name(t, "trigger", errors);
@@ -106,10 +138,11 @@ impl Checked {
                 }
                 Some(names.clone())
             }
-            None => {
+            (None, None) => {
                 errors.at(
                     proc_macro2::Span::call_site(),
-                    "missing `trigger`\nhelp: name the event that runs this function: `#[fanfare::function(trigger = \"user/signup\")]`",
+                    "missing `trigger`\nhelp: name the event that runs this function: `#[fanfare::function(trigger = \"user/signup\")]`, \
+                     or give it a schedule: `cron = \"0 9 * * MON-FRI\"`",
                 );
                 None
             }
@@ -154,6 +187,10 @@ impl Checked {
             None => DEFAULT_RETRIES,
         };
         Some(Checked {
+            cron: match args.cron {
+                Some(_) => Some(cron?),
+                None => None,
+            },
             flow: flow?,
             takes: takes?,
             triggers: trigger?,
@@ -258,6 +295,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         takes,
         on_failure,
         flow,
+        cron,
     } = c;
     let batches = flow.batches();
     let (flow_items, flow) = flow.expand(event, &exports::private(ident.span()));
@@ -267,6 +305,15 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
     // Each check is spanned on the user's token it is about: the trigger literal for a
     // name mismatch, the event type for "not an `Event`", the fn name for a handler
     // future that is not `Send`.
+    let cron_check = cron.as_ref().map(|_| {
+        quote_spanned! {event.span()=>
+            const _: () = #ev_private::check_cron::<#event>();
+        }
+    });
+    let cron = match cron {
+        Some(expr) => quote!(::core::option::Option::Some(#expr)),
+        None => quote!(::core::option::Option::None),
+    };
     let trigger_check = triggers.iter().map(|trigger| {
         let trigger_private = exports::private(trigger.span());
         quote_spanned! {trigger.span()=>
@@ -331,6 +378,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     __fanfare_failure_call,
                     false,
                     ::core::option::Option::None,
+                    ::core::option::Option::None,
                 )
             }
         }
@@ -371,6 +419,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         #[doc(hidden)]
         const _: () = {
             #(#trigger_check)*
+            #cron_check
 
             fn __fanfare_call(#input: #private::RunInput) -> #private::HandlerResult {
                 #call
@@ -387,6 +436,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     __fanfare_call,
                     #has_on_failure,
                     #flow,
+                    #cron,
                 )
             }
 

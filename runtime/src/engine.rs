@@ -322,7 +322,12 @@ impl Engine {
 
     /// Stores an event of the runtime's own, retrying until the store takes it (the run's
     /// outcome waits meanwhile, holding its slot) or shutdown begins.
-    async fn store_internal(&self, envelope: crate::event::Envelope, to: Option<u32>, what: &str) {
+    pub(crate) async fn store_internal(
+        &self,
+        envelope: crate::event::Envelope,
+        to: Option<u32>,
+        what: &str,
+    ) {
         let mut failures = 0u32;
         loop {
             let stored = match to {

@@ -26,6 +26,7 @@ pub struct FunctionDef {
     call: fn(RunInput) -> HandlerResult,
     on_failure: bool,
     flow: Option<&'static Flow>,
+    cron: Option<&'static str>,
 }
 
 /// Where a function is defined in the source.
@@ -60,6 +61,7 @@ impl FunctionDef {
         call: fn(RunInput) -> HandlerResult,
         on_failure: bool,
         flow: Option<&'static Flow>,
+        cron: Option<&'static str>,
     ) -> Self {
         FunctionDef {
             id,
@@ -71,7 +73,13 @@ impl FunctionDef {
             call,
             on_failure,
             flow,
+            cron,
         }
+    }
+
+    /// The function's cron expression (`cron = "…"`), for a function run on a schedule.
+    pub fn cron(&self) -> Option<&'static str> {
+        self.cron
     }
 
     /// The function's flow control (`concurrency`, `throttle`, `rate_limit`, `priority`).
@@ -94,7 +102,7 @@ impl FunctionDef {
         self.fn_name
     }
 
-    /// The event name that runs this function.
+    /// The event name that runs this function (`""` for a `cron` function).
     pub fn trigger(&self) -> &'static str {
         self.triggers.first().copied().unwrap_or_default()
     }
@@ -134,6 +142,7 @@ impl fmt::Debug for FunctionDef {
         f.debug_struct("FunctionDef")
             .field("id", &self.id)
             .field("triggers", &self.triggers)
+            .field("cron", &self.cron)
             .field("retries", &self.retries)
             .field("fn", &self.path())
             .field("location", &self.location)

@@ -91,6 +91,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod cron;
 mod ctx;
 mod engine;
 mod error;
@@ -103,6 +104,7 @@ mod step;
 mod store;
 
 pub use backoff::Backoff;
+pub use cron::Cron;
 pub use ctx::{Ctx, StepOutput, WaitForEvent, WAIT_LOOKBACK, WAIT_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
@@ -137,6 +139,7 @@ pub async fn send<E: Event>(event: E) -> Result<EventId> {
 /// Items the macros' expansions name. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::cron::{check_cron, CronEvent};
     pub use crate::error::Result;
     pub use crate::event::{unknown_variant, Envelope, Event, EventBounds};
     pub use crate::flow::{

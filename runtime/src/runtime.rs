@@ -260,6 +260,7 @@ impl Builder {
             tracing::info!(
                 function = def.id(),
                 trigger = def.trigger(),
+                cron = def.cron(),
                 retries = def.retries(),
                 at = %def.location(),
                 "fanfare: registered function"
@@ -321,6 +322,12 @@ impl Builder {
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let heartbeat = tokio::spawn(Arc::clone(&engine).heartbeat());
+        // Every executing process schedules the app's cron ticks; the store keeps one run
+        // of each tick.
+        let cron = (0..engine.registry.defs.len() as u32)
+            .filter(|&f| concurrency > 0 && engine.registry.defs[f as usize].cron().is_some())
+            .map(|f| tokio::spawn(crate::cron::schedule(Arc::clone(&engine), app.clone(), f)))
+            .collect();
         let inner = Arc::new(Inner {
             engine,
             max_event_size: self.max_event_size,
@@ -329,6 +336,7 @@ impl Builder {
                 dispatcher,
                 recorder,
                 heartbeat,
+                cron,
             })),
         });
         *AMBIENT.write().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&inner);
@@ -382,6 +390,8 @@ struct Tasks {
     dispatcher: JoinHandle<()>,
     recorder: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    /// One task per `cron` function.
+    cron: Vec<JoinHandle<()>>,
 }
 
 /// The runtime `fanfare::send` uses: the last one started.
@@ -498,6 +508,9 @@ impl Runtime {
         let engine = &self.inner.engine;
         engine.stopping.store(true, Ordering::Release);
         engine.wake.notify_one();
+        for task in &tasks.cron {
+            task.abort();
+        }
         let _ = tasks.dispatcher.await;
         let mut progress = engine.progress.subscribe();
         let drained = tokio::time::timeout(self.inner.shutdown_timeout, async {
@@ -581,6 +594,9 @@ impl Drop for Inner {
         {
             tasks.recorder.abort();
             tasks.heartbeat.abort();
+            for task in &tasks.cron {
+                task.abort();
+            }
         }
     }
 }
