@@ -110,6 +110,11 @@ impl<E> Ctx<E> {
     /// calls `id`, `id:1`, `id:2`, …. Steps must be called in the same order on every
     /// execution: a different order fails the run with [`ErrorKind::NonDeterministic`]
     /// instead of handing a step another step's output.
+    ///
+    /// A run cancelled while it executes ([`Runtime::cancel`](crate::Runtime::cancel))
+    /// stops at its next step call (this one, `sleep`, `wait_for_event`, `invoke`, `send`),
+    /// which does not start; a step executing when the run was cancelled has its output
+    /// discarded and stops the run instead of returning.
     pub async fn step<T, Er, F, Fut>(&self, id: &str, f: F) -> Result<T>
     where
         T: StepOutput,
@@ -117,7 +122,7 @@ impl<E> Ctx<E> {
         Fut: Future<Output = std::result::Result<T, Er>>,
         Er: Into<Error>,
     {
-        match self.run.next(id)? {
+        match self.run.enter(id).await? {
             Slot::Done(done) => serde_json::from_str(&done.output).map_err(|e| {
                 Error::new(
                     ErrorKind::NonDeterministic,
@@ -166,7 +171,7 @@ impl<E> Ctx<E> {
     }
 
     async fn sleep_step(&self, id: &str, wake: impl FnOnce() -> u64) -> Result<()> {
-        let wake = match self.run.next(id)? {
+        let wake = match self.run.enter(id).await? {
             Slot::Done(done) => done.output.parse().map_err(|_| {
                 Error::new(
                     ErrorKind::NonDeterministic,
@@ -207,7 +212,7 @@ impl<E> Ctx<E> {
     /// }
     /// ```
     pub async fn send<Ev: Event>(&self, id: &str, event: Ev) -> Result<EventId> {
-        match self.run.next(id)? {
+        match self.run.enter(id).await? {
             Slot::Done(done) => serde_json::from_str::<String>(&done.output)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -273,8 +278,8 @@ impl<E> Ctx<E> {
     /// }
     /// ```
     ///
-    /// When the invoked function fails for good, the step fails with
-    /// [`ErrorKind::Invoked`] and is not retried: retrying would only invoke it again,
+    /// When the invoked function fails for good or its run is cancelled, the step fails
+    /// with [`ErrorKind::Invoked`] and is not retried: retrying would only invoke it again,
     /// multiplying its retries. The function must be linked into this program (naming
     /// its type sees to that).
     pub async fn invoke<F>(
@@ -288,7 +293,7 @@ impl<E> Ctx<E> {
         F::Returns: IntoOutput,
         <F::Returns as IntoOutput>::Output: DeserializeOwned,
     {
-        let output = match self.run.next(id)? {
+        let output = match self.run.enter(id).await? {
             Slot::Done(done) => done.output,
             Slot::New { seq, id } => {
                 let engine = &self.run.engine;
@@ -332,12 +337,14 @@ impl<E> Ctx<E> {
     }
 }
 
-/// Reads an invocation's result: `{"ok": …}` or `{"error": "…"}` (`null`: timed out).
+/// Reads an invocation's result: `{"ok": …}`, `{"error": "…"}` or `{"cancelled": "…"}`
+/// (`null`: timed out).
 fn invoke_result<T: DeserializeOwned>(function: &str, output: &str) -> Result<T> {
     #[derive(serde::Deserialize)]
     struct Finished<T> {
         ok: Option<T>,
         error: Option<String>,
+        cancelled: Option<String>,
     }
     let finished: Option<Finished<T>> = serde_json::from_str(output).map_err(|e| {
         Error::new(
@@ -347,6 +354,14 @@ fn invoke_result<T: DeserializeOwned>(function: &str, output: &str) -> Result<T>
         .never_retry()
     })?;
     match finished {
+        Some(Finished {
+            cancelled: Some(reason),
+            ..
+        }) => Err(Error::new(
+            ErrorKind::Invoked,
+            format_args!("invoked function `{function}` was cancelled: {reason}"),
+        )
+        .never_retry()),
         Some(Finished {
             error: Some(error), ..
         }) => Err(Error::new(
@@ -461,7 +476,7 @@ impl<'a, E: Event, Ev: Event> IntoFuture for WaitForEvent<'a, E, Ev> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let ctx = self.ctx;
-            let output = match ctx.run.next(&self.id)? {
+            let output = match ctx.run.enter(&self.id).await? {
                 Slot::Done(done) => done.output,
                 Slot::New { seq, id } => {
                     let matching = match self.matching {

@@ -18,12 +18,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
+
+mod cancel;
 
 /// Longest an idle dispatcher waits before it claims again.
 const IDLE_CLAIM: Duration = Duration::from_secs(1);
@@ -44,8 +46,8 @@ pub(crate) struct Engine {
     pub wake: Arc<Notify>,
     /// Set once shutdown begins: nothing more is claimed.
     pub stopping: AtomicBool,
-    /// Runs executing now, with the handle that aborts each.
-    inflight: Mutex<HashMap<RunKey, AbortHandle>>,
+    /// Runs executing now, with the handle that aborts each and its attempt's state.
+    inflight: Mutex<HashMap<RunKey, Inflight>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// Bumped after every recorded batch; `Runtime::wait` and shutdown watch it.
     pub progress: watch::Sender<u64>,
@@ -76,7 +78,7 @@ impl Engine {
         (Arc::new(engine), rx)
     }
 
-    fn inflight(&self) -> MutexGuard<'_, HashMap<RunKey, AbortHandle>> {
+    fn inflight(&self) -> MutexGuard<'_, HashMap<RunKey, Inflight>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -123,16 +125,25 @@ impl Engine {
                 continue;
             }
             let mut inflight = self.inflight();
-            for run in claim.runs {
+            for mut run in claim.runs {
                 let key = run.key;
-                let task = tokio::spawn(Arc::clone(&self).execute(run));
-                inflight.insert(key, task.abort_handle());
+                let steps = std::mem::take(&mut run.steps);
+                let state = Arc::new(RunState::new(key, run.run_id, Arc::clone(&self), steps));
+                let weak = Arc::downgrade(&state);
+                let task = tokio::spawn(Arc::clone(&self).execute(run, state));
+                inflight.insert(
+                    key,
+                    Inflight {
+                        task: task.abort_handle(),
+                        state: weak,
+                    },
+                );
             }
         }
     }
 
     /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun) {
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun, state: Arc<RunState>) {
         let def = self.registry.defs[run.function as usize];
         let span = tracing::info_span!(
             "fanfare.run",
@@ -141,81 +152,57 @@ impl Engine {
             event_id = %run.event.id,
             attempt = run.attempt,
         );
-        let state = Arc::new(RunState::new(
-            run.key,
-            run.run_id,
-            Arc::clone(&self),
-            std::mem::take(&mut run.steps),
-        ));
-        let input = RunInput {
-            envelope: Arc::clone(&run.event),
-            run_id: run.run_id,
-            attempt: run.attempt,
-            def,
-            state: Arc::clone(&state),
-            batch: run.batch.clone(),
-        };
-        let result = if run.attempt > def.retries() {
+        let ended = if let Some(reason) = run.cancel.take() {
+            // Marked cancelled before this attempt began (by another app's process, or
+            // while its last attempt ran in a process that stopped): it does not execute.
+            state.cancel(reason);
+            Ended::Suspended(Suspend::Cancel)
+        } else if run.attempt > def.retries() {
             // Every attempt was used, the last one by a process that died or lost its
             // lease while running it: no attempt is left to make.
-            Err(Error::new(
+            Ended::Returned(Err(Error::new(
                 ErrorKind::Interrupted,
                 format_args!(
                     "attempt {} was interrupted (the process running it stopped) and no retries are left",
                     run.attempt
                 ),
             )
-            .never_retry())
+            .never_retry()))
         } else {
+            let input = RunInput {
+                envelope: Arc::clone(&run.event),
+                run_id: run.run_id,
+                attempt: run.attempt,
+                def,
+                state: Arc::clone(&state),
+                batch: run.batch.clone(),
+            };
             match span.in_scope(|| def.call(input)) {
-                Ok(fut) => {
-                    // A durable sleep suspends the run: the attempt's future is dropped
-                    // where it waits, and the run goes back to the queue until its wake
-                    // time, holding no task.
-                    tokio::select! {
-                        biased;
-                        result = CatchUnwind(fut).instrument(span.clone()) => result,
-                        why = state.suspended() => {
-                            let result = match why {
-                                Suspend::Sleep(wake_ms) => OutcomeKind::Sleep {
-                                    delay: Duration::from_millis(wake_ms.saturating_sub(now_millis())),
-                                },
-                                Suspend::Wait { deadline_ms, seq } => OutcomeKind::Wait { deadline_ms, seq },
-                            };
-                            span.in_scope(|| tracing::debug!(?why, "fanfare: run suspended"));
-                            let _ = self.outcomes.send(Outcome { key: run.key, function: run.function, result });
-                            return;
-                        }
-                    }
-                }
-                Err(e) => Err(e),
+                // A durable sleep or wait, or a cancellation, suspends the run: the
+                // attempt's future is dropped where it stands, and the run goes back to
+                // the queue until its wake time (or ends), holding no task.
+                Ok(fut) => tokio::select! {
+                    biased;
+                    result = CatchUnwind(fut).instrument(span.clone()) => Ended::Returned(result),
+                    why = state.suspended() => Ended::Suspended(why),
+                },
+                Err(e) => Ended::Returned(Err(e)),
             }
         };
-        let _enter = span.enter();
-        let result = match result {
-            Ok(output) => {
-                tracing::debug!("fanfare: run completed");
-                OutcomeKind::Completed(output)
-            }
-            Err(e) if e.is_retriable() && run.attempt < def.retries() => {
-                let delay = e
-                    .retry_delay()
-                    .unwrap_or_else(|| self.backoff.delay(run.attempt));
-                tracing::warn!(error = %e, retry_in = ?delay, "fanfare: attempt failed, will retry");
-                OutcomeKind::Retry {
-                    delay,
-                    error: e.to_string(),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, attempts = run.attempt + 1, "fanfare: run failed");
-                OutcomeKind::Failed(e.to_string())
-            }
-        };
-        drop(_enter);
-        if run.event.name == crate::function::INVOKE_EVENT {
-            self.report_invocation(&run, &result).await;
+        let result = span.in_scope(|| self.decide(&run, def.retries(), ended, state.cancelled()));
+        if let OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } = result {
+            // Suspended: nothing to report, no handler to start.
+            let _ = self.outcomes.send(Outcome {
+                key: run.key,
+                function: run.function,
+                result,
+            });
+            return;
         }
+        if run.event.name == crate::function::INVOKE_EVENT {
+            self.report_invocation(run.event.id, &result).await;
+        }
+        // A cancelled run's handler does not run: it did not fail.
         if let OutcomeKind::Failed(error) = &result {
             if let Some(handler) = self.registry.failure_handler(run.function) {
                 self.start_failure_handler(&run, def.id(), handler, error)
@@ -228,6 +215,62 @@ impl Engine {
             function: run.function,
             result,
         });
+    }
+
+    /// What the end of an attempt means for its run: completed, retried, failed for good,
+    /// suspended (a sleep, a wait), or cancelled (`cancelled`: why, if the run was
+    /// cancelled while the attempt ran; then an attempt that would run again ends it).
+    fn decide(
+        &self,
+        run: &ClaimedRun,
+        retries: u32,
+        ended: Ended,
+        cancelled: Option<&str>,
+    ) -> OutcomeKind {
+        let cancel = |reason: &str| {
+            tracing::info!(reason, "fanfare: run cancelled");
+            OutcomeKind::Cancelled(reason.to_owned())
+        };
+        match ended {
+            // Cancelled or not, the function did its work.
+            Ended::Returned(Ok(output)) => {
+                tracing::debug!("fanfare: run completed");
+                OutcomeKind::Completed(output)
+            }
+            Ended::Returned(Err(e)) if e.is_retriable() && run.attempt < retries => {
+                if let Some(reason) = cancelled {
+                    tracing::info!(error = %e, "fanfare: attempt failed");
+                    return cancel(reason);
+                }
+                let delay = e
+                    .retry_delay()
+                    .unwrap_or_else(|| self.backoff.delay(run.attempt));
+                tracing::warn!(error = %e, retry_in = ?delay, "fanfare: attempt failed, will retry");
+                OutcomeKind::Retry {
+                    delay,
+                    error: e.to_string(),
+                }
+            }
+            Ended::Returned(Err(e)) => {
+                tracing::error!(error = %e, attempts = run.attempt + 1, "fanfare: run failed");
+                OutcomeKind::Failed(e.to_string())
+            }
+            Ended::Suspended(why) => match (why, cancelled) {
+                (_, Some(reason)) => cancel(reason),
+                (Suspend::Sleep(wake_ms), None) => {
+                    tracing::debug!(?why, "fanfare: run suspended");
+                    OutcomeKind::Sleep {
+                        delay: Duration::from_millis(wake_ms.saturating_sub(now_millis())),
+                    }
+                }
+                (Suspend::Wait { deadline_ms, seq }, None) => {
+                    tracing::debug!(?why, "fanfare: run suspended");
+                    OutcomeKind::Wait { deadline_ms, seq }
+                }
+                // An attempt stops for a cancellation only once it has a reason.
+                (Suspend::Cancel, None) => cancel("cancelled"),
+            },
+        }
     }
 
     /// Writes outcomes back in batches, freeing the runs' slots.
@@ -297,20 +340,23 @@ impl Engine {
         Ok(id)
     }
 
-    /// Reports a finished invocation (`ctx.invoke`) to the run waiting for it, before
-    /// the outcome is recorded; the report's id is derived from the run, so a repeat
-    /// after a crash stores nothing new.
-    async fn report_invocation(&self, run: &ClaimedRun, result: &OutcomeKind) {
+    /// Reports a finished invocation (`ctx.invoke`, the invoked run's event) to the run
+    /// waiting for it, before the outcome is recorded; the report's id is derived from
+    /// the invocation, so a repeat after a crash stores nothing new.
+    async fn report_invocation(&self, invocation: crate::event::EventId, result: &OutcomeKind) {
         let data = match result {
             OutcomeKind::Completed(output) => {
-                serde_json::json!({ "invocation": run.event.id, "ok": output })
+                serde_json::json!({ "invocation": invocation, "ok": output })
             }
             OutcomeKind::Failed(error) => {
-                serde_json::json!({ "invocation": run.event.id, "error": error })
+                serde_json::json!({ "invocation": invocation, "error": error })
+            }
+            OutcomeKind::Cancelled(reason) => {
+                serde_json::json!({ "invocation": invocation, "cancelled": reason })
             }
             _ => return,
         };
-        let id = crate::event::EventId::invocation_result(run.event.id);
+        let id = crate::event::EventId::invocation_result(invocation);
         let envelope = crate::event::Envelope::internal(
             crate::function::INVOKE_RESULT_EVENT,
             data.to_string(),
@@ -406,8 +452,16 @@ impl Engine {
             if runs.is_empty() {
                 continue;
             }
-            if let Err(e) = self.store.renew(runs).await {
-                tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over");
+            match self.store.renew(runs).await {
+                // Cancelled by another process: they stop at their next step.
+                Ok(marked) => {
+                    for (key, reason) in marked {
+                        self.mark_cancelled(key, reason);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fanfare: lease heartbeat failed; runs may be taken over")
+                }
             }
         }
     }
@@ -417,12 +471,27 @@ impl Engine {
         let mut inflight = self.inflight();
         inflight
             .drain()
-            .map(|(key, task)| {
-                task.abort();
+            .map(|(key, run)| {
+                run.task.abort();
                 key
             })
             .collect()
     }
+}
+
+/// A run executing in this process.
+struct Inflight {
+    task: AbortHandle,
+    /// Its attempt's state, to mark it cancelled (weak: the state holds the engine).
+    state: Weak<RunState>,
+}
+
+/// How an attempt's future ended.
+enum Ended {
+    /// The function returned.
+    Returned(crate::error::Result<serde_json::Value>),
+    /// A step asked to stop here (a sleep, a wait, a cancellation).
+    Suspended(Suspend),
 }
 
 /// Catches a panic of the function so it fails that attempt only.

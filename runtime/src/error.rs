@@ -70,10 +70,12 @@ pub enum ErrorKind {
     ShutDown,
     /// No event with this id is known to the store.
     EventNotFound,
+    /// No run with this id is known to the store ([`Runtime::cancel`](crate::Runtime::cancel)).
+    RunNotFound,
     /// The store failed: the database is unreachable, refused a statement, or is not a
     /// fanfare database.
     Store,
-    /// A function called with `ctx.invoke` failed for good.
+    /// A function called with `ctx.invoke` failed for good, or its run was cancelled.
     Invoked,
     /// The function called its steps in another order than when they first ran.
     NonDeterministic,

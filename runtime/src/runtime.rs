@@ -3,7 +3,7 @@
 use crate::backoff::Backoff;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Envelope, Event, EventId};
+use crate::event::{Envelope, Event, EventId, RunId};
 use crate::function::{functions, Registry};
 use crate::send_options::SendOptions;
 use crate::store::memory::MemoryStore;
@@ -13,7 +13,7 @@ use crate::store::postgres::PgStore;
 use crate::store::sqlite::{SqliteStore, SqliteSync};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::StoreOptions;
-use crate::store::{RunInfo, Store};
+use crate::store::{RunInfo, RunStatus, Store};
 #[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -119,8 +119,8 @@ impl Builder {
         self
     }
 
-    /// How long a store keeps an event once all its runs completed, for
-    /// [`Runtime::runs`] (default 1 hour); then the event, its runs and their steps are
+    /// How long a store keeps an event once all its runs completed (or were cancelled),
+    /// for [`Runtime::runs`] (default 1 hour); then the event, its runs and their steps are
     /// deleted. Events with a failed run are kept (in memory, until the process ends).
     ///
     /// Durable stores prune in small batches, walking their indexes in time order: a
@@ -462,6 +462,68 @@ impl Runtime {
             Error::new(
                 ErrorKind::EventNotFound,
                 format_args!("no event with id {event} is known to this runtime"),
+            )
+        })
+    }
+
+    /// Cancels a run (its id from [`Runtime::runs`]) and returns its status after the
+    /// call:
+    /// - [`RunStatus::Cancelled`] for a run that was queued (delayed, waiting to retry,
+    ///   held back by flow control), sleeping or waiting for an event: it is cancelled at
+    ///   once and never executes again. Its pending `wait_for_event` is dropped: the event
+    ///   resumes nothing.
+    /// - [`RunStatus::Running`] for a run whose attempt is executing now: it is marked,
+    ///   and stops at its next step or suspension point (`ctx.step`, `ctx.sleep`,
+    ///   `ctx.wait_for_event`, `ctx.invoke`, `ctx.send`): that call does not start, and a
+    ///   step that was executing when the mark came has its result discarded. Its status
+    ///   becomes `Cancelled` then. An attempt that returns `Ok` before reaching such a
+    ///   point is recorded `Completed` (its work was done); one that fails for good is
+    ///   `Failed`. On PostgreSQL the run may execute in another process: that process
+    ///   learns of the mark at its next step, outcome or lease renewal.
+    /// - the status of a run that had finished, unchanged. Cancelling twice is harmless.
+    ///
+    /// [`RunInfo::reason`] of a cancelled run is "cancelled by `Runtime::cancel`". Its
+    /// `on_failure` handler does **not** run (it did not fail); the concurrency slots it
+    /// held go to the runs waiting for them; a `ctx.invoke` waiting for it fails with
+    /// [`ErrorKind::Invoked`]. (On PostgreSQL, a run held back by the flow control of a
+    /// function that only another app's processes have is marked, and shows `Queued`
+    /// until a process of that app takes it and cancels it, without executing it.)
+    ///
+    /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
+    /// (never created, or pruned after the retention).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// use fanfare::{RunStatus, SendOptions};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// #[event(name = "doc/trial.started")]
+    /// pub struct TrialStarted { pub user_id: u64 }
+    ///
+    /// #[fanfare::function(trigger = "doc/trial.started")]
+    /// async fn trial_reminder(ctx: fanfare::Ctx<TrialStarted>) -> fanfare::Result<()> {
+    ///     Ok(()) // … email the user
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// let in_13_days = SendOptions::new().delay(Duration::from_secs(13 * 86_400));
+    /// let id = rt.send_with(TrialStarted { user_id: 7 }, in_13_days).await?;
+    /// // The user upgraded before the trial ended: no reminder.
+    /// let run = rt.runs(id).await?[0].run_id;
+    /// assert_eq!(rt.cancel(run).await?, RunStatus::Cancelled);
+    /// let runs = rt.runs(id).await?;
+    /// assert_eq!(runs[0].status, RunStatus::Cancelled);
+    /// assert_eq!(runs[0].reason.as_deref(), Some("cancelled by `Runtime::cancel`"));
+    /// # rt.shutdown().await }
+    /// ```
+    pub async fn cancel(&self, run: RunId) -> Result<RunStatus> {
+        let reason = "cancelled by `Runtime::cancel`".to_owned();
+        self.inner.engine.cancel(run, reason).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::RunNotFound,
+                format_args!("no run with id {run} is known to this runtime"),
             )
         })
     }

@@ -6,13 +6,18 @@
 //! is not executed. Positions and ids must agree with the first execution: code that calls
 //! its steps in another order is detected and the run fails instead of receiving another
 //! step's output.
+//!
+//! A run cancelled while an attempt executes is marked here ([`RunState::cancel`]): its
+//! next step call does not start, and a step that was executing when the mark came has
+//! its result discarded. Either way the attempt stops as a suspension does: the engine
+//! drops its future.
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, RunId};
-use crate::store::{RunKey, StepRecord};
+use crate::store::{RunKey, Saved, StepRecord};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
 
 /// What one attempt knows of its run's steps.
@@ -25,6 +30,9 @@ pub(crate) struct RunState {
     /// Set when a step suspends the run; `suspended_signal` tells the engine.
     suspend: Mutex<Option<Suspend>>,
     suspended_signal: Notify,
+    /// Why the run was cancelled, once it is: set by the engine (a cancellation in this
+    /// process, or one another process wrote, seen by the heartbeat) or by a refused step.
+    cancel: OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -42,6 +50,8 @@ pub(crate) enum Suspend {
     /// `ctx.wait_for_event`: resume when the event arrives, or at this deadline; the
     /// waiting step's position.
     Wait { deadline_ms: u64, seq: u32 },
+    /// The run is cancelled ([`RunState::cancelled`] says why): stop here.
+    Cancel,
 }
 
 /// Where a step call stands.
@@ -62,7 +72,35 @@ impl RunState {
             cursor: Mutex::new(Cursor::default()),
             suspend: Mutex::new(None),
             suspended_signal: Notify::new(),
+            cancel: OnceLock::new(),
         }
+    }
+
+    /// Marks the run cancelled: the attempt stops at its next step or suspension point.
+    /// The first reason stays.
+    pub fn cancel(&self, reason: String) {
+        let _ = self.cancel.set(reason);
+    }
+
+    /// Why the run was cancelled, if it was.
+    pub fn cancelled(&self) -> Option<&str> {
+        self.cancel.get().map(String::as_str)
+    }
+
+    /// Stops the attempt of a cancelled run: the engine drops its future here, so this
+    /// never resolves.
+    async fn stop<T>(&self) -> T {
+        self.suspend(Suspend::Cancel);
+        std::future::pending().await
+    }
+
+    /// Takes the next step position for `id`, as [`RunState::next`], unless the run is
+    /// cancelled: then the step does not start and the attempt stops.
+    pub async fn enter(&self, id: &str) -> Result<Slot> {
+        if self.cancelled().is_some() {
+            return self.stop().await;
+        }
+        self.next(id)
     }
 
     /// Takes the next step position for `id`.
@@ -99,8 +137,12 @@ impl RunState {
         }
     }
 
-    /// Stores a step's output; the run goes on only once it is durable.
+    /// Stores a step's output; the run goes on only once it is durable. A step of a run
+    /// cancelled while it executed is not stored, and the attempt stops.
     pub async fn save(&self, seq: u32, id: String, output: String, started_ms: u64) -> Result<()> {
+        if self.cancelled().is_some() {
+            return self.stop().await;
+        }
         let record = StepRecord {
             seq,
             id,
@@ -108,7 +150,13 @@ impl RunState {
             started_ms,
             completed_ms: now_millis(),
         };
-        self.engine.store.save_step(self.key, record).await
+        match self.engine.store.save_step(self.key, record).await? {
+            Saved::Stored => Ok(()),
+            Saved::Cancelled(reason) => {
+                self.cancel(reason);
+                self.stop().await
+            }
+        }
     }
 
     /// Asks the engine to stop this attempt and queue the run again.

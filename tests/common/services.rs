@@ -87,6 +87,7 @@ impl Drop for Service {
 pub const SHIPPING: &str = env!("CARGO_BIN_EXE_shipping-service");
 pub const BILLING: &str = env!("CARGO_BIN_EXE_billing-service");
 pub const CRM: &str = env!("CARGO_BIN_EXE_crm-service");
+pub const CANCEL: &str = env!("CARGO_BIN_EXE_cancel-service");
 pub const CRON: &str = env!("CARGO_BIN_EXE_cron-service");
 
 pub fn log_file() -> PathBuf {

@@ -10,6 +10,7 @@
 //! `customer_id: u64 = 7` and with `customer_id: String = "7"` name the same key.
 
 mod batch;
+pub(crate) mod cancel;
 pub(crate) mod rules;
 mod state;
 

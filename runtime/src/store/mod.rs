@@ -118,8 +118,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// `spec.since_ms` (the lookback). Events appended later resolve a pending wait.
     fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState>;
 
-    /// Stores a completed step of a running run, durably, before the run goes on.
-    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()>;
+    /// Stores a completed step of a running run, durably, before the run goes on; refuses
+    /// it for a run marked cancelled (the step's result is discarded, the run stops).
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, Saved>;
+
+    /// Cancels a run (see [`Cancel`]). A queued, sleeping or waiting run is cancelled at
+    /// once: its pending wait is removed and its flow-control place given up (slots given
+    /// back and held runs promoted, as when a run ends). A running one is marked: `record`
+    /// turns its next retry, sleep or wait into a cancellation, and `save_step` refuses
+    /// its steps. The reason is what [`RunInfo::reason`] shows.
+    fn cancel(&self, run: RunId, reason: String) -> StoreFuture<'_, Cancel>;
 
     /// How long a claim lasts without renewal, for stores that lease runs to processes
     /// (default: no lease).
@@ -129,9 +137,10 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Renews the leases of runs this process is executing (called every third of the
     /// lease with exactly those runs, so a run claimed by a request whose answer was lost
-    /// is not kept alive by it).
-    fn renew(&self, _runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(Ok(())))
+    /// is not kept alive by it). Returns those of them marked cancelled, with the reasons:
+    /// another process cancelled them.
+    fn renew(&self, _runs: Vec<RunKey>) -> StoreFuture<'_, Vec<(RunKey, String)>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
     /// How many `record` calls may run at once (default 1).
@@ -181,6 +190,39 @@ pub(crate) struct ClaimedRun {
     /// The events of the batch the run executes (`batch(…)`), oldest first; empty
     /// for a run of one event.
     pub batch: Vec<Arc<Envelope>>,
+    /// Why the run was cancelled, if it was marked while queued or running (its last
+    /// attempt was interrupted, or another app's process cancelled it): it is recorded
+    /// cancelled without executing.
+    pub cancel: Option<String>,
+}
+
+/// What [`Store::save_step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// The step is stored.
+    Stored,
+    /// The run is marked cancelled, for this reason: the step was not stored.
+    Cancelled(String),
+}
+
+/// What [`Store::cancel`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// No run has this id.
+    Unknown,
+    /// The run had finished: its status, unchanged.
+    Finished(RunStatus),
+    /// The run was queued, sleeping or waiting: it is cancelled. `invocation` is the
+    /// event of a run started by `ctx.invoke`, whose caller must be told.
+    Cancelled { invocation: Option<EventId> },
+    /// An attempt is executing (here or in another process): the run is marked. It stops
+    /// at its next step or suspension point, and is recorded cancelled then.
+    Marked(RunKey),
+    /// Queued for a slot, a batch or a debounce of a function this process does not
+    /// have (another app's, on PostgreSQL): marked, and cancelled without executing
+    /// when a process of its app takes it.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    Pending,
 }
 
 /// What a run waits for (`ctx.wait_for_event`).
@@ -268,6 +310,7 @@ pub(crate) struct Outcome {
     pub result: OutcomeKind,
 }
 
+#[derive(Clone)]
 pub(crate) enum OutcomeKind {
     Completed(serde_json::Value),
     Retry {
@@ -289,6 +332,22 @@ pub(crate) enum OutcomeKind {
         seq: u32,
     },
     Failed(String),
+    /// Stopped by a cancellation, for this reason (see [`Store::cancel`]).
+    Cancelled(String),
+}
+
+impl OutcomeKind {
+    /// Whether the run executes again after this outcome (a retry, a sleep, a wait). The
+    /// rule every store applies when it records the outcome of a run marked cancelled:
+    /// such an outcome becomes [`OutcomeKind::Cancelled`], with the mark's reason; a
+    /// completion or a failure for good stands (its work was done, or it failed).
+    /// PostgreSQL applies it in its record statement, where the mark is read.
+    pub fn resumes(&self) -> bool {
+        matches!(
+            self,
+            OutcomeKind::Retry { .. } | OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. }
+        )
+    }
 }
 
 /// One run of an event, as [`crate::Runtime::runs`] reports it.
@@ -314,7 +373,8 @@ pub struct RunInfo {
     /// The steps completed so far, in the order they ran.
     pub steps: Vec<StepInfo>,
     /// Why a queued run is held back by flow control ("waiting for a concurrency slot",
-    /// "throttled"), or why a run was [`RunStatus::Skipped`].
+    /// "throttled"), why a run was [`RunStatus::Skipped`], or who or what cancelled a
+    /// [`RunStatus::Cancelled`] one ("cancelled by `Runtime::cancel`").
     pub reason: Option<String>,
     /// When a queued run may start at the earliest (a throttle's or a retry's delay),
     /// in milliseconds since the Unix epoch, if that is in the future.
@@ -341,14 +401,19 @@ pub enum RunStatus {
     Failed,
     /// Never executed: its function's `rate_limit` was reached (see [`RunInfo::reason`]).
     Skipped,
+    /// Cancelled ([`Runtime::cancel`](crate::Runtime::cancel)); [`RunInfo::reason`] says
+    /// by whom or what. It never executes again, and its `on_failure` handler does not
+    /// run.
+    Cancelled,
 }
 
 impl RunStatus {
-    /// `true` for [`RunStatus::Completed`], [`RunStatus::Failed`] and [`RunStatus::Skipped`].
+    /// `true` for [`RunStatus::Completed`], [`RunStatus::Failed`], [`RunStatus::Skipped`]
+    /// and [`RunStatus::Cancelled`].
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Skipped
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Skipped | RunStatus::Cancelled
         )
     }
 }

@@ -10,8 +10,8 @@ const BACKLOG: i64 = 100_000;
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        BATCH_EVENTS, CLAIM, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE,
-        PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF,
+        BATCH_EVENTS, CLAIM, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS,
+        NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -76,6 +76,7 @@ mod sqlite {
             ("held runs of a function", HELD_BY_FUNCTION),
             ("a batch's events", BATCH_EVENTS),
             ("finish a batch", FINISH_BATCH),
+            ("a run by its id (cancel)", FIND),
         ] {
             let lines = plan(&conn, sql);
             let full_scan = |l: &String| {
@@ -109,8 +110,8 @@ mod sqlite {
 mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
-        BATCH_EVENTS, CLAIM, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS, NEXT_DUE,
-        PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
+        BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS,
+        NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -224,6 +225,7 @@ mod postgres {
             ),
             ("batch events", BATCH_EVENTS, "'{700,1400}'".to_owned()),
             ("finish batches", FINISH_BATCHES, format!("'{{{ids}}}'")),
+            ("a run by its id (cancel)", FIND, nil.to_owned()),
             (
                 "send",
                 SEND,

@@ -1,14 +1,14 @@
 //! Retention: the rule every durable store applies to its history.
 //!
 //! An event is deleted, with its runs and their steps, once **all** its runs completed
-//! longer ago than the retention; an event with a failed run stays (the dead-letter
-//! set), and so does every run of it. An event no function subscribed to goes once it is
+//! (or were cancelled, or skipped) longer ago than the retention; an event with a failed
+//! run stays (the dead-letter set), and so does every run of it. An event no function subscribed to goes once it is
 //! older than the retention.
 //!
 //! Pruning must cost O(its batch), never O(history), and never hold what a claim needs.
 //! So it walks two indexes in time order, a small batch at a time, from where it last
 //! stopped (a [`Marks`]):
-//! - completed runs by `(finished_at, id)`: reaching an event's last completed run, the
+//! - completed and cancelled runs by `(finished_at, id)`: reaching an event's last completed run, the
 //!   event goes (its other runs finished earlier, so they were passed already); a run
 //!   whose event still has an unfinished or failed run is passed over, and that event is
 //!   deleted when the walk reaches its last run;

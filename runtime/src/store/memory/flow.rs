@@ -2,8 +2,17 @@
 //! heaps by function, stage and key.
 
 use super::*;
+use crate::flow::cancel;
 use crate::flow::rules::{self, flags, Place, Stage, States, Verdict};
 use crate::flow::Flow;
+
+/// How a batch's run ended, for the batch's other runs.
+pub(super) enum End {
+    Completed,
+    Failed(Option<Box<str>>),
+    /// Cancelled, for this reason.
+    Cancelled(Option<Box<str>>),
+}
 
 /// A queue of held runs: (rank, arrival, slot), smallest first.
 type Queue = BinaryHeap<Reverse<(i64, u64, u32)>>;
@@ -11,12 +20,12 @@ type Queue = BinaryHeap<Reverse<(i64, u64, u32)>>;
 /// The flow-control state of the store.
 #[derive(Default)]
 pub(super) struct Book {
-    states: States,
+    pub states: States,
     /// Held runs by (function, stage), then key.
-    held: HashMap<(u32, Stage), HashMap<String, Queue>>,
+    pub held: HashMap<(u32, Stage), HashMap<String, Queue>>,
     arrivals: u64,
     /// The runs of each batch, by the batch's first run.
-    batches: HashMap<i64, Vec<u32>>,
+    pub batches: HashMap<i64, Vec<u32>>,
     /// Prune idle states when there are more than this.
     prune_at: usize,
 }
@@ -28,6 +37,9 @@ pub(super) struct RunFlow {
     /// Why it is held back or how it ended, told in words only when asked (`runs`).
     pub reason: Option<Reason>,
     pub not_before_ms: Option<u64>,
+    /// Why the run is cancelled (see `Run::cancelled`): kept in this box, which few
+    /// runs have, rather than in every run.
+    pub cancel: Option<Box<str>>,
 }
 
 /// Why a run is held back, or how it ended without executing.
@@ -102,7 +114,8 @@ impl Inner {
             Verdict::Delay(at_ms, _) => {
                 run.status = RunStatus::Queued;
                 let wait = Duration::from_millis(at_ms.saturating_sub(now_ms));
-                self.delayed.push(Reverse((later(now, wait), slot)));
+                self.delayed
+                    .push(Reverse((later(now, wait), slot, run.gen)));
                 false
             }
             // Kept in its batch, finished with the run that executes it.
@@ -140,8 +153,8 @@ impl Inner {
             .collect()
     }
 
-    /// Finishes the other runs of the batch run `slot` executed, as it finished.
-    pub(super) fn finish_batch(&mut self, slot: u32, failed: Option<&str>, now: Instant) {
+    /// Finishes the other runs of the batch run `slot` executed, as it ended.
+    pub(super) fn finish_batch(&mut self, slot: u32, end: End, now: Instant) {
         let Some(run) = self.runs[slot as usize].as_ref() else {
             return;
         };
@@ -151,7 +164,10 @@ impl Inner {
         let (true, Some(batch)) = (f.place.flags & flags::RUNNER != 0, f.place.batch) else {
             return;
         };
-        let reason = format!("ran in the batch of run {}", run.id);
+        let reason = match &end {
+            End::Cancelled(why) => cancel::with_batch(run.id, why.as_deref().unwrap_or_default()),
+            _ => format!("ran in the batch of run {}", run.id),
+        };
         for member in self.book.batches.remove(&batch).unwrap_or_default() {
             if member == slot {
                 continue;
@@ -159,15 +175,24 @@ impl Inner {
             let Some(m) = self.runs[member as usize].as_mut() else {
                 continue;
             };
-            m.status = if failed.is_some() {
-                RunStatus::Failed
-            } else {
-                RunStatus::Completed
-            };
-            m.last_error = failed.map(Into::into);
+            if m.status.is_finished() {
+                continue;
+            }
+            let failed = matches!(end, End::Failed(_));
+            match &end {
+                End::Completed => m.status = RunStatus::Completed,
+                End::Failed(error) => {
+                    m.status = RunStatus::Failed;
+                    m.last_error = error.clone();
+                }
+                End::Cancelled(_) => {
+                    m.status = RunStatus::Cancelled;
+                    m.set_cancel(&reason);
+                }
+            }
             m.flow.get_or_insert_with(Default::default).reason = Some(Reason::Said(reason.clone()));
             let event = m.event.id;
-            self.finish(event, failed.is_some(), now);
+            self.finish(event, failed, now);
         }
     }
 
@@ -209,9 +234,20 @@ impl Inner {
             return;
         }
         f.place.flags &= !flags::SLOTS;
-        let ckey = f.place.ckey.as_deref();
-        let Book { states, held, .. } = book;
-        rules::release(function, flow, ckey, states);
+        let ckey = f.place.ckey.clone();
+        rules::release(function, flow, ckey.as_deref(), &mut book.states);
+        self.refill(index, flow, function, ckey.as_deref());
+    }
+
+    /// Passes released slots of function `index` (key `ckey`) on to the first held runs.
+    pub(super) fn refill(
+        &mut self,
+        index: u32,
+        flow: &'static Flow,
+        function: &'static str,
+        ckey: Option<&str>,
+    ) {
+        let Book { states, held, .. } = &mut self.book;
         let placed = rules::refill(function, flow, ckey, states, |stage, n| {
             let key = match stage {
                 Stage::Key => ckey.unwrap_or_default(),

@@ -4,9 +4,9 @@
 //! Events keep their typed value, so functions of the sender's type skip serde.
 
 use super::{
-    Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
+    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordFuture, StepRecord, WaitSpec, WaitState};
+use super::{RecordFuture, Saved, StepRecord, WaitSpec, WaitState};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod cancel;
 mod flow;
 
 pub(crate) struct MemoryStore {
@@ -29,12 +30,15 @@ pub(crate) struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    /// Runs by slot; `None` is a free slot, listed in `free`.
+    /// Runs by slot; `None` is a free slot, listed in `free` with the generation of its
+    /// next run.
     runs: Vec<Option<Run>>,
-    free: Vec<u32>,
+    free: Vec<(u32, u32)>,
     events: HashMap<EventId, EventEntry, BuildHasherDefault<IdHasher>>,
     ready: VecDeque<u32>,
-    delayed: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Delayed runs: (due, slot, the run's generation). An entry a run left behind (a
+    /// wait resolved early, a cancelled sleep) wakes no later run of its slot.
+    delayed: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     /// Events whose runs all completed, oldest first, pruned after `retention`.
     completed: VecDeque<(Instant, EventId)>,
     /// Pending `wait_for_event`s by awaited event name.
@@ -45,6 +49,8 @@ struct Inner {
 
 struct Run {
     id: RunId,
+    /// Which of its slot's runs it is.
+    gen: u32,
     event: Arc<Envelope>,
     function: u32,
     status: RunStatus,
@@ -52,9 +58,37 @@ struct Run {
     last_error: Option<Box<str>>,
     output: Option<serde_json::Value>,
     steps: Vec<StepRecord>,
-    /// Flow control's part, for runs of functions that have it (boxed: most runs have
-    /// none, and a queued run stays small).
+    /// Flow control's part, for runs of functions that have it, and a cancellation's
+    /// reason (boxed: most runs have neither, and a queued run stays small).
     flow: Option<Box<flow::RunFlow>>,
+}
+
+impl Run {
+    /// Why the run is cancelled: the mark of a running one, or the reason of a
+    /// `Cancelled` one.
+    fn cancelled(&self) -> Option<&str> {
+        self.flow.as_ref()?.cancel.as_deref()
+    }
+
+    /// Marks or cancels the run for `reason`, unless it already was.
+    fn set_cancel(&mut self, reason: &str) {
+        let f = self.flow.get_or_insert_with(Default::default);
+        f.cancel.get_or_insert_with(|| reason.into());
+    }
+}
+
+/// A run id that carries its slot in its last four bytes (random bits of its UUIDv7), so
+/// that `cancel` finds the run without an index.
+fn with_slot(id: RunId, slot: u32) -> RunId {
+    let mut bytes = *id.as_uuid().as_bytes();
+    bytes[12..].copy_from_slice(&slot.to_be_bytes());
+    RunId::from_uuid(uuid::Uuid::from_bytes(bytes))
+}
+
+/// The slot a run id names (see [`with_slot`]).
+fn slot_of(id: RunId) -> u32 {
+    let bytes = *id.as_uuid().as_bytes();
+    u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
 }
 
 /// The pending waits for one event name, found by what they match: an event reaches the
@@ -160,6 +194,7 @@ impl MemoryStore {
         for (&function, id) in subscribers.iter().zip(run_ids) {
             let slot = inner.insert(Run {
                 id,
+                gen: 0,
                 event: Arc::clone(&event),
                 function,
                 status: RunStatus::Queued,
@@ -169,8 +204,14 @@ impl MemoryStore {
                 steps: Vec::new(),
                 flow: None,
             });
+            if let Some(run) = inner.runs[slot as usize].as_mut() {
+                run.id = with_slot(run.id, slot);
+            }
             match wait {
-                Some(wait) => inner.delayed.push(Reverse((later(now, wait), slot))),
+                Some(wait) => {
+                    let gen = inner.runs[slot as usize].as_ref().map_or(0, |r| r.gen);
+                    inner.delayed.push(Reverse((later(now, wait), slot, gen)))
+                }
                 None => inner.ready.push_back(slot),
             }
             slots.push(slot);
@@ -209,12 +250,17 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.prune(now, self.retention);
-        while let Some(Reverse((due, slot))) = inner.delayed.peek().copied() {
+        while let Some(Reverse((due, slot, gen))) = inner.delayed.peek().copied() {
             if due > now {
                 break;
             }
             inner.delayed.pop();
-            inner.ready.push_back(slot);
+            if inner.runs[slot as usize]
+                .as_ref()
+                .is_some_and(|r| r.gen == gen)
+            {
+                inner.ready.push_back(slot);
+            }
         }
         inner.prune_flow();
         let mut runs = Vec::with_capacity(max.min(inner.ready.len()));
@@ -252,13 +298,15 @@ impl Store for MemoryStore {
                 event: Arc::clone(&run.event),
                 steps: run.steps.clone(),
                 batch: Vec::new(),
+                // Marked while running, then released (shutdown): cancelled unexecuted.
+                cancel: run.cancelled().map(str::to_owned),
             };
             if def.flow().is_some_and(|f| f.batch.is_some()) {
                 claimed.batch = inner.batch_events(slot);
             }
             runs.push(claimed);
         }
-        let next_due = inner.delayed.peek().map(|Reverse((due, _))| *due);
+        let next_due = inner.delayed.peek().map(|Reverse((due, _, _))| *due);
         ready(Ok(Claim { runs, next_due }))
     }
 
@@ -275,7 +323,11 @@ impl Store for MemoryStore {
             let Some(run) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            let finished = match outcome.result {
+            let result = match run.cancelled() {
+                Some(reason) if outcome.result.resumes() => OutcomeKind::Cancelled(reason.into()),
+                _ => outcome.result,
+            };
+            let finished = match result {
                 OutcomeKind::Completed(output) => {
                     run.status = RunStatus::Completed;
                     run.output = (!output.is_null()).then_some(output);
@@ -293,7 +345,9 @@ impl Store for MemoryStore {
                     if pending {
                         run.status = RunStatus::Waiting;
                         let wait = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
-                        inner.delayed.push(Reverse((later(now, wait), slot)));
+                        inner
+                            .delayed
+                            .push(Reverse((later(now, wait), slot, run.gen)));
                     } else {
                         // The event arrived while the attempt was winding down.
                         run.status = RunStatus::Queued;
@@ -304,22 +358,40 @@ impl Store for MemoryStore {
                 OutcomeKind::Sleep { delay } => {
                     run.status = RunStatus::Sleeping;
                     run.attempts -= 1;
-                    inner.delayed.push(Reverse((later(now, delay), slot)));
+                    inner
+                        .delayed
+                        .push(Reverse((later(now, delay), slot, run.gen)));
                     None
                 }
                 OutcomeKind::Retry { delay, error } => {
                     run.status = RunStatus::Queued;
                     run.last_error = Some(error.into());
-                    inner.delayed.push(Reverse((later(now, delay), slot)));
+                    inner
+                        .delayed
+                        .push(Reverse((later(now, delay), slot, run.gen)));
                     None
+                }
+                OutcomeKind::Cancelled(reason) => {
+                    run.status = RunStatus::Cancelled;
+                    run.set_cancel(&reason);
+                    // A wait it registered before it stopped resumes nothing.
+                    inner.drop_waits(slot);
+                    Some(false)
                 }
             };
             if let Some(failed) = finished {
+                let Some(run) = inner.runs[slot as usize].as_ref() else {
+                    continue;
+                };
                 let event_id = run.event.id;
-                let error = run.last_error.clone();
+                let end = match run.status {
+                    RunStatus::Failed => flow::End::Failed(run.last_error.clone()),
+                    RunStatus::Cancelled => flow::End::Cancelled(run.cancelled().map(Into::into)),
+                    _ => flow::End::Completed,
+                };
                 inner.finish(event_id, failed, now);
                 if def.flow().is_some_and(|f| f.batch.is_some()) {
-                    inner.finish_batch(slot, error.as_deref().filter(|_| failed), now);
+                    inner.finish_batch(slot, end, now);
                 }
             }
         }
@@ -411,14 +483,27 @@ impl Store for MemoryStore {
         ready(Ok(WaitState::Pending(deadline)))
     }
 
-    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, Saved> {
         let mut inner = self.lock();
         if let Some(run) = inner.runs.get_mut(run as usize).and_then(Option::as_mut) {
+            if let Some(reason) = run.cancelled() {
+                return ready(Ok(Saved::Cancelled(reason.to_string())));
+            }
             run.steps.retain(|s| s.seq != step.seq);
             run.steps.push(step);
             run.steps.sort_by_key(|s| s.seq);
         }
-        ready(Ok(()))
+        ready(Ok(Saved::Stored))
+    }
+
+    fn cancel(&self, run: RunId, reason: String) -> StoreFuture<'_, Cancel> {
+        let mut inner = self.lock();
+        ready(Ok(inner.cancel(
+            &self.registry,
+            run,
+            reason,
+            Instant::now(),
+        )))
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
@@ -438,10 +523,12 @@ impl Store for MemoryStore {
                     last_error: run.last_error.as_deref().map(str::to_owned),
                     output: run.output.clone(),
                     steps: run.steps.iter().map(StepRecord::info).collect(),
-                    reason: run
-                        .flow
-                        .as_ref()
-                        .and_then(|f| f.reason(self.registry.defs[run.function as usize].flow())),
+                    reason: match run.status {
+                        RunStatus::Cancelled => run.cancelled().map(str::to_owned),
+                        _ => run.flow.as_ref().and_then(|f| {
+                            f.reason(self.registry.defs[run.function as usize].flow())
+                        }),
+                    },
                     not_before_ms: run
                         .flow
                         .as_ref()
@@ -492,9 +579,10 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, run: Run) -> u32 {
+    fn insert(&mut self, mut run: Run) -> u32 {
         match self.free.pop() {
-            Some(slot) => {
+            Some((slot, gen)) => {
+                run.gen = gen;
                 self.runs[slot as usize] = Some(run);
                 slot
             }
@@ -525,8 +613,10 @@ impl Inner {
             self.completed.pop_front();
             if let Some(entry) = self.events.remove(&event) {
                 for &slot in entry.runs.iter() {
-                    self.runs[slot as usize] = None;
-                    self.free.push(slot);
+                    let gen = self.runs[slot as usize]
+                        .take()
+                        .map_or(0, |run| run.gen.wrapping_add(1));
+                    self.free.push((slot, gen));
                 }
             }
         }

@@ -8,19 +8,20 @@ pub(crate) const REAP: &str =
     "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
     WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
 
-/// Walks completed runs past the retention in `(finished_at, id)` order from a mark,
-/// deleting each event (runs, steps) whose runs all completed before the cut-off.
+/// Walks completed (and cancelled) runs past the retention in `(finished_at, id)` order
+/// from a mark, deleting each event (runs, steps) whose runs all completed (or were
+/// cancelled) before the cut-off.
 /// Returns the runs read and the last one.
 pub(crate) const PRUNE_RUNS: &str = "
 WITH c AS (
     SELECT id, event_id, finished_at FROM fanfare_runs
-    WHERE status = 2 AND finished_at < fanfare_now() - $1 AND (finished_at, id) > ($2, $3)
+    WHERE status IN (2, 5) AND finished_at < fanfare_now() - $1 AND (finished_at, id) > ($2, $3)
     ORDER BY finished_at, id
     LIMIT $4),
 gone AS (
     DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
     AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id
-                    AND (r.status <> 2 OR r.finished_at >= fanfare_now() - $1))
+                    AND (r.status NOT IN (2, 5) OR r.finished_at >= fanfare_now() - $1))
     RETURNING e.id),
 runs AS (
     DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))

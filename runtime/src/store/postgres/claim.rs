@@ -22,9 +22,9 @@ WITH c AS (
         LIMIT $5
         FOR UPDATE SKIP LOCKED))
     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
-        r.batch)
+        r.batch, r.cancel)
 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
-    c.flow, c.ckey, c.rank, fanfare_now(), c.batch
+    c.flow, c.ckey, c.rank, fanfare_now(), c.batch, c.cancel
 FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
 
 /// How long until the earliest queued run of this app's functions is due (ms).
@@ -163,6 +163,7 @@ impl Shared {
                 event,
                 steps: Vec::new(),
                 batch: Vec::new(),
+                cancel: row.get(14),
             });
         }
         (runs, gated, with_steps)

@@ -9,7 +9,7 @@
 //! claimed again when their leases expire and give the slots back when they end.
 
 use super::*;
-use crate::flow::rules::{self, Place, RunFlow, Stage, Verdict};
+use crate::flow::rules::{self, Place, RunFlow, Stage, States, Verdict};
 use std::collections::{BTreeSet, HashSet};
 
 /// A run held back by flow control.
@@ -60,13 +60,17 @@ SELECT r.batch, e.id, e.name, e.data, e.ts, r.id FROM fanfare_runs r
 JOIN LATERAL (SELECT id, name, data, ts FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true
 WHERE r.batch = ANY($1)";
 
-/// Finishes the other runs of the batches that runs `$1` executed and finished.
+/// Finishes the other runs of the batches that runs `$1` executed and finished (or that
+/// were cancelled).
 pub(crate) const FINISH_BATCHES: &str = "
 WITH r AS (
-    SELECT id, batch, status, last_error, run_id, finished_at FROM fanfare_runs
-    WHERE id = ANY($1) AND status IN (2, 3) AND flow & 16::smallint <> 0)
+    SELECT id, batch, status, last_error, run_id, finished_at, reason FROM fanfare_runs
+    WHERE id = ANY($1) AND status IN (2, 3, 5) AND flow & 16::smallint <> 0)
 UPDATE fanfare_runs m SET status = r.status, last_error = r.last_error,
-    reason = 'ran in the batch of run ' || r.run_id, finished_at = r.finished_at
+    reason = CASE WHEN r.status = 5
+        THEN 'cancelled with the batch of run ' || r.run_id || ': ' || r.reason
+        ELSE 'ran in the batch of run ' || r.run_id END,
+    finished_at = r.finished_at
 FROM r
 WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <> r.id";
 
@@ -230,16 +234,31 @@ impl Shared {
                 rules::release(def.id(), flow, ckey.as_deref(), &mut states);
             }
         }
+        self.refill(tx, &released, &mut states, now_ms).await
+    }
+
+    /// Passes slots released (per function and key) on to the first held runs, and
+    /// writes the states (locked, holding the functions' concurrency states) back.
+    /// Returns whether some held run became ready.
+    pub(super) async fn refill(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        released: &[(&'static FunctionDef, Option<String>)],
+        states: &mut States,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let err = |e| self.error("cannot release concurrency slots", e);
+        let states = &mut *states;
         // The first runs of every queue a slot was freed in, as many as may go.
         let mut by_key: (Vec<&str>, Vec<String>, Vec<i64>) = Default::default();
         let mut by_function: (Vec<&str>, Vec<i64>) = Default::default();
         let mut asked = HashSet::new();
-        for (def, ckey) in &released {
+        for (def, ckey) in released {
             let Some(flow) = def.flow() else { continue };
             let key = ckey.clone().unwrap_or_default();
             if flow.keyed_concurrency.is_some() && asked.insert((def.id(), Stage::Key, key.clone()))
             {
-                let n = rules::room(def.id(), flow, Stage::Key, ckey.as_deref(), &states);
+                let n = rules::room(def.id(), flow, Stage::Key, ckey.as_deref(), states);
                 by_key.0.push(def.id());
                 by_key.1.push(key);
                 by_key.2.push(n as i64);
@@ -247,7 +266,7 @@ impl Shared {
             if flow.concurrency.is_some()
                 && asked.insert((def.id(), Stage::Function, String::new()))
             {
-                let n = rules::room(def.id(), flow, Stage::Function, None, &states);
+                let n = rules::room(def.id(), flow, Stage::Function, None, states);
                 by_function.0.push(def.id());
                 by_function.1.push(n as i64);
             }
@@ -285,10 +304,10 @@ impl Shared {
             queues.entry(key).or_default().push_back(row.get(2));
         }
         let (mut ids, mut ready, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
-        for (def, ckey) in &released {
+        for (def, ckey) in released {
             let Some(flow) = def.flow() else { continue };
             let function = def.id();
-            let placed = rules::refill(function, flow, ckey.as_deref(), &mut states, |stage, n| {
+            let placed = rules::refill(function, flow, ckey.as_deref(), states, |stage, n| {
                 let key = match stage {
                     Stage::Key => ckey.clone().unwrap_or_default(),
                     Stage::Function | Stage::Batch => String::new(),
@@ -307,7 +326,7 @@ impl Shared {
                 });
             }
         }
-        self.save_states(tx, &states, now_ms).await?;
+        self.save_states(tx, states, now_ms).await?;
         if !ids.is_empty() {
             tx.execute(
                 "UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END, \

@@ -13,6 +13,7 @@
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
 mod background;
+mod cancel;
 mod claim;
 mod flow;
 mod record;
@@ -28,6 +29,7 @@ use send::{PendingSend, COMMITTERS, MAX_BATCH};
 #[cfg(test)]
 pub(crate) use {
     background::{PRUNE_EVENTS, PRUNE_RUNS, REAP},
+    cancel::FIND,
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
     record::RECORD,
@@ -37,8 +39,9 @@ pub(crate) use {
 
 use super::retention::{self, Marks};
 use super::{
-    Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture, RunInfo,
-    RunKey, RunStatus, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec, WaitState,
+    Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture,
+    RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec,
+    WaitState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -272,8 +275,12 @@ impl Store for PgStore {
         Box::pin(self.shared.release(runs))
     }
 
-    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, Saved> {
         Box::pin(self.shared.save_step(run, step))
+    }
+
+    fn cancel(&self, run: RunId, reason: String) -> StoreFuture<'_, Cancel> {
+        Box::pin(self.shared.cancel(run, reason))
     }
 
     fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
@@ -284,7 +291,7 @@ impl Store for PgStore {
         Some(self.shared.lease)
     }
 
-    fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, ()> {
+    fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, Vec<(RunKey, String)>> {
         Box::pin(self.shared.renew(runs))
     }
 

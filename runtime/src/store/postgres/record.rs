@@ -2,46 +2,73 @@
 
 use super::*;
 
+/// The outcome code of a cancellation (the status it is stored as).
+const CANCEL: i16 = 5;
+
 /// The outcome code of a durable sleep (stored as status 0 with `sleeping`).
-const SLEEP: i16 = 4;
+const SLEEP: i16 = 6;
 
 /// The outcome code of a wait for an event (stored as status 0 with `waiting`).
-const WAIT: i16 = 5;
+const WAIT: i16 = 7;
 
-/// The text of [`RECORD`], for `concat!`.
-macro_rules! record {
+/// The text of [`RECORD`], for `concat!`: whether outcome `u` cancels run `r`. A run
+/// marked cancelled while it ran (`cancel`) that would run again (a retry, a sleep, a
+/// wait) is cancelled instead (`OutcomeKind::resumes`).
+macro_rules! cancels {
     () => {
-        "
+        "(u.status = 5 OR (r.cancel IS NOT NULL AND u.status IN (0, 6, 7)))"
+    };
+}
+
+/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors or
+/// cancellation reasons, `$5` delays in ms, `$7` waiting steps) of runs this process
+/// (`$6`) still owns; a cancelled run's pending wait goes. Returns the runs recorded,
+/// their status, and the time.
+pub(crate) const RECORD: &str = concat!(
+    "
+WITH done AS (
 UPDATE fanfare_runs r SET
-    status = CASE WHEN u.status IN (4, 5) THEN 0 ELSE u.status END,
-    sleeping = u.status = 4,
+    status = CASE WHEN ",
+    cancels!(),
+    " THEN 5 WHEN u.status IN (6, 7) THEN 0 ELSE u.status END,
+    sleeping = u.status = 6 AND r.cancel IS NULL,
     -- A wait is still pending unless a send resolved it meanwhile, which
     -- stored its step: the row is read again after such a concurrent
     -- update, so `r.steps` tells (a subquery would not see it).
-    waiting = u.status = 5 AND r.steps <= u.seq,
-    attempts = r.attempts - CASE WHEN u.status IN (4, 5) THEN 1 ELSE 0 END,
+    waiting = u.status = 7 AND r.cancel IS NULL AND r.steps <= u.seq,
+    attempts = r.attempts - CASE WHEN u.status IN (6, 7) AND r.cancel IS NULL THEN 1 ELSE 0 END,
     output = u.output,
-    last_error = coalesce(u.error, r.last_error),
+    last_error = CASE WHEN ",
+    cancels!(),
+    " THEN r.last_error ELSE coalesce(u.error, r.last_error) END,
+    reason = CASE WHEN ",
+    cancels!(),
+    " THEN coalesce(r.cancel, u.error) ELSE r.reason END,
+    cancel = CASE WHEN ",
+    cancels!(),
+    " THEN NULL ELSE r.cancel END,
     due_at = CASE
-        WHEN u.status IN (0, 4) THEN fanfare_now() + u.delay
-        WHEN u.status = 5 AND r.steps <= u.seq THEN fanfare_now() + u.delay
-        WHEN u.status = 5 THEN fanfare_now()
+        WHEN ",
+    cancels!(),
+    " THEN r.due_at
+        WHEN u.status IN (0, 6) THEN fanfare_now() + u.delay
+        WHEN u.status = 7 AND r.steps <= u.seq THEN fanfare_now() + u.delay
+        WHEN u.status = 7 THEN fanfare_now()
         ELSE r.due_at END,
-    finished_at = CASE WHEN u.status >= 2 THEN fanfare_now() END,
+    finished_at = CASE WHEN ",
+    cancels!(),
+    " OR u.status IN (2, 3) THEN fanfare_now() END,
     lease_until = NULL,
     owner = NULL
 FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
     AS u(id, status, output, error, delay, seq)
-WHERE r.id = u.id AND r.owner = $6 AND r.status = 1"
-    };
-}
-
-/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors, `$5`
-/// delays in ms, `$7` waiting steps) of runs this process (`$6`) still owns.
-pub(crate) const RECORD: &str = record!();
-
-/// [`RECORD`], returning the runs it recorded and the time.
-const RECORD_RETURNING: &str = concat!(record!(), "\nRETURNING r.id, fanfare_now()");
+WHERE r.id = u.id AND r.owner = $6 AND r.status = 1
+RETURNING r.id, r.status),
+-- A cancelled run's pending wait resumes nothing.
+waits AS (
+    DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5)))
+SELECT id, status, fanfare_now() FROM done"
+);
 
 impl Shared {
     pub(super) async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
@@ -59,6 +86,12 @@ impl Shared {
             });
             ids.push(o.key as i64);
             match &o.result {
+                OutcomeKind::Cancelled(reason) => {
+                    statuses.push(CANCEL);
+                    outputs.push(None);
+                    errors.push(Some(reason.clone()));
+                    delays.push(0);
+                }
                 OutcomeKind::Completed(output) => {
                     statuses.push(2);
                     outputs.push((!output.is_null()).then(|| output.to_string()));
@@ -113,15 +146,15 @@ impl Shared {
         }
         if !releasing && !batching {
             let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
-            client.execute(&stmt, &params).await.map_err(err)?;
+            client.query(&stmt, &params).await.map_err(err)?;
             return Ok(());
         }
         // The runs' concurrency slots are given back in the transaction that records
         // their outcomes: never one without the other.
         let tx = client.transaction().await.map_err(err)?;
-        let stmt = tx.prepare_cached(RECORD_RETURNING).await.map_err(err)?;
+        let stmt = tx.prepare_cached(RECORD).await.map_err(err)?;
         let rows = tx.query(&stmt, &params).await.map_err(err)?;
-        let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(1) as u64);
+        let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(2) as u64);
         let recorded: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         let promoted = releasing && self.free_slots(&tx, &recorded, now_ms).await?;
         if batching {
@@ -150,17 +183,21 @@ impl Shared {
         Ok(())
     }
 
-    pub(super) async fn save_step(&self, run: RunKey, step: StepRecord) -> Result<()> {
+    /// Stores a step, unless the run is marked cancelled (by any process): the mark and
+    /// the step's row lock the run's row in turn, so a step is never stored after a mark.
+    pub(super) async fn save_step(&self, run: RunKey, step: StepRecord) -> Result<Saved> {
+        let err = |e| self.error("cannot store a step", e);
         let client = self.client().await?;
-        client
+        let stored = client
             .execute(
-                "WITH s AS (
-                     INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (run, seq) DO UPDATE SET step_id = excluded.step_id,
-                         output = excluded.output, started_at = excluded.started_at,
-                         completed_at = excluded.completed_at)
-                 UPDATE fanfare_runs SET steps = greatest(steps, $2 + 1) WHERE id = $1",
+                "WITH r AS (
+                     UPDATE fanfare_runs SET steps = greatest(steps, $2 + 1)
+                     WHERE id = $1 AND cancel IS NULL RETURNING id)
+                 INSERT INTO fanfare_steps (run, seq, step_id, output, started_at, completed_at)
+                 SELECT id, $2, $3, $4, $5, $6 FROM r
+                 ON CONFLICT (run, seq) DO UPDATE SET step_id = excluded.step_id,
+                     output = excluded.output, started_at = excluded.started_at,
+                     completed_at = excluded.completed_at",
                 &[
                     &(run as i64),
                     &(step.seq as i32),
@@ -171,22 +208,43 @@ impl Shared {
                 ],
             )
             .await
-            .map_err(|e| self.error("cannot store a step", e))?;
-        Ok(())
+            .map_err(err)?;
+        if stored > 0 {
+            return Ok(Saved::Stored);
+        }
+        // Marked (the statement's snapshot may predate the mark: read it again).
+        let reason = client
+            .query_opt(
+                "SELECT cancel FROM fanfare_runs WHERE id = $1",
+                &[&(run as i64)],
+            )
+            .await
+            .map_err(err)?
+            .and_then(|row| row.get::<_, Option<String>>(0));
+        Ok(Saved::Cancelled(
+            reason.unwrap_or_else(|| "cancelled".to_owned()),
+        ))
     }
 
-    /// Renews the leases of runs this process is executing.
-    pub(super) async fn renew(&self, runs: Vec<RunKey>) -> Result<()> {
+    /// Renews the leases of runs this process is executing; returns those of them marked
+    /// cancelled, with the reasons.
+    pub(super) async fn renew(&self, runs: Vec<RunKey>) -> Result<Vec<(RunKey, String)>> {
         let ids: Vec<i64> = runs.into_iter().map(|k| k as i64).collect();
-        self.client()
+        let rows = self
+            .client()
             .await?
-            .execute(
-                "UPDATE fanfare_runs SET lease_until = fanfare_now() + $1 \
-                 WHERE id = ANY($2) AND owner = $3 AND status = 1",
+            .query(
+                "WITH r AS (
+                     UPDATE fanfare_runs SET lease_until = fanfare_now() + $1
+                     WHERE id = ANY($2) AND owner = $3 AND status = 1 RETURNING id, cancel)
+                 SELECT id, cancel FROM r WHERE cancel IS NOT NULL",
                 &[&crate::store::sql_millis(self.lease), &ids, &self.owner],
             )
             .await
             .map_err(|e| self.error("cannot renew leases", e))?;
-        Ok(())
+        Ok(rows
+            .iter()
+            .map(|row| (row.get::<_, i64>(0) as RunKey, row.get(1)))
+            .collect())
     }
 }

@@ -43,6 +43,7 @@ impl Shared {
                             RunStatus::Skipped
                         }
                         2 => RunStatus::Completed,
+                        5 => RunStatus::Cancelled,
                         _ => RunStatus::Failed,
                     },
                     attempts: row.get::<_, i32>(4) as u32,

@@ -129,6 +129,16 @@ CREATE TABLE fanfare_flow (
 ALTER TABLE fanfare_functions DROP CONSTRAINT fanfare_functions_pkey;
 ALTER TABLE fanfare_functions ADD PRIMARY KEY (app, function_id, trigger);
 "#,
+    // Cancellation (`Store::cancel`): runs are found by their id; status 5 is cancelled,
+    // with who or what cancelled it in `reason`; `cancel` holds the reason of a run
+    // marked while running (in any process), until it stops. Pruning walks cancelled
+    // runs as completed ones.
+    r#"
+ALTER TABLE fanfare_runs ADD COLUMN cancel text;
+CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
+DROP INDEX fanfare_runs_finished;
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
+"#,
 ];
 
 impl Shared {

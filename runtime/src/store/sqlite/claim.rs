@@ -6,7 +6,7 @@ use crate::flow::rules::{flags, RunFlow};
 /// Due runs of this process's functions, earliest first (ties in the order the runs
 /// were stored: the order of debounce, batch and throttle).
 pub(crate) const CLAIM: &str =
-    "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank, batch FROM fanfare_runs \
+    "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank, batch, cancel FROM fanfare_runs \
     WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
     ORDER BY due_at, id LIMIT ?2";
 
@@ -15,8 +15,17 @@ pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE st
     AND function_id IN (SELECT id FROM temp.fanfare_local)";
 
 /// A due run: row id, run id, event id, function id, attempts so far, steps completed,
-/// and its flow-control columns.
-type ClaimRow = (i64, Vec<u8>, Vec<u8>, String, u32, u32, RunFlow);
+/// its flow-control columns, and its cancellation mark.
+type ClaimRow = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    u32,
+    u32,
+    RunFlow,
+    Option<String>,
+);
 
 impl Ctx<'_> {
     pub(super) fn claim(
@@ -42,6 +51,7 @@ impl Ctx<'_> {
                         rank: r.get(8)?,
                         batch: r.get(9)?,
                     },
+                    r.get(10)?,
                 ))
             })
             .and_then(|rows| rows.collect())
@@ -56,7 +66,7 @@ impl Ctx<'_> {
             .map_err(&err)?;
         let mut runs = Vec::with_capacity(rows.len());
         let mut gated = false;
-        for (key, run_id, event_id, function_id, attempts, steps, flow) in rows {
+        for (key, run_id, event_id, function_id, attempts, steps, flow, cancel) in rows {
             // Only this process's functions are selected, so the lookup always succeeds.
             let Some(&function) = self.functions.get(function_id.as_str()) else {
                 continue;
@@ -98,6 +108,7 @@ impl Ctx<'_> {
                 event,
                 steps,
                 batch,
+                cancel,
             });
         }
         let next_due = if gated {

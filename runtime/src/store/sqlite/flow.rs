@@ -82,13 +82,18 @@ impl Ctx<'_> {
     }
 
     /// Finishes the other runs of the batches that finished runs executed, as they
-    /// finished.
-    pub(super) fn finish_batches(&self, tx: &Connection, outcomes: &[&Outcome]) -> Result<()> {
+    /// ended.
+    pub(super) fn finish_batches(
+        &self,
+        tx: &Connection,
+        outcomes: &[(RunKey, &OutcomeKind)],
+    ) -> Result<()> {
         let err = self.err("cannot finish a batch");
-        for outcome in outcomes {
-            let (status, error) = match &outcome.result {
-                OutcomeKind::Completed(_) => (COMPLETED, None),
-                OutcomeKind::Failed(e) => (FAILED, Some(e.as_str())),
+        for &(key, result) in outcomes {
+            let (status, error, cancelled) = match result {
+                OutcomeKind::Completed(_) => (COMPLETED, None, None),
+                OutcomeKind::Failed(e) => (FAILED, Some(e.as_str()), None),
+                OutcomeKind::Cancelled(why) => (CANCELLED, None, Some(why.as_str())),
                 _ => continue,
             };
             let runner: Option<(i64, Option<i64>, Vec<u8>)> = tx
@@ -96,10 +101,8 @@ impl Ctx<'_> {
                     "SELECT flow, batch, run_id FROM fanfare_runs WHERE id = ?1 AND status = 1",
                 )
                 .and_then(|mut s| {
-                    s.query_row([outcome.key as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
+                    s.query_row([key as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
                 })
                 .map_err(&err)?;
             let Some((flow, Some(batch), run_id)) = runner else {
@@ -108,12 +111,16 @@ impl Ctx<'_> {
             if flow & i64::from(flags::RUNNER) == 0 {
                 continue;
             }
-            let reason = format!("ran in the batch of run {}", uuid_from(&run_id)?);
+            let run_id = uuid_from(&run_id)?;
+            let reason = match cancelled {
+                Some(why) => crate::flow::cancel::with_batch(run_id, why),
+                None => format!("ran in the batch of run {run_id}"),
+            };
             tx.prepare_cached(FINISH_BATCH)
                 .and_then(|mut s| {
                     s.execute(params![
                         batch,
-                        outcome.key as i64,
+                        key as i64,
                         status,
                         error,
                         reason,
@@ -155,37 +162,52 @@ impl Ctx<'_> {
             let mut states =
                 self.load_states(tx, &rules::concurrency_slots(function, flow, ckey))?;
             rules::release(function, flow, ckey, &mut states);
-            let mut failed = None;
-            let placed = rules::refill(function, flow, ckey, &mut states, |stage, n| {
-                match self.held(tx, function, stage, ckey, n) {
-                    Ok(runs) => runs,
-                    Err(e) => {
-                        failed = Some(e);
-                        Vec::new()
-                    }
+            self.refill(tx, function, flow, ckey, &mut states)?;
+        }
+        Ok(())
+    }
+
+    /// Passes released slots of `function` (key `ckey`) on to the first held runs, and
+    /// writes `states` (which hold the function's concurrency states).
+    pub(super) fn refill(
+        &self,
+        tx: &Connection,
+        function: &'static str,
+        flow: &'static Flow,
+        ckey: Option<&str>,
+        states: &mut States,
+    ) -> Result<()> {
+        let err = self.err("cannot release concurrency slots");
+        let mut failed = None;
+        let placed = rules::refill(function, flow, ckey, states, |stage, n| {
+            match self.held(tx, function, stage, ckey, n) {
+                Ok(runs) => runs,
+                Err(e) => {
+                    failed = Some(e);
+                    Vec::new()
                 }
-            });
-            if let Some(e) = failed {
-                return Err(e);
             }
-            self.save_states(tx, &states)?;
-            for (run, place) in placed {
-                let (hold, status, set, reason) = match place {
-                    Place::Ready => (None, QUEUED, flags::SLOTS, None),
-                    Place::Function => (
-                        Some(Stage::Function as i64),
-                        HELD,
-                        0,
-                        Some(rules::held(flow, Stage::Function, None)),
-                    ),
-                };
-                tx.prepare_cached(
-                    "UPDATE fanfare_runs SET status = ?2, hold = ?3, flow = flow | ?4, reason = ?5 \
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![run, status, hold, set, reason]))
-                .map_err(&err)?;
-            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.save_states(tx, states)?;
+        for (run, place) in placed {
+            let (hold, status, set, reason) = match place {
+                Place::Ready => (None, QUEUED, flags::SLOTS, None),
+                Place::Function => (
+                    Some(Stage::Function as i64),
+                    HELD,
+                    0,
+                    Some(rules::held(flow, Stage::Function, None)),
+                ),
+            };
+            tx.prepare_cached(
+                "UPDATE fanfare_runs SET status = ?2, hold = ?3, flow = flow | ?4, reason = ?5 \
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![run, status, hold, set, reason]))
+            .map_err(&err)?;
         }
         Ok(())
     }
@@ -215,7 +237,7 @@ impl Ctx<'_> {
             .map_err(&err)
     }
 
-    fn load_states(&self, tx: &Connection, slots: &[Slot]) -> Result<States> {
+    pub(super) fn load_states(&self, tx: &Connection, slots: &[Slot]) -> Result<States> {
         let err = self.err("cannot read flow-control state");
         let mut select = tx
             .prepare_cached(
@@ -242,7 +264,7 @@ impl Ctx<'_> {
     }
 
     /// Writes states back; those that say nothing a fresh one would not are deleted.
-    fn save_states(&self, tx: &Connection, states: &States) -> Result<()> {
+    pub(super) fn save_states(&self, tx: &Connection, states: &States) -> Result<()> {
         let err = self.err("cannot write flow-control state");
         for (slot, state) in states.iter() {
             if state.is_idle(self.now) {
@@ -278,7 +300,7 @@ impl Ctx<'_> {
 pub(crate) const BATCH_EVENTS: &str = "SELECT e.id, e.name, e.data, e.ts FROM fanfare_runs r \
     JOIN fanfare_events e ON e.id = r.event_id WHERE r.batch = ?1 ORDER BY r.id";
 
-/// Finishes the runs of batch `?1` but its runner `?2`, as it finished.
+/// Finishes the runs of batch `?1` but its runner `?2`, as it ended.
 pub(crate) const FINISH_BATCH: &str = "UPDATE fanfare_runs \
     SET status = ?3, last_error = ?4, reason = ?5, finished_at = ?6 WHERE batch = ?1 AND id != ?2";
 

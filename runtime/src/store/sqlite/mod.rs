@@ -8,6 +8,7 @@
 //! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
 //! while it runs. Runs left `running` by a process that died are re-queued at open.
 
+mod cancel;
 mod claim;
 mod flow;
 mod prune;
@@ -20,6 +21,7 @@ mod writer;
 
 #[cfg(test)]
 pub(crate) use {
+    cancel::FIND,
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{PRUNE_EVENTS, PRUNE_RUNS},
@@ -29,7 +31,8 @@ pub(crate) use {
 
 use super::retention::{self, Marks};
 use super::{
-    Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
+    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Saved, Store,
+    StoreFuture,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use crate::error::{Error, ErrorKind, Result};
@@ -74,6 +77,8 @@ const COMPLETED: i64 = 2;
 
 const FAILED: i64 = 3;
 
+const CANCELLED: i64 = 5;
+
 pub(crate) struct SqliteStore {
     commands: mpsc::UnboundedSender<Command>,
     /// Set by `close`: the writer thread is gone and the file released.
@@ -88,7 +93,8 @@ enum Command {
         oneshot::Sender<std::result::Result<(), RecordError>>,
     ),
     Release(Vec<RunKey>, oneshot::Sender<Result<()>>),
-    SaveStep(RunKey, StepRecord, oneshot::Sender<Result<()>>),
+    SaveStep(RunKey, StepRecord, oneshot::Sender<Result<Saved>>),
+    Cancel(RunId, String, oneshot::Sender<Result<Cancel>>),
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
     /// Ends the writer after the commands before it; answered once the file is released.
@@ -110,6 +116,8 @@ enum Reply {
         Result<Option<Vec<RunInfo>>>,
     ),
     Wait(oneshot::Sender<Result<WaitState>>, Result<WaitState>),
+    Saved(oneshot::Sender<Result<Saved>>, Result<Saved>),
+    Cancel(oneshot::Sender<Result<Cancel>>, Result<Cancel>),
 }
 
 impl Reply {
@@ -138,6 +146,8 @@ impl Reply {
             }
             Reply::Runs(tx, r) => answer(tx, r, commit),
             Reply::Wait(tx, r) => answer(tx, r, commit),
+            Reply::Saved(tx, r) => answer(tx, r, commit),
+            Reply::Cancel(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -250,8 +260,12 @@ impl Store for SqliteStore {
         self.call(|tx| Command::Release(runs, tx))
     }
 
-    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, ()> {
+    fn save_step(&self, run: RunKey, step: StepRecord) -> StoreFuture<'_, Saved> {
         self.call(|tx| Command::SaveStep(run, step, tx))
+    }
+
+    fn cancel(&self, run: RunId, reason: String) -> StoreFuture<'_, Cancel> {
+        self.call(|tx| Command::Cancel(run, reason, tx))
     }
 
     fn wait(&self, run: RunKey, spec: WaitSpec) -> StoreFuture<'_, WaitState> {
@@ -330,6 +344,7 @@ fn status_from(status: i64) -> RunStatus {
         RUNNING => RunStatus::Running,
         COMPLETED => RunStatus::Completed,
         FAILED => RunStatus::Failed,
+        CANCELLED => RunStatus::Cancelled,
         _ => RunStatus::Failed,
     }
 }

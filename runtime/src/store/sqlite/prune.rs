@@ -2,9 +2,10 @@
 
 use super::*;
 
-/// Completed runs past the retention cut-off, from a mark, in `(finished_at, id)` order.
+/// Completed (or cancelled) runs past the retention cut-off, from a mark, in
+/// `(finished_at, id)` order.
 pub(crate) const PRUNE_RUNS: &str = "SELECT finished_at, id, event_id FROM fanfare_runs \
-    WHERE status = 2 AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
+    WHERE status IN (2, 5) AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
     ORDER BY finished_at, id LIMIT ?4";
 
 /// Events past the retention cut-off, from a mark, in `(ts, id)` order.
@@ -36,7 +37,7 @@ impl Ctx<'_> {
         let mut done = tx
             .prepare_cached(
                 "SELECT NOT EXISTS (SELECT 1 FROM fanfare_runs \
-                 WHERE event_id = ?1 AND (status != 2 OR finished_at >= ?2))",
+                 WHERE event_id = ?1 AND (status NOT IN (2, 5) OR finished_at >= ?2))",
             )
             .map_err(&err)?;
         let mut seen = std::collections::HashSet::new();

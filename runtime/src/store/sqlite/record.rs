@@ -1,11 +1,32 @@
 //! Outcomes, steps and releases of the runs this process executes.
 
 use super::*;
+use std::borrow::Cow;
 
 impl Ctx<'_> {
     pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
         let now = self.now as i64;
+        // A run marked cancelled while it ran that would run again is cancelled instead.
+        let mut mark = tx
+            .prepare_cached(
+                "SELECT cancel FROM fanfare_runs WHERE id = ?1 AND status = 1 AND cancel IS NOT NULL",
+            )
+            .map_err(&err)?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let marked: Option<String> = if o.result.resumes() {
+                mark.query_row([o.key as i64], |r| r.get(0))
+                    .optional()
+                    .map_err(&err)?
+            } else {
+                None
+            };
+            results.push(match marked {
+                Some(reason) => Cow::Owned(OutcomeKind::Cancelled(reason)),
+                None => Cow::Borrowed(&o.result),
+            });
+        }
         // Flow control's share: slots for the runs of functions that limit concurrency,
         // batches for those of `batch` functions.
         let flow_of = |o: &Outcome| self.registry.defs[o.function as usize].flow();
@@ -14,9 +35,11 @@ impl Ctx<'_> {
             .filter(|o| flow_of(o).is_some_and(|f| f.limits_concurrency()))
             .map(|o| o.key as i64)
             .collect();
-        let batching: Vec<&Outcome> = outcomes
+        let batching: Vec<(RunKey, &OutcomeKind)> = outcomes
             .iter()
-            .filter(|o| flow_of(o).is_some_and(|f| f.batch.is_some()))
+            .zip(&results)
+            .filter(|(o, _)| flow_of(o).is_some_and(|f| f.batch.is_some()))
+            .map(|(o, r)| (o.key, r.as_ref()))
             .collect();
         if !releasing.is_empty() {
             self.free_slots(tx, &releasing)?;
@@ -24,9 +47,9 @@ impl Ctx<'_> {
         if !batching.is_empty() {
             self.finish_batches(tx, &batching)?;
         }
-        for outcome in outcomes {
+        for (outcome, result) in outcomes.iter().zip(&results) {
             let key = outcome.key as i64;
-            match &outcome.result {
+            match result.as_ref() {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());
                     tx.prepare_cached(
@@ -71,6 +94,19 @@ impl Ctx<'_> {
                     .and_then(|mut s| s.execute(params![key, error, now]))
                     .map_err(&err)?;
                 }
+                OutcomeKind::Cancelled(reason) => {
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 5, sleeping = 0, waiting = 0, \
+                         reason = coalesce(cancel, ?2), cancel = NULL, finished_at = ?3 \
+                         WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, reason, now]))
+                    .map_err(&err)?;
+                    // A wait it registered before it stopped resumes nothing.
+                    tx.prepare_cached("DELETE FROM fanfare_waits WHERE run = ?1")
+                        .and_then(|mut s| s.execute([key]))
+                        .map_err(&err)?;
+                }
             }
         }
         Ok(())
@@ -85,6 +121,24 @@ impl Ctx<'_> {
             s.execute([key as i64]).map_err(&err)?;
         }
         Ok(())
+    }
+
+    /// Stores a step of a running run, unless the run is marked cancelled.
+    pub(super) fn save_running_step(
+        &self,
+        tx: &Connection,
+        run: RunKey,
+        step: StepRecord,
+    ) -> Result<Saved> {
+        let mark: Option<String> = tx
+            .prepare_cached("SELECT cancel FROM fanfare_runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([run as i64], |r| r.get(0)).optional())
+            .map_err(self.err("cannot store a step"))?
+            .flatten();
+        match mark {
+            Some(reason) => Ok(Saved::Cancelled(reason)),
+            None => self.save_step(tx, run, step).map(|()| Saved::Stored),
+        }
     }
 
     pub(super) fn save_step(&self, tx: &Connection, run: RunKey, step: StepRecord) -> Result<()> {

@@ -95,6 +95,15 @@ CREATE TABLE fanfare_flow (
     PRIMARY KEY (function_id, kind, key)
 ) WITHOUT ROWID;
 "#,
+    // Cancellation (`Store::cancel`): runs are found by their id; status 5 is cancelled,
+    // with who or what cancelled it in `reason`; `cancel` holds the reason of a run
+    // marked while running, until it stops. Pruning walks cancelled runs as completed ones.
+    r#"
+ALTER TABLE fanfare_runs ADD COLUMN cancel TEXT;
+CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
+DROP INDEX fanfare_runs_finished;
+CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where

@@ -9,7 +9,9 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Append(_, _, tx) => Reply::Append(tx, Err(e())),
         Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
-        Command::Release(_, tx) | Command::SaveStep(_, _, tx) => Reply::Unit(tx, Err(e())),
+        Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
+        Command::SaveStep(_, _, tx) => Reply::Saved(tx, Err(e())),
+        Command::Cancel(_, _, tx) => Reply::Cancel(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
@@ -100,7 +102,10 @@ impl Writer {
                 Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
                 Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(&sp, key, spec)),
                 Command::SaveStep(key, step, reply) => {
-                    Reply::Unit(reply, ctx.save_step(&sp, key, step))
+                    Reply::Saved(reply, ctx.save_running_step(&sp, key, step))
+                }
+                Command::Cancel(run, reason, reply) => {
+                    Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
                 }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
                 Command::Close(reply) => Reply::Unit(reply, Ok(())),
@@ -111,6 +116,8 @@ impl Writer {
                 Reply::Unit(_, r) | Reply::Record(_, _, r) => r.is_ok(),
                 Reply::Runs(_, r) => r.is_ok(),
                 Reply::Wait(_, r) => r.is_ok(),
+                Reply::Saved(_, r) => r.is_ok(),
+                Reply::Cancel(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
