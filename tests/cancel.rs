@@ -6,7 +6,10 @@
 mod common;
 
 use common::services::{log_file, log_lines, observer, Service, CANCEL};
-use common::{gate, hit, hits, postgres_ready, postgres_schema, Store, LIMIT};
+use common::{
+    finished, gate, hit, hits, postgres_ready, postgres_schema, run_of, started, step_ids, until,
+    until_status, Store,
+};
 use fanfare::{
     function, Ctx, Error, ErrorKind, Event, EventId, Failure, RunId, RunInfo, RunStatus, Runtime,
     SendOptions,
@@ -14,8 +17,7 @@ use fanfare::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use tokio::time::timeout;
+use std::time::Duration;
 
 conformance!(
     a_queued_run_is_cancelled_before_it_ever_runs,
@@ -32,50 +34,6 @@ conformance!(
 );
 
 const REASON: &str = "cancelled by `Runtime::cancel`";
-
-/// The only run of an event.
-async fn run_of(rt: &Runtime, id: EventId) -> RunInfo {
-    let runs = rt.runs(id).await.unwrap();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    runs.into_iter().next().unwrap()
-}
-
-/// Waits until `check` holds, polling; fails the test after `LIMIT`.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the event's only run has `status`.
-async fn until_status(rt: &Runtime, id: EventId, status: RunStatus) {
-    until(&format!("the run is {status:?}"), async || {
-        run_of(rt, id).await.status == status
-    })
-    .await;
-}
-
-/// Waits until every run of the event has finished.
-async fn finished(rt: &Runtime, id: EventId) -> RunInfo {
-    timeout(LIMIT, rt.wait(id))
-        .await
-        .expect("the run did not finish in time")
-        .unwrap();
-    run_of(rt, id).await
-}
-
-/// Waits for the function of `tag` to reach its gate.
-async fn started(tag: &str) {
-    timeout(LIMIT, gate(tag).started.notified())
-        .await
-        .expect("the function never started");
-}
-
-fn step_ids(run: &RunInfo) -> Vec<&str> {
-    run.steps.iter().map(|s| s.id.as_str()).collect()
-}
 
 fn assert_cancelled(run: &RunInfo) {
     assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");

@@ -13,6 +13,7 @@ fn ui() {
     t.compile_fail("ui/triggers/*.rs");
     t.compile_fail("ui/union/*.rs");
     t.compile_fail("ui/cron/*.rs");
+    t.compile_fail("ui/lifetime/*.rs");
     t.compile_fail("ui/event/*.rs");
     t.compile_fail("ui/send/*.rs");
     t.compile_fail("ui/step/*.rs");

@@ -26,6 +26,12 @@ mod kw {
     syn::custom_keyword!(filter);
     syn::custom_keyword!(idempotency);
     syn::custom_keyword!(cron);
+    syn::custom_keyword!(cancel_on);
+    syn::custom_keyword!(event);
+    syn::custom_keyword!(matching);
+    syn::custom_keyword!(timeouts);
+    syn::custom_keyword!(start);
+    syn::custom_keyword!(finish);
 }
 
 /// The greatest `retries` value accepted.
@@ -158,6 +164,89 @@ impl Control {
     }
 }
 
+/// `cancel_on(event = "…", matching = "…", timeout = "…")`: which are required is
+/// checked later.
+pub struct CancelOn {
+    pub span: Span,
+    pub event: Option<LitStr>,
+    pub matching: Option<LitStr>,
+    pub timeout: Option<LitStr>,
+}
+
+impl CancelOn {
+    fn parse(span: Span, input: ParseStream, errors: &mut Errors) -> syn::Result<CancelOn> {
+        let content;
+        syn::parenthesized!(content in input);
+        let mut c = CancelOn {
+            span,
+            event: None,
+            matching: None,
+            timeout: None,
+        };
+        parse_pairs(&content, |input| {
+            let look = input.lookahead1();
+            if look.peek(kw::event) {
+                let key = input.parse::<kw::event>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut c.event, "event", key.span, input.parse()?, errors);
+            } else if look.peek(kw::matching) {
+                let key = input.parse::<kw::matching>()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut c.matching,
+                    "matching",
+                    key.span,
+                    input.parse()?,
+                    errors,
+                );
+            } else if look.peek(kw::timeout) {
+                let key = input.parse::<kw::timeout>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut c.timeout, "timeout", key.span, input.parse()?, errors);
+            } else {
+                return Err(look.error());
+            }
+            Ok(())
+        })?;
+        Ok(c)
+    }
+}
+
+/// `timeouts(start = "…", finish = "…")`.
+pub struct Timeouts {
+    pub span: Span,
+    pub start: Option<LitStr>,
+    pub finish: Option<LitStr>,
+}
+
+impl Timeouts {
+    fn parse(span: Span, input: ParseStream, errors: &mut Errors) -> syn::Result<Timeouts> {
+        let content;
+        syn::parenthesized!(content in input);
+        let mut t = Timeouts {
+            span,
+            start: None,
+            finish: None,
+        };
+        parse_pairs(&content, |input| {
+            let look = input.lookahead1();
+            if look.peek(kw::start) {
+                let key = input.parse::<kw::start>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut t.start, "start", key.span, input.parse()?, errors);
+            } else if look.peek(kw::finish) {
+                let key = input.parse::<kw::finish>()?;
+                input.parse::<Token![=]>()?;
+                set(&mut t.finish, "finish", key.span, input.parse()?, errors);
+            } else {
+                return Err(look.error());
+            }
+            Ok(())
+        })?;
+        Ok(t)
+    }
+}
+
 /// `#[function(trigger = "…" | cron = "…", id = "…", retries = N, on_failure = handler, …flow control)]`
 #[derive(Default)]
 pub struct FunctionArgs {
@@ -177,6 +266,10 @@ pub struct FunctionArgs {
     pub priority: Option<ExprClosure>,
     pub filter: Option<ExprClosure>,
     pub idempotency: Option<ExprClosure>,
+    /// `cancel_on(event = "…", matching = "…", timeout = "…")`, in the order written.
+    pub cancel_on: Vec<CancelOn>,
+    /// `timeouts(start = "…", finish = "…")`.
+    pub timeouts: Option<Timeouts>,
     /// Problems that do not stop parsing (duplicates); reported with the other checks.
     pub errors: Errors,
 }
@@ -305,6 +398,20 @@ impl Parse for FunctionArgs {
                     "idempotency",
                     key.span,
                     value,
+                    &mut args.errors,
+                );
+            } else if look.peek(kw::cancel_on) {
+                let key = input.parse::<kw::cancel_on>()?;
+                let c = CancelOn::parse(key.span, input, &mut args.errors)?;
+                args.cancel_on.push(c);
+            } else if look.peek(kw::timeouts) {
+                let key = input.parse::<kw::timeouts>()?;
+                let t = Timeouts::parse(key.span, input, &mut args.errors)?;
+                set(
+                    &mut args.timeouts,
+                    "timeouts",
+                    key.span,
+                    t,
                     &mut args.errors,
                 );
             } else if look.peek(kw::priority) {

@@ -25,6 +25,11 @@ impl Errors {
         self.push(syn::Error::new(span, message));
     }
 
+    /// How many errors were reported so far.
+    pub fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
+    }
+
     /// `Ok(())` when nothing was reported.
     pub fn finish(self) -> Result<(), syn::Error> {
         self.0.map_or(Ok(()), Err)

@@ -4,6 +4,7 @@ use crate::attr::FunctionArgs;
 use crate::check::{self, Errors};
 use crate::exports;
 use crate::flow::Flow;
+use crate::lifetime::Lifetime;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -59,6 +60,7 @@ struct Checked {
     flow: Flow,
     /// `cron = "…"`, parsed: the function runs on its ticks instead of on events.
     cron: Option<LitStr>,
+    lifetime: Lifetime,
 }
 
 /// Parses a `cron` expression as the runtime will, so a bad one does not compile.
@@ -177,6 +179,7 @@ impl Checked {
             );
         }
         let flow = Flow::check(&mut args, errors);
+        let lifetime = Lifetime::check(&mut args, errors);
         let takes = event.clone();
         let event = match (event, &flow) {
             (Some(ty), Some(flow)) => batched(ty, flow.batches(), errors),
@@ -192,6 +195,7 @@ impl Checked {
                 None => None,
             },
             flow: flow?,
+            lifetime: lifetime?,
             takes: takes?,
             triggers: trigger?,
             id,
@@ -296,9 +300,11 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
         on_failure,
         flow,
         cron,
+        lifetime,
     } = c;
     let batches = flow.batches();
     let (flow_items, flow) = flow.expand(event, &exports::private(ident.span()));
+    let (lifetime_items, lifetime) = lifetime.expand(event, &exports::private(ident.span()));
     let ev_private = exports::private(event.span());
     let fn_name = ident.to_string();
     let event_name = quote!(#event).to_string();
@@ -379,6 +385,7 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     false,
                     ::core::option::Option::None,
                     ::core::option::Option::None,
+                    ::core::option::Option::None,
                 )
             }
         }
@@ -437,10 +444,13 @@ fn expand(func: &ItemFn, c: &Checked) -> TokenStream {
                     #has_on_failure,
                     #flow,
                     #cron,
+                    #lifetime,
                 )
             }
 
             #flow_items
+
+            #lifetime_items
 
             #failure
         };

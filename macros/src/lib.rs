@@ -13,6 +13,7 @@ mod event;
 mod expand;
 mod exports;
 mod flow;
+mod lifetime;
 
 use proc_macro::TokenStream;
 

@@ -26,6 +26,9 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 mod cancel;
+mod lifetime;
+
+use lifetime::Started;
 
 /// Longest an idle dispatcher waits before it claims again.
 const IDLE_CLAIM: Duration = Duration::from_secs(1);
@@ -128,9 +131,17 @@ impl Engine {
             for mut run in claim.runs {
                 let key = run.key;
                 let steps = std::mem::take(&mut run.steps);
+                let started = Started {
+                    fresh: run.attempt == 0 && steps.is_empty(),
+                    first_ms: steps
+                        .iter()
+                        .map(|s| s.started_ms)
+                        .min()
+                        .unwrap_or_else(now_millis),
+                };
                 let state = Arc::new(RunState::new(key, run.run_id, Arc::clone(&self), steps));
                 let weak = Arc::downgrade(&state);
-                let task = tokio::spawn(Arc::clone(&self).execute(run, state));
+                let task = tokio::spawn(Arc::clone(&self).execute(run, state, started));
                 inflight.insert(
                     key,
                     Inflight {
@@ -143,7 +154,7 @@ impl Engine {
     }
 
     /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun, state: Arc<RunState>) {
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun, state: Arc<RunState>, started: Started) {
         let def = self.registry.defs[run.function as usize];
         let span = tracing::info_span!(
             "fanfare.run",
@@ -152,6 +163,7 @@ impl Engine {
             event_id = %run.event.id,
             attempt = run.attempt,
         );
+        let finish = Self::finish_deadline(def, started);
         let ended = if let Some(reason) = run.cancel.take() {
             // Marked cancelled before this attempt began (by another app's process, or
             // while its last attempt ran in a process that stopped): it does not execute.
@@ -168,6 +180,10 @@ impl Engine {
                 ),
             )
             .never_retry()))
+        } else if let Some(reason) = self.ends_before(def, &run.event, started).await {
+            // A timeout passed, or a cancelling event was sent since the run's event.
+            state.cancel(reason);
+            Ended::Suspended(Suspend::Cancel)
         } else {
             let input = RunInput {
                 envelope: Arc::clone(&run.event),
@@ -181,15 +197,21 @@ impl Engine {
                 // A durable sleep or wait, or a cancellation, suspends the run: the
                 // attempt's future is dropped where it stands, and the run goes back to
                 // the queue until its wake time (or ends), holding no task.
+                // `timeouts(finish)`: the attempt is dropped where it stands at the deadline.
                 Ok(fut) => tokio::select! {
                     biased;
                     result = CatchUnwind(fut).instrument(span.clone()) => Ended::Returned(result),
                     why = state.suspended() => Ended::Suspended(why),
+                    reason = finish_timer(finish.clone()) => {
+                        state.cancel(reason);
+                        Ended::Suspended(Suspend::Cancel)
+                    }
                 },
                 Err(e) => Ended::Returned(Err(e)),
             }
         };
         let result = span.in_scope(|| self.decide(&run, def.retries(), ended, state.cancelled()));
+        let result = Self::cap(result, finish.map(|(deadline, _)| deadline));
         if let OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } = result {
             // Suspended: nothing to report, no handler to start.
             let _ = self.outcomes.send(Outcome {
@@ -333,9 +355,15 @@ impl Engine {
             ));
         }
         let id = envelope.id;
+        // An event that cancels runs (`cancel_on`) cancels them before `send` returns.
+        let cancels = (!self.registry.cancellers(&envelope.name).is_empty())
+            .then(|| Arc::new(envelope.clone()));
         let runs = self.store.append(envelope).await?;
         if runs > 0 {
             self.wake.notify_one();
+        }
+        if let Some(event) = cancels {
+            self.cancel_matching(&[event]).await;
         }
         Ok(id)
     }
@@ -516,5 +544,17 @@ impl Future for CatchUnwind {
                 )))
             }
         }
+    }
+}
+
+/// Resolves with the reason at the `finish` deadline, if there is one; never otherwise.
+async fn finish_timer(finish: Option<(u64, String)>) -> String {
+    match finish {
+        Some((deadline_ms, reason)) => {
+            let left = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
+            tokio::time::sleep(left).await;
+            reason
+        }
+        None => std::future::pending().await,
     }
 }

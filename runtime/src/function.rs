@@ -5,6 +5,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, RunId};
 use crate::flow::Flow;
+use crate::lifetime::{CancelOn, Lifetime};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +28,7 @@ pub struct FunctionDef {
     on_failure: bool,
     flow: Option<&'static Flow>,
     cron: Option<&'static str>,
+    lifetime: Option<&'static Lifetime>,
 }
 
 /// Where a function is defined in the source.
@@ -62,6 +64,7 @@ impl FunctionDef {
         on_failure: bool,
         flow: Option<&'static Flow>,
         cron: Option<&'static str>,
+        lifetime: Option<&'static Lifetime>,
     ) -> Self {
         FunctionDef {
             id,
@@ -74,7 +77,13 @@ impl FunctionDef {
             on_failure,
             flow,
             cron,
+            lifetime,
         }
+    }
+
+    /// How the function's runs may end early: `cancel_on(…)` and `timeouts(…)`.
+    pub fn lifetime(&self) -> Option<&'static Lifetime> {
+        self.lifetime
     }
 
     /// The function's cron expression (`cron = "…"`), for a function run on a schedule.
@@ -179,6 +188,8 @@ pub fn functions() -> Vec<&'static FunctionDef> {
 pub(crate) struct Registry {
     pub defs: Vec<&'static FunctionDef>,
     by_trigger: HashMap<&'static str, Box<[u32]>>,
+    /// The `cancel_on` rules by the name of the event that cancels: (function, rule).
+    cancellers: HashMap<&'static str, Vec<(u32, &'static CancelOn)>>,
     /// For each function, its `on_failure` handler's index.
     failure_handlers: Vec<Option<u32>>,
 }
@@ -218,6 +229,15 @@ impl Registry {
                 }
             }
         }
+        let mut cancellers: HashMap<&'static str, Vec<(u32, &'static CancelOn)>> = HashMap::new();
+        for (i, def) in defs.iter().enumerate() {
+            for rule in def.lifetime.map_or(&[][..], |l| l.cancel_on()) {
+                cancellers
+                    .entry(rule.event())
+                    .or_default()
+                    .push((i as u32, rule));
+            }
+        }
         let index: HashMap<&str, u32> = defs
             .iter()
             .enumerate()
@@ -233,6 +253,7 @@ impl Registry {
             .collect();
         Ok(Registry {
             failure_handlers,
+            cancellers,
             defs,
             by_trigger: by_trigger
                 .into_iter()
@@ -252,6 +273,18 @@ impl Registry {
             .get(function as usize)
             .copied()
             .flatten()
+    }
+
+    /// The `cancel_on` rules that events named `event` match: (function, rule).
+    pub fn cancellers(&self, event: &str) -> &[(u32, &'static CancelOn)] {
+        self.cancellers.get(event).map_or(&[], |v| v)
+    }
+
+    /// The names of the events that cancel runs of these functions.
+    pub fn cancel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.cancellers.keys().map(|&n| n.to_owned()).collect();
+        names.sort_unstable();
+        names
     }
 
     /// Indexes of the functions triggered by `event`.

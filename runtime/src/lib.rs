@@ -98,6 +98,7 @@ mod error;
 mod event;
 mod flow;
 mod function;
+mod lifetime;
 mod runtime;
 mod send_options;
 mod step;
@@ -111,6 +112,7 @@ pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
 pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
+pub use lifetime::{CancelOn, Lifetime};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
 pub use send_options::SendOptions;
 #[cfg(feature = "sqlite")]
@@ -150,6 +152,7 @@ pub mod __private {
         call, check_trigger, Failure, Function, FunctionDef, HandlerFuture, HandlerResult,
         IntoOutput, Location, RunInput, FAILURE_EVENT,
     };
+    pub use crate::lifetime::{CancelOn, Lifetime};
     pub use inventory;
     pub use serde_json;
 }

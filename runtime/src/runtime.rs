@@ -322,6 +322,7 @@ impl Builder {
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let heartbeat = tokio::spawn(Arc::clone(&engine).heartbeat());
+        let watch = tokio::spawn(Arc::clone(&engine).watch_cancels());
         // Every executing process schedules the app's cron ticks; the store keeps one run
         // of each tick.
         let cron = (0..engine.registry.defs.len() as u32)
@@ -336,6 +337,7 @@ impl Builder {
                 dispatcher,
                 recorder,
                 heartbeat,
+                watch,
                 cron,
             })),
         });
@@ -390,6 +392,8 @@ struct Tasks {
     dispatcher: JoinHandle<()>,
     recorder: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    /// Looks for other processes' events that cancel this process's runs (`cancel_on`).
+    watch: JoinHandle<()>,
     /// One task per `cron` function.
     cron: Vec<JoinHandle<()>>,
 }
@@ -570,7 +574,7 @@ impl Runtime {
         let engine = &self.inner.engine;
         engine.stopping.store(true, Ordering::Release);
         engine.wake.notify_one();
-        for task in &tasks.cron {
+        for task in tasks.cron.iter().chain([&tasks.watch]) {
             task.abort();
         }
         let _ = tasks.dispatcher.await;
@@ -656,7 +660,7 @@ impl Drop for Inner {
         {
             tasks.recorder.abort();
             tasks.heartbeat.abort();
-            for task in &tasks.cron {
+            for task in tasks.cron.iter().chain([&tasks.watch]) {
                 task.abort();
             }
         }

@@ -9,11 +9,12 @@
 
 pub mod services;
 
-use fanfare::{Backoff, Builder, Runtime};
+use fanfare::{Backoff, Builder, EventId, RunInfo, RunStatus, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::timeout;
 
 /// Longest a test waits for runs before it fails.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -126,6 +127,52 @@ pub fn gate(key: &str) -> Arc<Gate> {
     static G: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
     let mut gates = G.get_or_init(Default::default).lock().unwrap();
     Arc::clone(gates.entry(key.to_owned()).or_default())
+}
+
+// --- runs -----------------------------------------------------------------------------
+
+/// The only run of an event.
+pub async fn run_of(rt: &Runtime, id: EventId) -> RunInfo {
+    let runs = rt.runs(id).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().unwrap()
+}
+
+/// Waits until `check` holds, polling; fails the test after `LIMIT`.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the event's only run has `status`.
+pub async fn until_status(rt: &Runtime, id: EventId, status: RunStatus) {
+    until(&format!("the run is {status:?}"), async || {
+        run_of(rt, id).await.status == status
+    })
+    .await;
+}
+
+/// Waits until every run of the event has finished.
+pub async fn finished(rt: &Runtime, id: EventId) -> RunInfo {
+    timeout(LIMIT, rt.wait(id))
+        .await
+        .expect("the run did not finish in time")
+        .unwrap();
+    run_of(rt, id).await
+}
+
+/// Waits for the function of `tag` to reach its gate.
+pub async fn started(tag: &str) {
+    timeout(LIMIT, gate(tag).started.notified())
+        .await
+        .expect("the function never started");
+}
+
+pub fn step_ids(run: &RunInfo) -> Vec<&str> {
+    run.steps.iter().map(|s| s.id.as_str()).collect()
 }
 
 // --- PostgreSQL ------------------------------------------------------------------------

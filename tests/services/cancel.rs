@@ -55,6 +55,33 @@ async fn remote(ctx: Ctx<Remote>) -> fanfare::Result<()> {
     Ok(())
 }
 
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "cancel/parcel")]
+struct Parcel {
+    parcel: u64,
+}
+
+/// Packs, sleeps an hour, ships; a `cancel/parcel.lost` of its parcel cancels it.
+#[function(
+    trigger = "cancel/parcel",
+    cancel_on(event = "cancel/parcel.lost", matching = "parcel")
+)]
+async fn fulfil_remote(ctx: Ctx<Parcel>) -> fanfare::Result<()> {
+    let n = ctx.event().parcel;
+    ctx.step("pack", || async {
+        common::log(format!("parcel packed {n}"));
+        Ok::<_, Error>(())
+    })
+    .await?;
+    ctx.sleep("wait", Duration::from_secs(3600)).await?;
+    ctx.step("ship", || async {
+        common::log(format!("parcel shipped {n}"));
+        Ok::<_, Error>(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> fanfare::Result<()> {
     common::serve("cancel-remote").await

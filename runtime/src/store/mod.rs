@@ -148,6 +148,24 @@ pub(crate) trait Store: Send + Sync + 'static {
         1
     }
 
+    /// Up to `limit` runs of this app's function `function` that have not finished
+    /// (queued, held, running, sleeping, waiting), with their events, oldest first: what
+    /// `cancel_on` looks through when a cancelling event arrives.
+    fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>>;
+
+    /// Up to `limit` stored events named one of `names`, sent at `since_ms` or later,
+    /// oldest first: how a process learns of events other processes sent (`cancel_on` on
+    /// PostgreSQL). Stores whose events all pass through this process's engine answer
+    /// nothing (the default).
+    fn events_named(
+        &self,
+        _names: Vec<String>,
+        _since_ms: u64,
+        _limit: usize,
+    ) -> StoreFuture<'_, Vec<Arc<Envelope>>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// The runs of one event, or `None` for an unknown event.
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>>;
 
@@ -194,6 +212,12 @@ pub(crate) struct ClaimedRun {
     /// attempt was interrupted, or another app's process cancelled it): it is recorded
     /// cancelled without executing.
     pub cancel: Option<String>,
+}
+
+/// A run that has not finished, as [`Store::unfinished`] lists it.
+pub(crate) struct Unfinished {
+    pub run_id: RunId,
+    pub event: Arc<Envelope>,
 }
 
 /// What [`Store::save_step`] did.

@@ -6,7 +6,7 @@
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
-use super::{RecordFuture, Saved, StepRecord, WaitSpec, WaitState};
+use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
@@ -504,6 +504,24 @@ impl Store for MemoryStore {
             reason,
             Instant::now(),
         )))
+    }
+
+    fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
+        let inner = self.lock();
+        let mut runs: Vec<Unfinished> = inner
+            .runs
+            .iter()
+            .flatten()
+            .filter(|run| run.function == function && !run.status.is_finished())
+            .map(|run| Unfinished {
+                run_id: run.id,
+                event: Arc::clone(&run.event),
+            })
+            .collect();
+        // Slots are reused: order by the runs' ids (UUIDv7, by creation time).
+        runs.sort_unstable_by_key(|r| r.run_id);
+        runs.truncate(limit);
+        ready(Ok(runs))
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {

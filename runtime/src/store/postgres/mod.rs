@@ -40,8 +40,8 @@ pub(crate) use {
 use super::retention::{self, Marks};
 use super::{
     Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture,
-    RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, WaitSpec,
-    WaitState,
+    RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,
+    WaitSpec, WaitState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -297,6 +297,19 @@ impl Store for PgStore {
 
     fn parallel_writes(&self) -> usize {
         3
+    }
+
+    fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
+        Box::pin(self.shared.unfinished(function, limit))
+    }
+
+    fn events_named(
+        &self,
+        names: Vec<String>,
+        since_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Arc<Envelope>>> {
+        Box::pin(self.shared.events_named(names, since_ms, limit))
     }
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {

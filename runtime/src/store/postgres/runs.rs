@@ -64,3 +64,73 @@ impl Shared {
         ))
     }
 }
+
+impl Shared {
+    /// This app's runs of `function` that have not finished, with their events, oldest
+    /// first: queued, sleeping and waiting ones through the due index, held and running
+    /// ones through theirs.
+    pub(super) async fn unfinished(&self, function: u32, limit: usize) -> Result<Vec<Unfinished>> {
+        let err = |e| self.error("cannot read unfinished runs", e);
+        let Some(function) = self.functions.get(function as usize) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.run_id, e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+                 JOIN fanfare_events e ON e.id = r.event_id \
+                 WHERE r.app = $1 AND r.function_id = $2 AND r.status IN (0, 1, 4) \
+                 ORDER BY r.id LIMIT $3",
+                &[&self.app, function, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Unfinished {
+                run_id: RunId::from_uuid(row.get(0)),
+                event: Arc::new(Envelope::stored(
+                    EventId::from_uuid(row.get(1)),
+                    row.get(2),
+                    row.get(3),
+                    row.get::<_, i64>(4) as u64,
+                )),
+            })
+            .collect())
+    }
+
+    /// Events named one of `names` sent at `since_ms` or later, oldest first (the
+    /// `(name, ts)` index).
+    pub(super) async fn events_named(
+        &self,
+        names: Vec<String>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Envelope>>> {
+        let err = |e| self.error("cannot read events", e);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, data, ts FROM fanfare_events \
+                 WHERE name = ANY($1) AND ts >= $2 ORDER BY ts, id LIMIT $3",
+                &[
+                    &names,
+                    &(since_ms.min(i64::MAX as u64) as i64),
+                    &(limit as i64),
+                ],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                Arc::new(Envelope::stored(
+                    EventId::from_uuid(row.get(0)),
+                    row.get(1),
+                    row.get(2),
+                    row.get::<_, i64>(3) as u64,
+                ))
+            })
+            .collect())
+    }
+}

@@ -32,7 +32,7 @@ pub(crate) use {
 use super::retention::{self, Marks};
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Saved, Store,
-    StoreFuture,
+    StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use crate::error::{Error, ErrorKind, Result};
@@ -97,6 +97,7 @@ enum Command {
     Cancel(RunId, String, oneshot::Sender<Result<Cancel>>),
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
+    Unfinished(u32, usize, oneshot::Sender<Result<Vec<Unfinished>>>),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -118,6 +119,10 @@ enum Reply {
     Wait(oneshot::Sender<Result<WaitState>>, Result<WaitState>),
     Saved(oneshot::Sender<Result<Saved>>, Result<Saved>),
     Cancel(oneshot::Sender<Result<Cancel>>, Result<Cancel>),
+    Unfinished(
+        oneshot::Sender<Result<Vec<Unfinished>>>,
+        Result<Vec<Unfinished>>,
+    ),
 }
 
 impl Reply {
@@ -148,6 +153,7 @@ impl Reply {
             Reply::Wait(tx, r) => answer(tx, r, commit),
             Reply::Saved(tx, r) => answer(tx, r, commit),
             Reply::Cancel(tx, r) => answer(tx, r, commit),
+            Reply::Unfinished(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -274,6 +280,10 @@ impl Store for SqliteStore {
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         self.call(|tx| Command::Runs(event, tx))
+    }
+
+    fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
+        self.call(|tx| Command::Unfinished(function, limit, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

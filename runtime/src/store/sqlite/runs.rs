@@ -98,3 +98,49 @@ impl Ctx<'_> {
             .map(Some)
     }
 }
+
+/// An unfinished run as `unfinished` reads it: run id, event id, name, data, time.
+type UnfinishedRow = (Vec<u8>, Vec<u8>, String, String, i64);
+
+impl Ctx<'_> {
+    /// This app's runs of `function` that have not finished, with their events, oldest
+    /// first (a scan: it serves `cancel_on`, when a cancelling event arrives).
+    pub(super) fn unfinished(
+        &self,
+        tx: &Connection,
+        function: u32,
+        limit: usize,
+    ) -> Result<Vec<Unfinished>> {
+        let err = self.err("cannot read unfinished runs");
+        let Some(def) = self.registry.defs.get(function as usize) else {
+            return Ok(Vec::new());
+        };
+        let mut s = tx
+            .prepare_cached(
+                "SELECT r.run_id, e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+                 JOIN fanfare_events e ON e.id = r.event_id \
+                 WHERE r.function_id = ?1 AND r.status IN (?2, ?3, ?4) ORDER BY r.id LIMIT ?5",
+            )
+            .map_err(&err)?;
+        let rows: Vec<UnfinishedRow> = s
+            .query_map(
+                params![def.id(), QUEUED, RUNNING, flow::HELD, limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(&err)?;
+        rows.into_iter()
+            .map(|(run_id, event_id, name, data, ts)| {
+                Ok(Unfinished {
+                    run_id: RunId::from_uuid(uuid_from(&run_id)?),
+                    event: Arc::new(Envelope::stored(
+                        EventId::from_uuid(uuid_from(&event_id)?),
+                        name,
+                        data,
+                        ts as u64,
+                    )),
+                })
+            })
+            .collect()
+    }
+}

@@ -13,6 +13,7 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::SaveStep(_, _, tx) => Reply::Saved(tx, Err(e())),
         Command::Cancel(_, _, tx) => Reply::Cancel(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
+        Command::Unfinished(_, _, tx) => Reply::Unfinished(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -108,6 +109,9 @@ impl Writer {
                     Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
                 }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
+                Command::Unfinished(function, limit, reply) => {
+                    Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
+                }
                 Command::Close(reply) => Reply::Unit(reply, Ok(())),
             };
             let ok = match &reply {
@@ -118,6 +122,7 @@ impl Writer {
                 Reply::Wait(_, r) => r.is_ok(),
                 Reply::Saved(_, r) => r.is_ok(),
                 Reply::Cancel(_, r) => r.is_ok(),
+                Reply::Unfinished(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
