@@ -18,7 +18,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -128,25 +128,16 @@ impl Engine {
                 continue;
             }
             let mut inflight = self.inflight();
-            for mut run in claim.runs {
+            for run in claim.runs {
                 let key = run.key;
-                let steps = std::mem::take(&mut run.steps);
-                let started = Started {
-                    fresh: run.attempt == 0 && steps.is_empty(),
-                    first_ms: steps
-                        .iter()
-                        .map(|s| s.started_ms)
-                        .min()
-                        .unwrap_or_else(now_millis),
-                };
-                let state = Arc::new(RunState::new(key, run.run_id, Arc::clone(&self), steps));
-                let weak = Arc::downgrade(&state);
-                let task = tokio::spawn(Arc::clone(&self).execute(run, state, started));
+                // The attempt's cancel flag, shared with its state (made in its task).
+                let cancel = Arc::new(OnceLock::new());
+                let task = tokio::spawn(Arc::clone(&self).execute(run, Arc::clone(&cancel)));
                 inflight.insert(
                     key,
                     Inflight {
                         task: task.abort_handle(),
-                        state: weak,
+                        cancel,
                     },
                 );
             }
@@ -154,8 +145,28 @@ impl Engine {
     }
 
     /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun, state: Arc<RunState>, started: Started) {
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun, cancel: Arc<OnceLock<String>>) {
         let def = self.registry.defs[run.function as usize];
+        let steps = std::mem::take(&mut run.steps);
+        // What `timeouts` measure from (read only by functions that have them).
+        let started = Started {
+            fresh: run.attempt == 0 && steps.is_empty(),
+            first_ms: match def.lifetime() {
+                Some(_) => steps
+                    .iter()
+                    .map(|s| s.started_ms)
+                    .min()
+                    .unwrap_or_else(now_millis),
+                None => 0,
+            },
+        };
+        let state = Arc::new(RunState::new(
+            run.key,
+            run.run_id,
+            Arc::clone(&self),
+            steps,
+            cancel,
+        ));
         let span = tracing::info_span!(
             "fanfare.run",
             function = def.id(),
@@ -356,8 +367,9 @@ impl Engine {
         }
         let id = envelope.id;
         // An event that cancels runs (`cancel_on`) cancels them before `send` returns.
-        let cancels = (!self.registry.cancellers(&envelope.name).is_empty())
-            .then(|| Arc::new(envelope.clone()));
+        let cancels = (self.registry.any_cancellers()
+            && !self.registry.cancellers(&envelope.name).is_empty())
+        .then(|| Arc::new(envelope.clone()));
         let runs = self.store.append(envelope).await?;
         if runs > 0 {
             self.wake.notify_one();
@@ -510,8 +522,8 @@ impl Engine {
 /// A run executing in this process.
 struct Inflight {
     task: AbortHandle,
-    /// Its attempt's state, to mark it cancelled (weak: the state holds the engine).
-    state: Weak<RunState>,
+    /// Its attempt's cancel flag (`RunState::cancel` sets the same).
+    cancel: Arc<OnceLock<String>>,
 }
 
 /// How an attempt's future ended.

@@ -280,6 +280,11 @@ impl Registry {
         self.cancellers.get(event).map_or(&[], |v| v)
     }
 
+    /// Whether any function has a `cancel_on` rule (sends look for none otherwise).
+    pub fn any_cancellers(&self) -> bool {
+        !self.cancellers.is_empty()
+    }
+
     /// The names of the events that cancel runs of these functions.
     pub fn cancel_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.cancellers.keys().map(|&n| n.to_owned()).collect();

@@ -32,7 +32,7 @@ pub(crate) struct RunState {
     suspended_signal: Notify,
     /// Why the run was cancelled, once it is: set by the engine (a cancellation in this
     /// process, or one another process wrote, seen by the heartbeat) or by a refused step.
-    cancel: OnceLock<String>,
+    cancel: Arc<OnceLock<String>>,
 }
 
 #[derive(Default)]
@@ -63,7 +63,13 @@ pub(crate) enum Slot {
 }
 
 impl RunState {
-    pub fn new(key: RunKey, run_id: RunId, engine: Arc<Engine>, memo: Vec<StepRecord>) -> Self {
+    pub fn new(
+        key: RunKey,
+        run_id: RunId,
+        engine: Arc<Engine>,
+        memo: Vec<StepRecord>,
+        cancel: Arc<OnceLock<String>>,
+    ) -> Self {
         RunState {
             key,
             run_id,
@@ -72,7 +78,7 @@ impl RunState {
             cursor: Mutex::new(Cursor::default()),
             suspend: Mutex::new(None),
             suspended_signal: Notify::new(),
-            cancel: OnceLock::new(),
+            cancel,
         }
     }
 

@@ -51,12 +51,9 @@ impl Engine {
     /// Flags the attempt of a run this process executes as cancelled; nothing if it is
     /// not executing here (another process's, or its outcome is on its way).
     pub(super) fn mark_cancelled(&self, key: RunKey, reason: String) {
-        let state = self
-            .inflight()
-            .get(&key)
-            .and_then(|run| run.state.upgrade());
-        if let Some(state) = state {
-            state.cancel(reason);
+        if let Some(run) = self.inflight().get(&key) {
+            // The first reason stays.
+            let _ = run.cancel.set(reason);
         }
     }
 }
