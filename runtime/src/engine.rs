@@ -18,7 +18,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -50,7 +50,10 @@ pub(crate) struct Engine {
     /// Set once shutdown begins: nothing more is claimed.
     pub stopping: AtomicBool,
     /// Runs executing now, with the handle that aborts each and its attempt's state.
-    inflight: Mutex<HashMap<RunKey, Inflight>>,
+    inflight: Mutex<Inflight>,
+    /// Whether any executing run is marked cancelled (`Inflight::marks` is not empty):
+    /// attempts read their marks only then.
+    marked: AtomicBool,
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// Bumped after every recorded batch; `Runtime::wait` and shutdown watch it.
     pub progress: watch::Sender<u64>,
@@ -74,19 +77,20 @@ impl Engine {
             max_event_size,
             wake,
             stopping: AtomicBool::new(false),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(Inflight::default()),
+            marked: AtomicBool::new(false),
             outcomes: tx,
             progress: watch::Sender::new(0),
         };
         (Arc::new(engine), rx)
     }
 
-    fn inflight(&self) -> MutexGuard<'_, HashMap<RunKey, Inflight>> {
+    fn inflight(&self) -> MutexGuard<'_, Inflight> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn inflight_count(&self) -> usize {
-        self.inflight().len()
+        self.inflight().tasks.len()
     }
 
     /// Claims and starts runs until shutdown begins.
@@ -130,22 +134,14 @@ impl Engine {
             let mut inflight = self.inflight();
             for run in claim.runs {
                 let key = run.key;
-                // The attempt's cancel flag, shared with its state (made in its task).
-                let cancel = Arc::new(OnceLock::new());
-                let task = tokio::spawn(Arc::clone(&self).execute(run, Arc::clone(&cancel)));
-                inflight.insert(
-                    key,
-                    Inflight {
-                        task: task.abort_handle(),
-                        cancel,
-                    },
-                );
+                let task = tokio::spawn(Arc::clone(&self).execute(run));
+                inflight.tasks.insert(key, task.abort_handle());
             }
         }
     }
 
     /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun, cancel: Arc<OnceLock<String>>) {
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun) {
         let def = self.registry.defs[run.function as usize];
         let steps = std::mem::take(&mut run.steps);
         // What `timeouts` measure from (read only by functions that have them).
@@ -160,13 +156,7 @@ impl Engine {
                 None => 0,
             },
         };
-        let state = Arc::new(RunState::new(
-            run.key,
-            run.run_id,
-            Arc::clone(&self),
-            steps,
-            cancel,
-        ));
+        let state = Arc::new(RunState::new(run.key, run.run_id, Arc::clone(&self), steps));
         let span = tracing::info_span!(
             "fanfare.run",
             function = def.id(),
@@ -343,7 +333,15 @@ impl Engine {
         {
             let mut inflight = self.inflight();
             for key in &keys {
-                inflight.remove(key);
+                inflight.tasks.remove(key);
+            }
+            // A mark lives as long as its run executes here (a key is reused).
+            if self.marked.load(Ordering::Acquire) {
+                for key in &keys {
+                    inflight.marks.remove(key);
+                }
+                self.marked
+                    .store(!inflight.marks.is_empty(), Ordering::Release);
             }
         }
         self.progress.send_modify(|n| *n += 1);
@@ -488,7 +486,7 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let runs: Vec<RunKey> = self.inflight().keys().copied().collect();
+            let runs: Vec<RunKey> = self.inflight().tasks.keys().copied().collect();
             if runs.is_empty() {
                 continue;
             }
@@ -509,21 +507,27 @@ impl Engine {
     /// Aborts every executing run and returns its key, for the store to release.
     pub fn abort_inflight(&self) -> Vec<RunKey> {
         let mut inflight = self.inflight();
+        inflight.marks.clear();
+        self.marked.store(false, Ordering::Release);
         inflight
+            .tasks
             .drain()
-            .map(|(key, run)| {
-                run.task.abort();
+            .map(|(key, task)| {
+                task.abort();
                 key
             })
             .collect()
     }
 }
 
-/// A run executing in this process.
+/// The runs executing in this process.
+#[derive(Default)]
 struct Inflight {
-    task: AbortHandle,
-    /// Its attempt's cancel flag (`RunState::cancel` sets the same).
-    cancel: Arc<OnceLock<String>>,
+    /// Each one's task.
+    tasks: HashMap<RunKey, AbortHandle>,
+    /// Those marked cancelled, with the reason, until their outcome is recorded; an
+    /// attempt reads its mark at its next step (`RunState::cancelled`).
+    marks: HashMap<RunKey, String>,
 }
 
 /// How an attempt's future ended.

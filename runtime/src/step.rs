@@ -32,7 +32,7 @@ pub(crate) struct RunState {
     suspended_signal: Notify,
     /// Why the run was cancelled, once it is: set by the engine (a cancellation in this
     /// process, or one another process wrote, seen by the heartbeat) or by a refused step.
-    cancel: Arc<OnceLock<String>>,
+    cancel: OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -63,13 +63,7 @@ pub(crate) enum Slot {
 }
 
 impl RunState {
-    pub fn new(
-        key: RunKey,
-        run_id: RunId,
-        engine: Arc<Engine>,
-        memo: Vec<StepRecord>,
-        cancel: Arc<OnceLock<String>>,
-    ) -> Self {
+    pub fn new(key: RunKey, run_id: RunId, engine: Arc<Engine>, memo: Vec<StepRecord>) -> Self {
         RunState {
             key,
             run_id,
@@ -78,7 +72,7 @@ impl RunState {
             cursor: Mutex::new(Cursor::default()),
             suspend: Mutex::new(None),
             suspended_signal: Notify::new(),
-            cancel,
+            cancel: OnceLock::new(),
         }
     }
 
@@ -90,6 +84,12 @@ impl RunState {
 
     /// Why the run was cancelled, if it was.
     pub fn cancelled(&self) -> Option<&str> {
+        if self.cancel.get().is_none() {
+            // Marked by the engine (a cancellation here, or seen by the heartbeat).
+            if let Some(reason) = self.engine.mark_of(self.key) {
+                let _ = self.cancel.set(reason);
+            }
+        }
         self.cancel.get().map(String::as_str)
     }
 

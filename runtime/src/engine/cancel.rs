@@ -5,6 +5,7 @@ use super::Engine;
 use crate::error::Result;
 use crate::event::RunId;
 use crate::store::{Cancel, OutcomeKind, RunKey, RunStatus};
+use std::sync::atomic::Ordering;
 
 impl Engine {
     /// Cancels a run for `reason` (what `RunInfo::reason` shows): the entry point of
@@ -51,9 +52,19 @@ impl Engine {
     /// Flags the attempt of a run this process executes as cancelled; nothing if it is
     /// not executing here (another process's, or its outcome is on its way).
     pub(super) fn mark_cancelled(&self, key: RunKey, reason: String) {
-        if let Some(run) = self.inflight().get(&key) {
+        let mut inflight = self.inflight();
+        if inflight.tasks.contains_key(&key) {
             // The first reason stays.
-            let _ = run.cancel.set(reason);
+            inflight.marks.entry(key).or_insert(reason);
+            self.marked.store(true, Ordering::Release);
         }
+    }
+
+    /// The mark of a run executing here, if it is marked cancelled.
+    pub(crate) fn mark_of(&self, key: RunKey) -> Option<String> {
+        if !self.marked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inflight().marks.get(&key).cloned()
     }
 }
