@@ -457,6 +457,36 @@ impl Runtime {
         self.inner.engine.append(envelope).await
     }
 
+    /// One run: its event, function, status, attempts, last error, output, steps, and why
+    /// it is held, skipped or cancelled.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/run")]
+    /// # pub struct Ping { pub n: u32 }
+    /// # #[fanfare::function(trigger = "doc/run")]
+    /// # async fn pong(ctx: fanfare::Ctx<Ping>) -> fanfare::Result<u32> { Ok(ctx.event().n) }
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// let event = rt.send(Ping { n: 7 }).await?;
+    /// let run_id = rt.wait(event).await?[0].run_id;
+    /// let run = rt.run(run_id).await?;
+    /// assert_eq!((run.event_id, run.output), (event, Some(serde_json::json!(7))));
+    /// # rt.shutdown().await }
+    /// ```
+    ///
+    /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
+    /// (never created, or pruned after the retention).
+    pub async fn run(&self, run: RunId) -> Result<RunInfo> {
+        self.inner.engine.store.run(run).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::RunNotFound,
+                format_args!("no run with id {run} is known to this runtime"),
+            )
+        })
+    }
+
     /// The runs of an event: function id, status, attempts, last error, output.
     ///
     /// Fails with [`ErrorKind::EventNotFound`] for an id this runtime never accepted, or

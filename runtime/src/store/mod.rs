@@ -166,6 +166,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
+    /// One run, or `None` for an unknown run.
+    fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>>;
+
     /// The runs of one event, or `None` for an unknown event.
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>>;
 

@@ -531,32 +531,50 @@ impl Store for MemoryStore {
                 .runs
                 .iter()
                 .filter_map(|&slot| inner.runs[slot as usize].as_ref())
-                .map(|run| RunInfo {
-                    run_id: run.id,
-                    event_id: event,
-                    app: self.app.clone(),
-                    function_id: self.registry.defs[run.function as usize].id().to_owned(),
-                    status: run.status,
-                    attempts: run.attempts,
-                    last_error: run.last_error.as_deref().map(str::to_owned),
-                    output: run.output.clone(),
-                    steps: run.steps.iter().map(StepRecord::info).collect(),
-                    reason: match run.status {
-                        RunStatus::Cancelled => run.cancelled().map(str::to_owned),
-                        _ => run.flow.as_ref().and_then(|f| {
-                            f.reason(self.registry.defs[run.function as usize].flow())
-                        }),
-                    },
-                    not_before_ms: run
-                        .flow
-                        .as_ref()
-                        .and_then(|f| f.not_before_ms)
-                        .or(run.event.not_before)
-                        .filter(|&t| t > now_millis() && run.status == RunStatus::Queued),
-                })
+                .map(|run| self.info(run))
                 .collect()
         });
         ready(Ok(runs))
+    }
+
+    fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
+        let inner = self.lock();
+        // The id names its slot; the slot may hold a later run by now.
+        let found = inner
+            .runs
+            .get(slot_of(run) as usize)
+            .and_then(Option::as_ref)
+            .filter(|r| r.id == run)
+            .map(|r| self.info(r));
+        ready(Ok(found))
+    }
+}
+
+impl MemoryStore {
+    /// A run as `Runtime::runs` and `Runtime::run` report it.
+    fn info(&self, run: &Run) -> RunInfo {
+        let def = self.registry.defs[run.function as usize];
+        RunInfo {
+            run_id: run.id,
+            event_id: run.event.id,
+            app: self.app.clone(),
+            function_id: def.id().to_owned(),
+            status: run.status,
+            attempts: run.attempts,
+            last_error: run.last_error.as_deref().map(str::to_owned),
+            output: run.output.clone(),
+            steps: run.steps.iter().map(StepRecord::info).collect(),
+            reason: match run.status {
+                RunStatus::Cancelled => run.cancelled().map(str::to_owned),
+                _ => run.flow.as_ref().and_then(|f| f.reason(def.flow())),
+            },
+            not_before_ms: run
+                .flow
+                .as_ref()
+                .and_then(|f| f.not_before_ms)
+                .or(run.event.not_before)
+                .filter(|&t| t > now_millis() && run.status == RunStatus::Queued),
+        }
     }
 }
 

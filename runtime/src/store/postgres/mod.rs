@@ -312,6 +312,10 @@ impl Store for PgStore {
         Box::pin(self.shared.events_named(names, since_ms, limit))
     }
 
+    fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
+        Box::pin(self.shared.run(run))
+    }
+
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         Box::pin(self.shared.runs(event))
     }

@@ -98,6 +98,7 @@ enum Command {
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
     Unfinished(u32, usize, oneshot::Sender<Result<Vec<Unfinished>>>),
+    Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -122,6 +123,10 @@ enum Reply {
     Unfinished(
         oneshot::Sender<Result<Vec<Unfinished>>>,
         Result<Vec<Unfinished>>,
+    ),
+    Run(
+        oneshot::Sender<Result<Option<RunInfo>>>,
+        Result<Option<RunInfo>>,
     ),
 }
 
@@ -154,6 +159,7 @@ impl Reply {
             Reply::Saved(tx, r) => answer(tx, r, commit),
             Reply::Cancel(tx, r) => answer(tx, r, commit),
             Reply::Unfinished(tx, r) => answer(tx, r, commit),
+            Reply::Run(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -284,6 +290,10 @@ impl Store for SqliteStore {
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
         self.call(|tx| Command::Unfinished(function, limit, tx))
+    }
+
+    fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
+        self.call(|tx| Command::Run(run, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -19,6 +19,10 @@ type RunRow = (
     i64,
 );
 
+/// What `runs` and `run` read of a run.
+const COLUMNS: &str = "run_id, function_id, status, attempts, last_error, output, id, \
+    sleeping + 2 * waiting, reason, due_at, flow, event_id";
+
 impl Ctx<'_> {
     pub(super) fn runs(&self, tx: &Connection, event: EventId) -> Result<Option<Vec<RunInfo>>> {
         let err = self.err("cannot read runs");
@@ -32,26 +36,41 @@ impl Ctx<'_> {
         if known.is_none() {
             return Ok(None);
         }
-        let mut s = tx
-            .prepare_cached(
-                "SELECT run_id, function_id, status, attempts, last_error, output, id, \
-                 sleeping + 2 * waiting, reason, due_at, flow FROM fanfare_runs WHERE event_id = ?1 ORDER BY id",
-            )
-            .map_err(&err)?;
-        let rows: Vec<RunRow> = s
-            .query_map([event.as_uuid().as_bytes()], |r| {
+        let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE event_id = ?1 ORDER BY id");
+        self.read_runs(tx, &sql, event.as_uuid().as_bytes())
+            .map(Some)
+    }
+
+    /// One run, by its id (the `run_id` index).
+    pub(super) fn run(&self, tx: &Connection, run: RunId) -> Result<Option<RunInfo>> {
+        let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE run_id = ?1");
+        Ok(self
+            .read_runs(tx, &sql, run.as_uuid().as_bytes())?
+            .into_iter()
+            .next())
+    }
+
+    /// The runs `sql` (selecting `COLUMNS`, with one parameter, `key`) reads.
+    fn read_runs(&self, tx: &Connection, sql: &str, key: &[u8]) -> Result<Vec<RunInfo>> {
+        let err = self.err("cannot read runs");
+        let mut s = tx.prepare_cached(sql).map_err(&err)?;
+        let rows: Vec<(RunRow, Vec<u8>)> = s
+            .query_map([key], |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
+                    (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ),
+                    r.get(11)?,
                 ))
             })
             .and_then(|rows| rows.collect())
@@ -59,22 +78,25 @@ impl Ctx<'_> {
         rows.into_iter()
             .map(
                 |(
-                    run_id,
-                    function_id,
-                    status,
-                    attempts,
-                    last_error,
-                    output,
-                    key,
-                    sleeping,
-                    reason,
-                    due,
-                    flow,
+                    (
+                        run_id,
+                        function_id,
+                        status,
+                        attempts,
+                        last_error,
+                        output,
+                        key,
+                        sleeping,
+                        reason,
+                        due,
+                        flow,
+                    ),
+                    event_id,
                 )| {
                     let queued = status_from(status) == RunStatus::Queued && sleeping == 0;
                     Ok(RunInfo {
                         run_id: RunId::from_uuid(uuid_from(&run_id)?),
-                        event_id: event,
+                        event_id: EventId::from_uuid(uuid_from(&event_id)?),
                         app: self.app.to_owned(),
                         function_id,
                         status: match status_from(status) {
@@ -94,8 +116,7 @@ impl Ctx<'_> {
                     })
                 },
             )
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+            .collect()
     }
 }
 

@@ -14,6 +14,7 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Cancel(_, _, tx) => Reply::Cancel(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
         Command::Unfinished(_, _, tx) => Reply::Unfinished(tx, Err(e())),
+        Command::Run(_, tx) => Reply::Run(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -109,6 +110,7 @@ impl Writer {
                     Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
                 }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
+                Command::Run(run, reply) => Reply::Run(reply, ctx.run(&sp, run)),
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
@@ -123,6 +125,7 @@ impl Writer {
                 Reply::Saved(_, r) => r.is_ok(),
                 Reply::Cancel(_, r) => r.is_ok(),
                 Reply::Unfinished(_, r) => r.is_ok(),
+                Reply::Run(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
