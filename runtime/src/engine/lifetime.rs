@@ -12,7 +12,7 @@ use super::Engine;
 use crate::event::{now_millis, Envelope, EventId};
 use crate::function::FunctionDef;
 use crate::lifetime::CancelOn;
-use crate::store::{OutcomeKind, Unfinished};
+use crate::store::{field_of, OutcomeKind, Unfinished};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,12 +53,10 @@ fn cancels(rule: &CancelOn, trigger: &Envelope, cancel: &Envelope) -> bool {
     let Some(field) = rule.matching() else {
         return true;
     };
-    let value = |e: &Envelope| {
-        serde_json::from_str::<serde_json::Value>(&e.data)
-            .ok()
-            .and_then(|d| d.get(field).cloned())
-    };
-    matches!((value(trigger), value(cancel)), (Some(a), Some(b)) if a == b)
+    matches!(
+        (field_of(&trigger.data, field), field_of(&cancel.data, field)),
+        (Some(a), Some(b)) if a == b
+    )
 }
 
 /// `10m`, `2h`, `1500ms`: a duration as written in `timeouts(…)`.

@@ -276,12 +276,18 @@ impl WaitSpec {
     pub fn matches(&self, data: &str) -> bool {
         match &self.matching {
             None => true,
-            Some((field, value)) => serde_json::from_str::<serde_json::Value>(data)
-                .ok()
-                .and_then(|d| d.get(field).cloned())
-                .is_some_and(|v| v == *value),
+            Some((field, value)) => field_of(data, field).is_some_and(|v| v == *value),
         }
     }
+}
+
+/// The value of `field` in an event's data (JSON), if it has one: what waits and
+/// `cancel_on` match on.
+pub(crate) fn field_of(data: &str, field: &str) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()?
+        .get(field)
+        .cloned()
 }
 
 /// Where a wait stands.
