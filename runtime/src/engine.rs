@@ -181,7 +181,10 @@ impl Engine {
                 ),
             )
             .never_retry()))
-        } else if let Some(reason) = self.ends_before(def, &run.event, started).await {
+        } else if let Some(reason) = self
+            .ends_before(def, &run.event, started, finish.as_ref())
+            .await
+        {
             // A timeout passed, or a cancelling event was sent since the run's event.
             state.cancel(reason);
             Ended::Suspended(Suspend::Cancel)

@@ -108,14 +108,15 @@ impl Engine {
         }
     }
 
-    /// Why a run must not start this attempt, if it must not: a start or finish timeout
-    /// passed, or (on a store shared with other processes) a cancelling event was sent
+    /// Why a run must not start this attempt, if it must not: a start timeout or the
+    /// `finish` deadline (from [`Engine::finish_deadline`]) passed, or (on a store shared with other processes) a cancelling event was sent
     /// since its event.
     pub(super) async fn ends_before(
         &self,
         def: &FunctionDef,
         event: &Envelope,
         started: Started,
+        finish: Option<&(u64, String)>,
     ) -> Option<String> {
         let lifetime = def.lifetime()?;
         let now = now_millis();
@@ -124,12 +125,9 @@ impl Engine {
                 return Some(format!("timed out: not started within {}", written(start)));
             }
         }
-        if let Some(finish) = lifetime.finish() {
-            if now >= started.first_ms.saturating_add(finish.as_millis() as u64) {
-                return Some(format!(
-                    "timed out: not finished within {}",
-                    written(finish)
-                ));
+        if let Some((deadline_ms, reason)) = finish {
+            if now >= *deadline_ms {
+                return Some(reason.clone());
             }
         }
         let rules = lifetime.cancel_on();
