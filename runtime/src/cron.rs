@@ -7,7 +7,7 @@
 //! deployment. Ticks that pass while no process runs are not replayed.
 
 use crate::engine::Engine;
-use crate::event::{Envelope, Event, EventId};
+use crate::event::{unix_millis, Envelope, Event, EventId};
 use fanfare_cron::Schedule;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -57,7 +57,7 @@ struct Stored {
 impl From<Cron> for Stored {
     fn from(c: Cron) -> Stored {
         Stored {
-            scheduled_at_ms: unix_ms(c.scheduled_at),
+            scheduled_at_ms: unix_millis(c.scheduled_at),
             schedule: c.schedule,
         }
     }
@@ -127,7 +127,7 @@ pub(crate) async fn schedule(engine: Arc<Engine>, app: String, function: u32) {
             tracing::warn!(function = def.id(), cron = expr, late = ?late, "fanfare: cron tick missed");
             continue;
         }
-        let tick_ms = unix_ms(tick);
+        let tick_ms = unix_millis(tick);
         let data = serde_json::json!({ "scheduled_at_ms": tick_ms, "schedule": expr });
         let id = EventId::from_key(&format!("{CRON_EVENT}\0{app}\0{}\0{tick_ms}", def.id()));
         let envelope = Envelope::internal(CRON_EVENT, data.to_string(), id);
@@ -136,12 +136,6 @@ pub(crate) async fn schedule(engine: Arc<Engine>, app: String, function: u32) {
             .store_internal(envelope, Some(function), "a cron tick")
             .await;
     }
-}
-
-/// `t` in milliseconds since the Unix epoch.
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The context of one attempt of one run: the event and the run's identity.
 ///
@@ -164,9 +164,7 @@ impl<E> Ctx<E> {
 
     /// Pauses the run until `time`, durably, as [`Ctx::sleep`].
     pub async fn sleep_until(&self, id: &str, time: SystemTime) -> Result<()> {
-        let wake = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wake = crate::event::unix_millis(time);
         self.sleep_step(id, || wake).await
     }
 

@@ -175,8 +175,12 @@ uuid_id! {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_millis(SystemTime::now())
+}
+
+/// `t` in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
