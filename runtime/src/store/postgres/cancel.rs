@@ -38,12 +38,7 @@ impl Shared {
         } else {
             None
         };
-        let event = Envelope::stored(
-            EventId::from_uuid(row.get(9)),
-            row.get(10),
-            row.get(11),
-            row.get::<_, i64>(12) as u64,
-        );
+        let event = event_at(&row, 9);
         // This app's function, whose rules this process has.
         let def = (row.get::<_, &str>(2) == self.app)
             .then(|| self.index.get(row.get::<_, &str>(3)))

@@ -169,12 +169,7 @@ impl Shared {
         rows.sort_by_key(|row| (row.get::<_, i64>(0), row.get::<_, i64>(5)));
         let mut events: HashMap<i64, Vec<Arc<Envelope>>> = HashMap::new();
         for row in rows {
-            let event = Envelope::stored(
-                EventId::from_uuid(row.get(1)),
-                row.get(2),
-                row.get(3),
-                row.get::<_, i64>(4) as u64,
-            );
+            let event = event_at(&row, 1);
             events.entry(row.get(0)).or_default().push(Arc::new(event));
         }
         Ok(events)

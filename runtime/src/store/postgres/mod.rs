@@ -91,6 +91,16 @@ struct Shared {
     lease: Duration,
 }
 
+/// The event in four consecutive columns of `row` from `at`: id, name, data, time.
+fn event_at(row: &tokio_postgres::Row, at: usize) -> Envelope {
+    Envelope::stored(
+        EventId::from_uuid(row.get(at)),
+        row.get(at + 1),
+        row.get(at + 2),
+        row.get::<_, i64>(at + 3) as u64,
+    )
+}
+
 fn pg_error(target: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Store,

@@ -102,12 +102,7 @@ impl Shared {
             .into_iter()
             .map(|row| Unfinished {
                 run_id: RunId::from_uuid(row.get(0)),
-                event: Arc::new(Envelope::stored(
-                    EventId::from_uuid(row.get(1)),
-                    row.get(2),
-                    row.get(3),
-                    row.get::<_, i64>(4) as u64,
-                )),
+                event: Arc::new(event_at(&row, 1)),
             })
             .collect())
     }
@@ -136,14 +131,7 @@ impl Shared {
             .map_err(err)?;
         Ok(rows
             .into_iter()
-            .map(|row| {
-                Arc::new(Envelope::stored(
-                    EventId::from_uuid(row.get(0)),
-                    row.get(1),
-                    row.get(2),
-                    row.get::<_, i64>(3) as u64,
-                ))
-            })
+            .map(|row| Arc::new(event_at(&row, 0)))
             .collect())
     }
 }
