@@ -1,17 +1,25 @@
-//! Reading one run by its id (`Runtime::run`): the same run `Runtime::runs` lists for
-//! its event, whatever its status; an unknown id is `RunNotFound`. Conformance: every
-//! test runs against every store.
+//! Looking through runs and acting on them: one run by its id (`Runtime::run`), pages of
+//! runs by status, function, event and time (`Runtime::list_runs`), replay of one run
+//! and of every run a filter selects, and bulk cancel. Conformance: every test runs
+//! against every store.
 
 mod common;
 
-use common::{finished, run_of, until_status, Store};
-use fanfare::{function, Ctx, Error, ErrorKind, Event, RunId, RunStatus};
+use common::{finished, hit, run_of, until, until_status, Store};
+use fanfare::{function, Ctx, Error, ErrorKind, Event, RunFilter, RunId, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 conformance!(
     a_run_read_by_id_is_the_run_listed_for_its_event,
     an_unknown_run_id_is_not_found,
+    runs_are_listed_newest_first_by_status_function_event_and_time,
+    pages_follow_each_other_without_gaps_or_repeats,
+    a_replayed_run_runs_again_from_scratch_and_the_original_stays,
+    only_finished_runs_are_replayed,
+    replaying_a_filter_replays_every_failed_run_of_a_function,
+    cancelling_a_filter_cancels_the_runs_that_have_not_finished,
 );
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -74,5 +82,292 @@ async fn an_unknown_run_id_is_not_found(store: Store) {
     let err = rt.run(unknown).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RunNotFound, "{err}");
     assert!(err.to_string().contains(&unknown.to_string()), "{err}");
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "inspect/charge")]
+struct Charge {
+    /// A key of the test's own; the first run of each key fails, later ones complete.
+    key: String,
+}
+
+#[function(trigger = "inspect/charge", retries = 0)]
+async fn charge(ctx: Ctx<Charge>) -> fanfare::Result<String> {
+    let steps = ctx
+        .step("attempt", || async {
+            Ok::<_, Error>(hit(&ctx.event().key))
+        })
+        .await?;
+    if steps == 1 {
+        return Err(Error::msg("card service down"));
+    }
+    Ok(ctx.event().key.clone())
+}
+
+/// A key no other test run uses.
+fn key(store: Store, tag: &str) -> String {
+    format!("{}-{tag}-{:08x}", store.name(), fastrand::u32(..))
+}
+
+/// Every page of `filter`'s runs.
+async fn all(rt: &Runtime, filter: RunFilter) -> Vec<fanfare::RunInfo> {
+    let mut runs = Vec::new();
+    let mut filter = filter;
+    loop {
+        let page = rt.list_runs(&filter).await.unwrap();
+        runs.extend(page.runs);
+        match page.next {
+            Some(next) => filter = filter.after(next),
+            None => return runs,
+        }
+    }
+}
+
+async fn runs_are_listed_newest_first_by_status_function_event_and_time(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let mut events = Vec::new();
+    for how in ["ok", "fail", "ok", "sleep", "ok"] {
+        let id = rt.send(Job { how: how.into() }).await.unwrap();
+        if how == "sleep" {
+            until_status(&rt, id, RunStatus::Sleeping).await;
+        } else {
+            finished(&rt, id).await;
+        }
+        events.push(id);
+    }
+    let failing = key(store, "list");
+    let charged = rt.send(Charge { key: failing }).await.unwrap();
+    finished(&rt, charged).await;
+
+    let every = rt.list_runs(&RunFilter::new()).await.unwrap();
+    assert_eq!(every.runs.len(), 6, "{every:?}");
+    assert_eq!(every.next, None);
+    let charge = every
+        .runs
+        .iter()
+        .find(|r| r.function_id == "charge")
+        .unwrap();
+    assert_eq!(charge.event_name, "inspect/charge");
+    assert_eq!(charge.event_id, charged);
+    let ids: Vec<RunId> = every.runs.iter().map(|r| r.run_id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted);
+    assert!(every
+        .runs
+        .windows(2)
+        .all(|w| w[0].created_at_ms >= w[1].created_at_ms));
+
+    let count = async |filter: RunFilter| rt.list_runs(&filter).await.unwrap().runs;
+    let failed = count(RunFilter::new().status(RunStatus::Failed)).await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|r| r.status == RunStatus::Failed));
+    let job_failed = count(RunFilter::new().status(RunStatus::Failed).function("job")).await;
+    assert_eq!(job_failed.len(), 1);
+    assert_eq!(job_failed[0].event_id, events[1]);
+    assert_eq!(job_failed[0].last_error.as_deref(), Some("no such account"));
+    let completed = count(
+        RunFilter::new()
+            .status(RunStatus::Completed)
+            .function("job"),
+    )
+    .await;
+    assert_eq!(completed.len(), 3);
+    let sleeping = count(RunFilter::new().status(RunStatus::Sleeping)).await;
+    assert_eq!(sleeping.len(), 1);
+    assert_eq!(sleeping[0].event_id, events[3]);
+    assert!(count(RunFilter::new().status(RunStatus::Queued))
+        .await
+        .is_empty());
+    assert!(count(RunFilter::new().status(RunStatus::Cancelled))
+        .await
+        .is_empty());
+    let of_event = count(RunFilter::new().event(events[2])).await;
+    assert_eq!(of_event.len(), 1);
+    assert_eq!(of_event[0].event_id, events[2]);
+    assert!(count(RunFilter::new().function("no-such-function"))
+        .await
+        .is_empty());
+
+    let later = SystemTime::now() + Duration::from_secs(5);
+    assert_eq!(count(RunFilter::new().since(before)).await.len(), 6);
+    assert!(count(RunFilter::new().since(later)).await.is_empty());
+    assert!(count(RunFilter::new().until(before)).await.is_empty());
+    assert_eq!(
+        count(RunFilter::new().until(later).function("job"))
+            .await
+            .len(),
+        5
+    );
+    rt.shutdown().await.unwrap();
+}
+
+async fn pages_follow_each_other_without_gaps_or_repeats(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..7 {
+        let id = rt.send(Job { how: "ok".into() }).await.unwrap();
+        finished(&rt, id).await;
+        sent.push(id);
+    }
+    let first = rt
+        .list_runs(&RunFilter::new().function("job").limit(3))
+        .await
+        .unwrap();
+    assert_eq!(first.runs.len(), 3);
+    assert_eq!(first.next, Some(first.runs[2].run_id));
+    // A run created meanwhile does not shift the pages after the first.
+    let id = rt.send(Job { how: "ok".into() }).await.unwrap();
+    finished(&rt, id).await;
+    let rest = all(
+        &rt,
+        RunFilter::new()
+            .function("job")
+            .limit(3)
+            .after(first.next.unwrap()),
+    )
+    .await;
+    let listed: Vec<_> = first.runs.iter().chain(&rest).collect();
+    // Newest first: by run id, which sorts by creation time (to the millisecond).
+    assert!(
+        listed.windows(2).all(|w| w[0].run_id > w[1].run_id),
+        "{listed:?}"
+    );
+    let events: HashSet<_> = listed.iter().map(|r| r.event_id).collect();
+    assert_eq!(listed.len(), 7, "every run once: {listed:?}");
+    assert_eq!(events, sent.into_iter().collect::<HashSet<_>>());
+    // Limits are brought between 1 and the largest page.
+    let one = rt.list_runs(&RunFilter::new().limit(0)).await.unwrap();
+    assert_eq!(one.runs.len(), 1);
+    rt.shutdown().await.unwrap();
+}
+
+async fn a_replayed_run_runs_again_from_scratch_and_the_original_stays(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let key = key(store, "replay");
+    let event = rt.send(Charge { key: key.clone() }).await.unwrap();
+    let failed = finished(&rt, event).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+
+    let replay = rt.replay(failed.run_id).await.unwrap();
+    assert_ne!(replay, failed.run_id);
+    until("the replay completes", async || {
+        rt.run(replay).await.unwrap().status == RunStatus::Completed
+    })
+    .await;
+    let again = rt.run(replay).await.unwrap();
+    assert_eq!(again.replay_of, Some(failed.run_id));
+    assert_eq!(again.output, Some(serde_json::json!(key)));
+    assert_eq!(again.attempts, 1);
+    // From scratch: its step ran again (the second hit), instead of the stored output.
+    assert_eq!(hit(&key), 3);
+    assert_eq!(again.event_id, event);
+    let original = rt.run(failed.run_id).await.unwrap();
+    assert_eq!(original, failed, "the original keeps its history");
+    let runs = rt.runs(event).await.unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    rt.shutdown().await.unwrap();
+}
+
+async fn only_finished_runs_are_replayed(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let id = rt
+        .send(Job {
+            how: "sleep".into(),
+        })
+        .await
+        .unwrap();
+    until_status(&rt, id, RunStatus::Sleeping).await;
+    let sleeping = run_of(&rt, id).await.run_id;
+    let err = rt.replay(sleeping).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotReplayable, "{err}");
+    assert!(
+        err.to_string()
+            .contains("has not finished (it is sleeping)"),
+        "{err}"
+    );
+    assert_eq!(rt.runs(id).await.unwrap().len(), 1, "nothing queued");
+
+    let unknown: RunId = "01900000-0000-7000-8000-000000000007".parse().unwrap();
+    let err = rt.replay(unknown).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RunNotFound, "{err}");
+
+    // Cancelled, it can be replayed.
+    assert_eq!(rt.cancel(sleeping).await.unwrap(), RunStatus::Cancelled);
+    let replay = rt.replay(sleeping).await.unwrap();
+    until("the replay sleeps", async || {
+        rt.run(replay).await.unwrap().status == RunStatus::Sleeping
+    })
+    .await;
+    rt.shutdown().await.unwrap();
+}
+
+async fn replaying_a_filter_replays_every_failed_run_of_a_function(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let key = key(store, &format!("bulk{i}"));
+        let id = rt.send(Charge { key: key.clone() }).await.unwrap();
+        assert_eq!(finished(&rt, id).await.status, RunStatus::Failed);
+        keys.push(key);
+    }
+    let ok = rt.send(Job { how: "fail".into() }).await.unwrap();
+    finished(&rt, ok).await;
+
+    let failed = RunFilter::new()
+        .status(RunStatus::Failed)
+        .function("charge")
+        .limit(2);
+    let replayed = rt.replay_matching(&failed).await.unwrap();
+    assert_eq!(replayed.len(), 3, "every page: {replayed:?}");
+    until("every replay completes", async || {
+        let done = rt
+            .list_runs(
+                &RunFilter::new()
+                    .status(RunStatus::Completed)
+                    .function("charge"),
+            )
+            .await
+            .unwrap();
+        done.runs.len() == 3
+    })
+    .await;
+    for new in replayed {
+        let run = rt.run(new).await.unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        assert!(run.replay_of.is_some());
+    }
+    // The originals stay failed, and the other function's failure was not replayed.
+    assert_eq!(all(&rt, failed).await.len(), 3);
+    assert_eq!(rt.runs(ok).await.unwrap().len(), 1);
+    rt.shutdown().await.unwrap();
+}
+
+async fn cancelling_a_filter_cancels_the_runs_that_have_not_finished(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let mut sleepers = Vec::new();
+    for _ in 0..3 {
+        let id = rt
+            .send(Job {
+                how: "sleep".into(),
+            })
+            .await
+            .unwrap();
+        until_status(&rt, id, RunStatus::Sleeping).await;
+        sleepers.push(id);
+    }
+    let done = rt.send(Job { how: "ok".into() }).await.unwrap();
+    finished(&rt, done).await;
+    let cancelled = rt
+        .cancel_matching(&RunFilter::new().function("job").limit(2))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 3, "{cancelled:?}");
+    for id in sleepers {
+        assert_eq!(run_of(&rt, id).await.status, RunStatus::Cancelled);
+    }
+    assert_eq!(run_of(&rt, done).await.status, RunStatus::Completed);
     rt.shutdown().await.unwrap();
 }

@@ -72,6 +72,9 @@ pub enum ErrorKind {
     EventNotFound,
     /// No run with this id is known to the store ([`Runtime::cancel`](crate::Runtime::cancel)).
     RunNotFound,
+    /// A run cannot be replayed ([`Runtime::replay`](crate::Runtime::replay)): it has not
+    /// finished, or it belongs to a batch.
+    NotReplayable,
     /// The store failed: the database is unreachable, refused a statement, or is not a
     /// fanfare database.
     Store,

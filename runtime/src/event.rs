@@ -196,6 +196,12 @@ impl RunId {
     pub(crate) fn new(millis: u64) -> Self {
         RunId(new_uuid(millis))
     }
+
+    /// When the run was created: the UUIDv7's timestamp, in ms since the Unix epoch.
+    pub(crate) fn created_ms(&self) -> u64 {
+        let b = self.0.as_bytes();
+        b[..6].iter().fold(0, |t, &byte| (t << 8) | u64::from(byte))
+    }
 }
 
 impl EventId {

@@ -98,6 +98,7 @@ mod error;
 mod event;
 mod flow;
 mod function;
+mod inspect;
 mod lifetime;
 mod runtime;
 mod send_options;
@@ -112,12 +113,13 @@ pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
 pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
+pub use inspect::{RunFilter, RunPage, DEFAULT_PAGE, MAX_PAGE};
 pub use lifetime::{CancelOn, Lifetime};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
 pub use send_options::SendOptions;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
-pub use store::{RunInfo, RunStatus, StepInfo};
+pub use store::{RunInfo, RunStatus, StepInfo, UnknownStatus};
 
 /// Sends an event through the ambient runtime: the last one started and still alive.
 ///

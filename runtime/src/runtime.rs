@@ -457,6 +457,16 @@ impl Runtime {
         self.inner.engine.append(envelope).await
     }
 
+    /// The store, for the operations that read or change runs directly (`inspect`).
+    pub(crate) fn store(&self) -> &dyn crate::store::Store {
+        &*self.inner.engine.store
+    }
+
+    /// Tells the dispatcher that runs were queued.
+    pub(crate) fn wake(&self) {
+        self.inner.engine.wake.notify_one();
+    }
+
     /// One run: its event, function, status, attempts, last error, output, steps, and why
     /// it is held, skipped or cancelled.
     ///

@@ -16,6 +16,7 @@ pub(crate) mod sqlite;
 
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
+pub(crate) use crate::inspect::RunFilter;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -172,6 +173,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// The runs of one event, or `None` for an unknown event.
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>>;
 
+    /// Up to `limit` runs `filter` selects, newest first (by run id: UUIDv7s sort by
+    /// creation time), with their steps. Its status condition reads as [`StatusWhere`].
+    fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>>;
+
+    /// Queues a new run of a finished run's function for its event (see [`Replay`]):
+    /// flow flags `ADMITTED | ENTERED` (past debounce, rate limit, throttle, filter and
+    /// idempotency; concurrency still applies), `replay_of` the original. Refused for a
+    /// run that has not finished, and for one of a batch.
+    fn replay(&self, run: RunId) -> StoreFuture<'_, Replay>;
+
     /// Releases what the store holds (a database file and its lock, connections,
     /// background tasks), once the runtime has stopped using it. Later calls fail with
     /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown). The memory store keeps its
@@ -230,6 +241,53 @@ pub(crate) enum Saved {
     Stored,
     /// The run is marked cancelled, for this reason: the step was not stored.
     Cancelled(String),
+}
+
+/// What [`Store::replay`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// No run has this id.
+    Unknown,
+    /// The run has not finished: its status.
+    Unfinished(RunStatus),
+    /// The run belongs to a batch (`flags::BATCHED`).
+    Batched,
+    /// A new run is queued: its id.
+    Replayed(RunId),
+}
+
+/// A [`RunStatus`] as the SQL stores keep it, for filtering: the status codes it spans,
+/// and the further conditions on the run's suspension and skip flag. The one
+/// translation every SQL store renders.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct StatusWhere {
+    /// Status codes (0 queued, 1 running, 2 ok, 3 failed, 4 held, 5 cancelled).
+    pub codes: &'static [i16],
+    /// `Some(0)`: not suspended; `Some(1)`: sleeping; `Some(2)`: waiting.
+    pub suspension: Option<u8>,
+    /// `Some(skipped)`: the `SKIPPED` flow flag's value.
+    pub skipped: Option<bool>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl StatusWhere {
+    pub fn of(status: RunStatus) -> StatusWhere {
+        let (codes, suspension, skipped): (&'static [i16], _, _) = match status {
+            RunStatus::Queued => (&[0, 4], Some(0), None),
+            RunStatus::Running => (&[1], None, None),
+            RunStatus::Sleeping => (&[0], Some(1), None),
+            RunStatus::Waiting => (&[0], Some(2), None),
+            RunStatus::Completed => (&[2], None, Some(false)),
+            RunStatus::Skipped => (&[2], None, Some(true)),
+            RunStatus::Failed => (&[3], None, None),
+            RunStatus::Cancelled => (&[5], None, None),
+        };
+        StatusWhere {
+            codes,
+            suspension,
+            skipped,
+        }
+    }
 }
 
 /// What [`Store::cancel`] did.
@@ -391,6 +449,8 @@ pub struct RunInfo {
     pub run_id: RunId,
     /// The event the run belongs to.
     pub event_id: EventId,
+    /// That event's name.
+    pub event_name: String,
     /// The app whose function the run executes (see `Builder::app`).
     pub app: String,
     /// The id of the function the run executes.
@@ -412,6 +472,10 @@ pub struct RunInfo {
     /// When a queued run may start at the earliest (a throttle's or a retry's delay),
     /// in milliseconds since the Unix epoch, if that is in the future.
     pub not_before_ms: Option<u64>,
+    /// When the run was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The run this one replays ([`Runtime::replay`](crate::Runtime::replay)).
+    pub replay_of: Option<RunId>,
 }
 
 /// Where a run is in its life.
@@ -448,5 +512,72 @@ impl RunStatus {
             self,
             RunStatus::Completed | RunStatus::Failed | RunStatus::Skipped | RunStatus::Cancelled
         )
+    }
+
+    /// Every status, in the order of a run's life.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Sleeping,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Skipped,
+        RunStatus::Cancelled,
+    ];
+
+    /// The status in lowercase (`"queued"`, `"failed"`, …): how the HTTP API and the
+    /// CLI name it; [`str::parse`] reads it back.
+    ///
+    /// ```
+    /// use fanfare::RunStatus;
+    /// assert_eq!(RunStatus::Failed.as_str(), "failed");
+    /// assert_eq!("failed".parse::<RunStatus>(), Ok(RunStatus::Failed));
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`RunStatus::as_str`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownStatus(pub String);
+
+impl std::fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown run status `{}`: expected one of ", self.0)?;
+        for (i, s) in RunStatus::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}`{s}`")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+impl std::str::FromStr for RunStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> std::result::Result<RunStatus, UnknownStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct RunFlow {
     /// Why the run is cancelled (see `Run::cancelled`): kept in this box, which few
     /// runs have, rather than in every run.
     pub cancel: Option<Box<str>>,
+    /// The run this one replays.
+    pub replay_of: Option<RunId>,
 }
 
 /// Why a run is held back, or how it ended without executing.

@@ -7,6 +7,7 @@ use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
 use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
+use super::{Replay, RunFilter};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod cancel;
 mod flow;
+mod inspect;
 
 pub(crate) struct MemoryStore {
     registry: Arc<Registry>,
@@ -537,6 +539,14 @@ impl Store for MemoryStore {
         ready(Ok(runs))
     }
 
+    fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>> {
+        ready(Ok(self.list_runs(filter, limit)))
+    }
+
+    fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
+        ready(Ok(self.replay_run(run)))
+    }
+
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
         let inner = self.lock();
         // The id names its slot; the slot may hold a later run by now.
@@ -557,6 +567,7 @@ impl MemoryStore {
         RunInfo {
             run_id: run.id,
             event_id: run.event.id,
+            event_name: run.event.name.to_string(),
             app: self.app.clone(),
             function_id: def.id().to_owned(),
             status: run.status,
@@ -574,6 +585,8 @@ impl MemoryStore {
                 .and_then(|f| f.not_before_ms)
                 .or(run.event.not_before)
                 .filter(|&t| t > now_millis() && run.status == RunStatus::Queued),
+            created_at_ms: run.id.created_ms(),
+            replay_of: run.flow.as_ref().and_then(|f| f.replay_of),
         }
     }
 }
@@ -647,6 +660,10 @@ impl Inner {
                 break;
             }
             self.completed.pop_front();
+            // A run replayed since: the event is listed again when it finishes.
+            if self.events.get(&event).is_some_and(|e| e.open > 0) {
+                continue;
+            }
             if let Some(entry) = self.events.remove(&event) {
                 for &slot in entry.runs.iter() {
                     let gen = self.runs[slot as usize]

@@ -43,6 +43,7 @@ use super::{
     RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,
     WaitSpec, WaitState,
 };
+use super::{Replay, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::{FunctionDef, Registry};
@@ -101,11 +102,15 @@ fn event_at(row: &tokio_postgres::Row, at: usize) -> Envelope {
     )
 }
 
-fn pg_error(target: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Store,
-        format_args!("PostgreSQL {target}: {what}: {e}"),
-    )
+fn pg_error(target: &str, what: &str, e: impl std::error::Error) -> Error {
+    // The server's own message is in the source: "db error" alone says nothing.
+    let mut message = format!("PostgreSQL {target}: {what}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Error::new(ErrorKind::Store, message)
 }
 
 /// `host:port/db` of a configuration, for messages (never the password).
@@ -233,7 +238,7 @@ impl Drop for PgStore {
 }
 
 impl Shared {
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    fn error(&self, what: &str, e: impl std::error::Error) -> Error {
         pg_error(&self.target, what, e)
     }
 
@@ -328,6 +333,14 @@ impl Store for PgStore {
 
     fn runs(&self, event: EventId) -> StoreFuture<'_, Option<Vec<RunInfo>>> {
         Box::pin(self.shared.runs(event))
+    }
+
+    fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>> {
+        Box::pin(self.shared.list(filter, limit))
+    }
+
+    fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
+        Box::pin(self.shared.replay(run))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -2,10 +2,29 @@
 
 use super::*;
 
-/// What `runs` and `run` read of a run.
+/// What `runs`, `run` and `list` read of a run.
 const COLUMNS: &str = "run_id, app, function_id, status, attempts, last_error, output, id, \
     sleeping, waiting, reason, CASE WHEN status = 0 AND NOT sleeping AND NOT waiting \
-    AND due_at > fanfare_now() THEN due_at END, flow, event_id";
+    AND due_at > fanfare_now() THEN due_at END, flow, event_id, \
+    (SELECT name FROM fanfare_events e WHERE e.id = fanfare_runs.event_id), replay_of";
+
+/// How `list` renders a status condition (`StatusWhere`) on `fanfare_runs`.
+fn status_sql(code: i16, status: &StatusWhere) -> String {
+    let mut sql = format!("status = {code}");
+    match status.suspension {
+        Some(0) => sql.push_str(" AND NOT sleeping AND NOT waiting"),
+        Some(1) => sql.push_str(" AND sleeping"),
+        Some(_) => sql.push_str(" AND waiting"),
+        None => {}
+    }
+    let skipped = crate::flow::rules::flags::SKIPPED;
+    match status.skipped {
+        Some(true) => sql.push_str(&format!(" AND flow & {skipped} <> 0")),
+        Some(false) => sql.push_str(&format!(" AND flow & {skipped} = 0")),
+        None => {}
+    }
+    sql
+}
 
 impl Shared {
     pub(super) async fn runs(&self, event: EventId) -> Result<Option<Vec<RunInfo>>> {
@@ -21,7 +40,7 @@ impl Shared {
             return Ok(None);
         }
         let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE event_id = $1 ORDER BY id");
-        self.read_runs(&client, &sql, id).await.map(Some)
+        self.read_runs(&client, &sql, &[&id]).await.map(Some)
     }
 
     /// One run, by its id (the `run_id` index).
@@ -29,23 +48,140 @@ impl Shared {
         let client = self.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE run_id = $1");
         Ok(self
-            .read_runs(&client, &sql, run.as_uuid())
+            .read_runs(&client, &sql, &[&run.as_uuid()])
             .await?
             .into_iter()
             .next())
     }
 
-    /// The runs `sql` (selecting `COLUMNS`, with one uuid parameter) reads.
-    async fn read_runs(&self, client: &Object, sql: &str, key: Uuid) -> Result<Vec<RunInfo>> {
+    /// Up to `limit` runs `filter` selects, newest first: one index range per status
+    /// code (`(status, run_id)` and `(function_id, status, run_id)` for runs that have not
+    /// completed, `(function_id, run_id)` and `run_id` otherwise), merged.
+    pub(super) async fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunInfo>> {
+        let client = self.client().await?;
+        let function = filter.function.clone();
+        let event = filter.event.map(|e| e.as_uuid());
+        let from = filter.from().map(|r| r.as_uuid());
+        let below = filter.below().map(|r| r.as_uuid());
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&limit];
+        let mut conditions = Vec::new();
+        if let Some(f) = &function {
+            params.push(f);
+            conditions.push(format!("function_id = ${}", params.len()));
+        }
+        if let Some(e) = &event {
+            params.push(e);
+            conditions.push(format!("event_id = ${}", params.len()));
+        }
+        if let Some(f) = &from {
+            params.push(f);
+            conditions.push(format!("run_id >= ${}", params.len()));
+        }
+        if let Some(b) = &below {
+            params.push(b);
+            conditions.push(format!("run_id < ${}", params.len()));
+        }
+        let select = |status: Option<String>| {
+            let all: Vec<&str> = status
+                .iter()
+                .map(String::as_str)
+                .chain(conditions.iter().map(String::as_str))
+                .collect();
+            let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
+            if !all.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&all.join(" AND "));
+            }
+            sql.push_str(" ORDER BY run_id DESC LIMIT $1");
+            sql
+        };
+        let sql = match filter.status {
+            None => select(None),
+            Some(status) => {
+                let status = StatusWhere::of(status);
+                let parts: Vec<String> = status
+                    .codes
+                    .iter()
+                    .map(|&code| format!("({})", select(Some(status_sql(code, &status)))))
+                    .collect();
+                format!(
+                    "SELECT * FROM ({}) u ORDER BY run_id DESC LIMIT $1",
+                    parts.join(" UNION ALL ")
+                )
+            }
+        };
+        self.read_runs(&client, &sql, &params).await
+    }
+
+    /// Queues a new run of a finished run's function for its event (see
+    /// `Store::replay`), for the run's app; its event is locked meanwhile, so pruning
+    /// cannot take it away under the new run.
+    pub(super) async fn replay(&self, run: RunId) -> Result<Replay> {
+        let err = |e| self.error("cannot replay the run", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT r.status, r.sleeping, r.waiting, r.flow, r.event_id, r.app, r.function_id \
+                 FROM fanfare_runs r JOIN fanfare_events e ON e.id = r.event_id \
+                 WHERE r.run_id = $1 FOR SHARE OF e",
+                &[&run.as_uuid()],
+            )
+            .await
+            .map_err(err)?
+        else {
+            return Ok(Replay::Unknown);
+        };
+        let status = match row.get::<_, i16>(0) {
+            0 if row.get::<_, bool>(1) => RunStatus::Sleeping,
+            0 if row.get::<_, bool>(2) => RunStatus::Waiting,
+            0 | flow::HELD => RunStatus::Queued,
+            1 => RunStatus::Running,
+            _ => RunStatus::Completed,
+        };
+        if !status.is_finished() {
+            return Ok(Replay::Unfinished(status));
+        }
+        let flags = crate::flow::rules::flags::ADMITTED | crate::flow::rules::flags::ENTERED;
+        if row.get::<_, i16>(3) & crate::flow::rules::flags::BATCHED != 0 {
+            return Ok(Replay::Batched);
+        }
+        let new = RunId::new(crate::event::now_millis());
+        let (event, app, function): (Uuid, String, String) = (row.get(4), row.get(5), row.get(6));
+        tx.execute(
+            "INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, due_at, flow, replay_of) \
+             VALUES ($1, $2, $3, $4, 0, fanfare_now(), $5, $6)",
+            &[&new.as_uuid(), &event, &app, &function, &flags, &run.as_uuid()],
+        )
+        .await
+        .map_err(err)?;
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(Replay::Replayed(new))
+    }
+
+    /// The runs `sql` (selecting `COLUMNS`) reads with `params`.
+    async fn read_runs(
+        &self,
+        client: &Object,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RunInfo>> {
         let err = |e| self.error("cannot read runs", e);
-        let rows = client.query(sql, &[&key]).await.map_err(err)?;
+        let rows = client.query(sql, params).await.map_err(err)?;
         let keys: Vec<i64> = rows.iter().map(|row| row.get(7)).collect();
         let mut steps = self.steps(client, &keys).await?;
         Ok(rows
             .into_iter()
             .map(|row| RunInfo {
                 run_id: RunId::from_uuid(row.get(0)),
+                created_at_ms: RunId::from_uuid(row.get(0)).created_ms(),
                 event_id: EventId::from_uuid(row.get(13)),
+                event_name: row.get::<_, Option<String>>(14).unwrap_or_default(),
+                replay_of: row.get::<_, Option<Uuid>>(15).map(RunId::from_uuid),
                 app: row.get(1),
                 function_id: row.get(2),
                 status: match row.get::<_, i16>(3) {

@@ -139,6 +139,20 @@ CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
 DROP INDEX fanfare_runs_finished;
 CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
 "#,
+    // Listing runs (`Store::list`), newest first: run ids become UUIDv7s (made from the
+    // text of a random UUID: `uuid_send` and back costs twice as much), so they sort by
+    // creation time; an index by function (written once, at insert), and by status for
+    // runs that have not completed (the few: completed runs are read through the
+    // others); `replay_of` links a replayed run to its original.
+    r#"
+CREATE FUNCTION fanfare_run_id(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
+    AS $$ SELECT overlay(gen_random_uuid()::text PLACING (substr(lpad(to_hex(ms), 12, '0'), 1, 8)
+                 || '-' || substr(lpad(to_hex(ms), 12, '0'), 9, 4) || '-7') FROM 1 FOR 15)::uuid $$;
+ALTER TABLE fanfare_runs ADD COLUMN replay_of uuid;
+CREATE INDEX fanfare_runs_function ON fanfare_runs (function_id, run_id);
+CREATE INDEX fanfare_runs_status ON fanfare_runs (status, run_id) WHERE status <> 2;
+CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, run_id) WHERE status <> 2;
+"#,
 ];
 
 impl Shared {
@@ -166,10 +180,11 @@ impl Shared {
             .map_err(err)?
             .map_or(0, |row| row.get(0));
         if version > MIGRATIONS.len() as i64 {
-            return Err(self.error(
-                "written by a newer fanfare",
+            return Err(Error::new(
+                ErrorKind::Store,
                 format_args!(
-                    "its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    "PostgreSQL {}: written by a newer fanfare: its schema version is {version}, this fanfare knows versions up to {}; upgrade fanfare",
+                    self.target,
                     MIGRATIONS.len()
                 ),
             ));

@@ -21,7 +21,7 @@ WITH e AS (
     RETURNING id, name, data),
 r AS (
     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-    SELECT gen_random_uuid(), e.id, f.app, f.function_id, greatest(fanfare_now(), d.due)
+    SELECT fanfare_run_id(fanfare_now()), e.id, f.app, f.function_id, greatest(fanfare_now(), d.due)
     FROM e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
     JOIN fanfare_functions f ON f.trigger = e.name
     RETURNING event_id, app, function_id),
@@ -168,7 +168,7 @@ impl Shared {
                      ON CONFLICT (id) DO NOTHING
                      RETURNING id)
                  INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-                 SELECT gen_random_uuid(), e.id, $5, $6, fanfare_now() FROM e",
+                 SELECT fanfare_run_id(fanfare_now()), e.id, $5, $6, fanfare_now() FROM e",
                 &[
                     &event.id.as_uuid(),
                     &&*event.name,

@@ -4,15 +4,17 @@ use super::*;
 use crate::flow::rules::{flags, RunFlow};
 
 /// Due runs of this process's functions, earliest first (ties in the order the runs
-/// were stored: the order of debounce, batch and throttle).
+/// were stored: the order of debounce, batch and throttle). Through the due index, in
+/// its order: `+function_id` keeps SQLite from reading the function index instead
+/// (which holds every run of the function, finished ones too) and sorting.
 pub(crate) const CLAIM: &str =
     "SELECT id, run_id, event_id, function_id, attempts, steps, flow, ckey, rank, batch, cancel FROM fanfare_runs \
-    WHERE status = 0 AND due_at <= ?1 AND function_id IN (SELECT id FROM temp.fanfare_local) \
+    WHERE status = 0 AND due_at <= ?1 AND +function_id IN (SELECT id FROM temp.fanfare_local) \
     ORDER BY due_at, id LIMIT ?2";
 
 /// When the earliest queued run of this process's functions is due.
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
-    AND function_id IN (SELECT id FROM temp.fanfare_local)";
+    AND +function_id IN (SELECT id FROM temp.fanfare_local)";
 
 /// A due run: row id, run id, event id, function id, attempts so far, steps completed,
 /// its flow-control columns, and its cancellation mark.

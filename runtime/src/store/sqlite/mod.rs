@@ -35,6 +35,7 @@ use super::{
     StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
+use super::{Replay, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -99,6 +100,8 @@ enum Command {
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
     Unfinished(u32, usize, oneshot::Sender<Result<Vec<Unfinished>>>),
     Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
+    List(RunFilter, usize, oneshot::Sender<Result<Vec<RunInfo>>>),
+    Replay(RunId, oneshot::Sender<Result<Replay>>),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -126,8 +129,10 @@ enum Reply {
     ),
     Run(
         oneshot::Sender<Result<Option<RunInfo>>>,
-        Result<Option<RunInfo>>,
+        Box<Result<Option<RunInfo>>>,
     ),
+    List(oneshot::Sender<Result<Vec<RunInfo>>>, Result<Vec<RunInfo>>),
+    Replay(oneshot::Sender<Result<Replay>>, Result<Replay>),
 }
 
 impl Reply {
@@ -159,7 +164,9 @@ impl Reply {
             Reply::Saved(tx, r) => answer(tx, r, commit),
             Reply::Cancel(tx, r) => answer(tx, r, commit),
             Reply::Unfinished(tx, r) => answer(tx, r, commit),
-            Reply::Run(tx, r) => answer(tx, r, commit),
+            Reply::Run(tx, r) => answer(tx, *r, commit),
+            Reply::List(tx, r) => answer(tx, r, commit),
+            Reply::Replay(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -294,6 +301,15 @@ impl Store for SqliteStore {
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
         self.call(|tx| Command::Run(run, tx))
+    }
+
+    fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>> {
+        let filter = filter.clone();
+        self.call(move |tx| Command::List(filter, limit, tx))
+    }
+
+    fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
+        self.call(|tx| Command::Replay(run, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

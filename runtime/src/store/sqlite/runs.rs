@@ -3,25 +3,46 @@
 use super::*;
 use crate::flow::rules::flags;
 
-/// A run as `runs` reads it: run id, function id, status, attempts, last error, output,
-/// row id, suspension (1 sleeping, 2 waiting), flow control's reason, due time.
-type RunRow = (
-    Vec<u8>,
-    String,
-    i64,
-    u32,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-);
+/// A run as `runs` reads it (see `COLUMNS`).
+struct RunRow {
+    run_id: Vec<u8>,
+    function_id: String,
+    status: i64,
+    attempts: u32,
+    last_error: Option<String>,
+    output: Option<String>,
+    key: i64,
+    /// 1 sleeping, 2 or more waiting.
+    suspension: i64,
+    reason: Option<String>,
+    due: i64,
+    flow: i64,
+    event_id: Vec<u8>,
+    event_name: Option<String>,
+    replay_of: Option<Vec<u8>>,
+}
 
-/// What `runs` and `run` read of a run.
+/// What `runs`, `run` and `list` read of a run.
 const COLUMNS: &str = "run_id, function_id, status, attempts, last_error, output, id, \
-    sleeping + 2 * waiting, reason, due_at, flow, event_id";
+    sleeping + 2 * waiting, reason, due_at, flow, event_id, \
+    (SELECT name FROM fanfare_events e WHERE e.id = fanfare_runs.event_id), replay_of";
+
+/// How `list` renders a status condition (`StatusWhere`) on `fanfare_runs`.
+fn status_sql(code: i16, status: &StatusWhere) -> String {
+    let mut sql = format!("status = {code}");
+    match status.suspension {
+        Some(0) => sql.push_str(" AND sleeping + 2 * waiting = 0"),
+        Some(1) => sql.push_str(" AND sleeping + 2 * waiting = 1"),
+        Some(_) => sql.push_str(" AND sleeping + 2 * waiting >= 2"),
+        None => {}
+    }
+    match status.skipped {
+        Some(true) => sql.push_str(&format!(" AND flow & {} <> 0", flags::SKIPPED)),
+        Some(false) => sql.push_str(&format!(" AND flow & {} = 0", flags::SKIPPED)),
+        None => {}
+    }
+    sql
+}
 
 impl Ctx<'_> {
     pub(super) fn runs(&self, tx: &Connection, event: EventId) -> Result<Option<Vec<RunInfo>>> {
@@ -37,7 +58,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE event_id = ?1 ORDER BY id");
-        self.read_runs(tx, &sql, event.as_uuid().as_bytes())
+        self.read_runs(tx, &sql, [event.as_uuid().as_bytes()])
             .map(Some)
     }
 
@@ -45,78 +66,203 @@ impl Ctx<'_> {
     pub(super) fn run(&self, tx: &Connection, run: RunId) -> Result<Option<RunInfo>> {
         let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE run_id = ?1");
         Ok(self
-            .read_runs(tx, &sql, run.as_uuid().as_bytes())?
+            .read_runs(tx, &sql, [run.as_uuid().as_bytes()])?
             .into_iter()
             .next())
     }
 
-    /// The runs `sql` (selecting `COLUMNS`, with one parameter, `key`) reads.
-    fn read_runs(&self, tx: &Connection, sql: &str, key: &[u8]) -> Result<Vec<RunInfo>> {
+    /// Up to `limit` runs `filter` selects, newest first: one index range per status
+    /// code (`(status, run_id)` and `(function_id, status, run_id)` for runs that have not
+    /// completed, `(function_id, run_id)` and `run_id` otherwise), merged.
+    pub(super) fn list(
+        &self,
+        tx: &Connection,
+        filter: &RunFilter,
+        limit: usize,
+    ) -> Result<Vec<RunInfo>> {
+        let mut conditions = Vec::new();
+        let function = filter.function.as_deref();
+        let event = filter.event.map(|e| *e.as_uuid().as_bytes());
+        let from = filter.from().map(|r| *r.as_uuid().as_bytes());
+        let below = filter.below().map(|r| *r.as_uuid().as_bytes());
+        if function.is_some() {
+            conditions.push("function_id = :function".to_owned());
+        }
+        if event.is_some() {
+            conditions.push("event_id = :event".to_owned());
+        }
+        if from.is_some() {
+            conditions.push("run_id >= :from".to_owned());
+        }
+        if below.is_some() {
+            conditions.push("run_id < :below".to_owned());
+        }
+        let select = |status: Option<String>| {
+            let all: Vec<&str> = status
+                .iter()
+                .map(String::as_str)
+                .chain(conditions.iter().map(String::as_str))
+                .collect();
+            let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
+            if !all.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&all.join(" AND "));
+            }
+            sql.push_str(" ORDER BY run_id DESC LIMIT :limit");
+            sql
+        };
+        let sql = match filter.status {
+            None => select(None),
+            Some(status) => {
+                let status = StatusWhere::of(status);
+                let parts: Vec<String> = status
+                    .codes
+                    .iter()
+                    .map(|&code| {
+                        format!(
+                            "SELECT * FROM ({})",
+                            select(Some(status_sql(code, &status)))
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} ORDER BY run_id DESC LIMIT :limit",
+                    parts.join(" UNION ALL ")
+                )
+            }
+        };
+        let limit = limit as i64;
+        let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &limit)];
+        if let Some(f) = &function {
+            params.push((":function", f));
+        }
+        if let Some(e) = &event {
+            params.push((":event", e));
+        }
+        if let Some(f) = &from {
+            params.push((":from", f));
+        }
+        if let Some(b) = &below {
+            params.push((":below", b));
+        }
+        self.read_runs(tx, &sql, &params[..])
+    }
+
+    /// The runs `sql` (selecting `COLUMNS`) reads with `params`.
+    fn read_runs(
+        &self,
+        tx: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RunInfo>> {
         let err = self.err("cannot read runs");
         let mut s = tx.prepare_cached(sql).map_err(&err)?;
-        let rows: Vec<(RunRow, Vec<u8>)> = s
-            .query_map([key], |r| {
-                Ok((
-                    (
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                    ),
-                    r.get(11)?,
-                ))
+        let rows: Vec<RunRow> = s
+            .query_map(params, |r| {
+                Ok(RunRow {
+                    run_id: r.get(0)?,
+                    function_id: r.get(1)?,
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_error: r.get(4)?,
+                    output: r.get(5)?,
+                    key: r.get(6)?,
+                    suspension: r.get(7)?,
+                    reason: r.get(8)?,
+                    due: r.get(9)?,
+                    flow: r.get(10)?,
+                    event_id: r.get(11)?,
+                    event_name: r.get(12)?,
+                    replay_of: r.get(13)?,
+                })
             })
             .and_then(|rows| rows.collect())
             .map_err(&err)?;
         rows.into_iter()
-            .map(
-                |(
-                    (
-                        run_id,
-                        function_id,
-                        status,
-                        attempts,
-                        last_error,
-                        output,
-                        key,
-                        sleeping,
-                        reason,
-                        due,
-                        flow,
-                    ),
-                    event_id,
-                )| {
-                    let queued = status_from(status) == RunStatus::Queued && sleeping == 0;
-                    Ok(RunInfo {
-                        run_id: RunId::from_uuid(uuid_from(&run_id)?),
-                        event_id: EventId::from_uuid(uuid_from(&event_id)?),
-                        app: self.app.to_owned(),
-                        function_id,
-                        status: match status_from(status) {
-                            RunStatus::Completed if flow & i64::from(flags::SKIPPED) != 0 => {
-                                RunStatus::Skipped
-                            }
-                            RunStatus::Queued if sleeping == 1 => RunStatus::Sleeping,
-                            RunStatus::Queued if sleeping >= 2 => RunStatus::Waiting,
-                            other => other,
-                        },
-                        attempts,
-                        last_error,
-                        output: output.and_then(|o| serde_json::from_str(&o).ok()),
-                        steps: self.steps(tx, key)?.iter().map(StepRecord::info).collect(),
-                        reason,
-                        not_before_ms: (queued && due > self.now as i64).then_some(due as u64),
-                    })
-                },
-            )
+            .map(|row| {
+                let queued = status_from(row.status) == RunStatus::Queued && row.suspension == 0;
+                let run_id = RunId::from_uuid(uuid_from(&row.run_id)?);
+                Ok(RunInfo {
+                    run_id,
+                    event_id: EventId::from_uuid(uuid_from(&row.event_id)?),
+                    event_name: row.event_name.unwrap_or_default(),
+                    app: self.app.to_owned(),
+                    function_id: row.function_id,
+                    status: match status_from(row.status) {
+                        RunStatus::Completed if row.flow & i64::from(flags::SKIPPED) != 0 => {
+                            RunStatus::Skipped
+                        }
+                        RunStatus::Queued if row.suspension == 1 => RunStatus::Sleeping,
+                        RunStatus::Queued if row.suspension >= 2 => RunStatus::Waiting,
+                        other => other,
+                    },
+                    attempts: row.attempts,
+                    last_error: row.last_error,
+                    output: row.output.and_then(|o| serde_json::from_str(&o).ok()),
+                    steps: self
+                        .steps(tx, row.key)?
+                        .iter()
+                        .map(StepRecord::info)
+                        .collect(),
+                    reason: row.reason,
+                    not_before_ms: (queued && row.due > self.now as i64).then_some(row.due as u64),
+                    created_at_ms: run_id.created_ms(),
+                    replay_of: match row.replay_of {
+                        Some(id) => Some(RunId::from_uuid(uuid_from(&id)?)),
+                        None => None,
+                    },
+                })
+            })
             .collect()
+    }
+
+    /// Queues a new run of a finished run's function for its event (see
+    /// `Store::replay`).
+    pub(super) fn replay(&self, tx: &Connection, run: RunId) -> Result<Replay> {
+        let err = self.err("cannot replay the run");
+        let found: Option<(i64, i64, i64, Vec<u8>, String)> = tx
+            .prepare_cached(
+                "SELECT status, sleeping + 2 * waiting, flow, event_id, function_id \
+                 FROM fanfare_runs WHERE run_id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([run.as_uuid().as_bytes()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .map_err(&err)?;
+        let Some((status, suspension, flow, event, function)) = found else {
+            return Ok(Replay::Unknown);
+        };
+        let status = match status_from(status) {
+            RunStatus::Queued if suspension == 1 => RunStatus::Sleeping,
+            RunStatus::Queued if suspension >= 2 => RunStatus::Waiting,
+            other => other,
+        };
+        if !status.is_finished() {
+            return Ok(Replay::Unfinished(status));
+        }
+        if flow & i64::from(flags::BATCHED) != 0 {
+            return Ok(Replay::Batched);
+        }
+        let new = RunId::new(self.now);
+        tx.prepare_cached(
+            "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at, flow, replay_of) \
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                new.as_uuid().as_bytes(),
+                event,
+                function,
+                self.now as i64,
+                i64::from(flags::ADMITTED | flags::ENTERED),
+                run.as_uuid().as_bytes()
+            ])
+        })
+        .map_err(&err)?;
+        Ok(Replay::Replayed(new))
     }
 }
 

@@ -104,6 +104,15 @@ CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
 DROP INDEX fanfare_runs_finished;
 CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
 "#,
+    // Listing runs (`Store::list`), newest first: by function (written once, at insert),
+    // and by status for runs that have not completed (the few: completed runs are read
+    // through the others); `replay_of` links a replayed run to its original.
+    r#"
+ALTER TABLE fanfare_runs ADD COLUMN replay_of BLOB;
+CREATE INDEX fanfare_runs_function ON fanfare_runs (function_id, run_id);
+CREATE INDEX fanfare_runs_status ON fanfare_runs (status, run_id) WHERE status <> 2;
+CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, run_id) WHERE status <> 2;
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where

@@ -14,7 +14,9 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Cancel(_, _, tx) => Reply::Cancel(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
         Command::Unfinished(_, _, tx) => Reply::Unfinished(tx, Err(e())),
-        Command::Run(_, tx) => Reply::Run(tx, Err(e())),
+        Command::Run(_, tx) => Reply::Run(tx, Box::new(Err(e()))),
+        Command::List(_, _, tx) => Reply::List(tx, Err(e())),
+        Command::Replay(_, tx) => Reply::Replay(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -110,7 +112,11 @@ impl Writer {
                     Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
                 }
                 Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
-                Command::Run(run, reply) => Reply::Run(reply, ctx.run(&sp, run)),
+                Command::Run(run, reply) => Reply::Run(reply, Box::new(ctx.run(&sp, run))),
+                Command::List(filter, limit, reply) => {
+                    Reply::List(reply, ctx.list(&sp, &filter, limit))
+                }
+                Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
@@ -126,6 +132,8 @@ impl Writer {
                 Reply::Cancel(_, r) => r.is_ok(),
                 Reply::Unfinished(_, r) => r.is_ok(),
                 Reply::Run(_, r) => r.is_ok(),
+                Reply::List(_, r) => r.is_ok(),
+                Reply::Replay(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()

@@ -1,0 +1,81 @@
+//! `Runtime::list_runs` and `Runtime::replay` in the memory store: a look through every
+//! run it keeps (it keeps them only for the retention), and a new run in a free slot.
+
+use super::*;
+use crate::flow::rules::flags;
+
+impl MemoryStore {
+    /// Up to `limit` runs `filter` selects, newest first.
+    pub(super) fn list_runs(&self, filter: &RunFilter, limit: usize) -> Vec<RunInfo> {
+        let inner = self.lock();
+        let (from, below) = (filter.from(), filter.below());
+        let mut found: Vec<&Run> = inner
+            .runs
+            .iter()
+            .flatten()
+            .filter(|run| {
+                from.is_none_or(|from| run.id >= from)
+                    && below.is_none_or(|below| run.id < below)
+                    && filter.status.is_none_or(|s| s == run.status)
+                    && filter.event.is_none_or(|e| e == run.event.id)
+                    && filter
+                        .function
+                        .as_deref()
+                        .is_none_or(|f| self.registry.defs[run.function as usize].id() == f)
+            })
+            .collect();
+        found.sort_unstable_by_key(|run| std::cmp::Reverse(run.id));
+        found.truncate(limit);
+        found.into_iter().map(|run| self.info(run)).collect()
+    }
+
+    /// Queues a new run of `run`'s function for its event (see `Store::replay`).
+    pub(super) fn replay_run(&self, run: RunId) -> Replay {
+        let mut inner = self.lock();
+        let Some(original) = inner
+            .runs
+            .get(slot_of(run) as usize)
+            .and_then(Option::as_ref)
+            .filter(|r| r.id == run)
+        else {
+            return Replay::Unknown;
+        };
+        if !original.status.is_finished() {
+            return Replay::Unfinished(original.status);
+        }
+        if original
+            .flow
+            .as_ref()
+            .is_some_and(|f| f.place.flags & flags::BATCHED != 0)
+        {
+            return Replay::Batched;
+        }
+        let (event, function) = (Arc::clone(&original.event), original.function);
+        let mut flow = Box::<flow::RunFlow>::default();
+        flow.place.flags = flags::ADMITTED | flags::ENTERED;
+        flow.replay_of = Some(run);
+        let slot = inner.insert(Run {
+            id: RunId::new(now_millis()),
+            gen: 0,
+            event: Arc::clone(&event),
+            function,
+            status: RunStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            output: None,
+            steps: Vec::new(),
+            flow: Some(flow),
+        });
+        let Some(new) = inner.runs[slot as usize].as_mut() else {
+            return Replay::Unknown;
+        };
+        new.id = with_slot(new.id, slot);
+        let id = new.id;
+        if let Some(entry) = inner.events.get_mut(&event.id) {
+            entry.runs = entry.runs.iter().copied().chain([slot]).collect();
+            entry.open += 1;
+        }
+        inner.ready.push_back(slot);
+        Replay::Replayed(id)
+    }
+}
