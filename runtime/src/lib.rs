@@ -113,7 +113,10 @@ pub use fanfare_macros::{function, Event};
 pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use lifetime::{CancelOn, Lifetime};
-pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
+pub use runtime::{
+    Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_FAILED_RETENTION, DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_RETENTION,
+};
 pub use send_options::SendOptions;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
