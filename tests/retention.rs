@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{until, Store, LIMIT};
+use common::{postgres_ready, postgres_schema, temp_db, until, Store, LIMIT};
 use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -151,4 +151,117 @@ async fn an_event_with_a_failed_and_a_completed_run_follows_the_failed_rule(stor
         assert_eq!(err.kind(), ErrorKind::RunNotFound);
     }
     rt.shutdown().await.unwrap();
+}
+
+// --- upgrades ------------------------------------------------------------------------------
+
+/// The schema versions before failed runs had an index of their own (SQLite migration 7,
+/// PostgreSQL migration 8): a database left there by an older fanfare.
+const SQLITE_BEFORE: i64 = 6;
+const POSTGRES_BEFORE: i64 = 7;
+
+/// Takes a database back to before the failed retention, as an older fanfare left it.
+fn downgrade(before: i64) -> String {
+    format!(
+        "DROP INDEX IF EXISTS fanfare_runs_failed; \
+         UPDATE fanfare_meta SET value = {before} WHERE key = 'schema_version'"
+    )
+}
+
+/// Sends an event that fails, on a runtime that keeps it (the default failed retention).
+async fn store_a_failure(builder: fanfare::Builder) -> EventId {
+    let rt = builder.start().await.unwrap();
+    let failed = rt.send(Fatal).await.unwrap();
+    timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    rt.shutdown().await.unwrap();
+    failed
+}
+
+/// Starts on the upgraded database; its failed run goes after the failed retention.
+async fn prunes_after_the_upgrade(builder: fanfare::Builder, failed: EventId) {
+    let rt = builder
+        .retention(RETENTION)
+        .failed_retention(RETENTION * 2)
+        .start()
+        .await
+        .unwrap();
+    until("the failed event is pruned", async || {
+        gone(&rt, failed).await
+    })
+    .await;
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrades_a_database_from_before_the_failed_retention() {
+    let path = temp_db();
+    let failed = store_a_failure(fanfare::Runtime::builder().sqlite(&path)).await;
+    // Wait for the writer thread to let go of the file.
+    let conn = timeout(LIMIT, async {
+        loop {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            if conn.execute_batch(&downgrade(SQLITE_BEFORE)).is_ok() {
+                break conn;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(conn);
+    prunes_after_the_upgrade(fanfare::Runtime::builder().sqlite(&path), failed).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'fanfare_runs_failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(version > SQLITE_BEFORE, "{version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let failed = store_a_failure(fanfare::Runtime::builder().postgres(&url)).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&downgrade(POSTGRES_BEFORE))
+        .await
+        .unwrap();
+    prunes_after_the_upgrade(fanfare::Runtime::builder().postgres(&url), failed).await;
+    let index: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes \
+             WHERE schemaname = current_schema() AND indexname = 'fanfare_runs_failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(index, 1);
+    let version: i64 = client
+        .query_one(
+            "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version > POSTGRES_BEFORE, "{version}");
 }
