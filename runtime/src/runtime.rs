@@ -526,7 +526,8 @@ impl Runtime {
     /// ```
     ///
     /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
-    /// (never created, or pruned after the retention).
+    /// (never created, or pruned after the [retention](Builder::retention) or the
+    /// [failed retention](Builder::failed_retention)).
     pub async fn run(&self, run: RunId) -> Result<RunInfo> {
         self.inner.engine.store.run(run).await?.ok_or_else(|| {
             Error::new(
@@ -539,7 +540,9 @@ impl Runtime {
     /// The runs of an event: function id, status, attempts, last error, output.
     ///
     /// Fails with [`ErrorKind::EventNotFound`] for an id this runtime never accepted, or
-    /// whose runs all completed longer ago than the retention.
+    /// that was pruned: its runs all completed longer ago than the
+    /// [retention](Builder::retention), or, with a failed run, the
+    /// [failed retention](Builder::failed_retention).
     pub async fn runs(&self, event: EventId) -> Result<Vec<RunInfo>> {
         self.inner.engine.store.runs(event).await?.ok_or_else(|| {
             Error::new(
@@ -573,7 +576,8 @@ impl Runtime {
     /// until a process of that app takes it and cancels it, without executing it.)
     ///
     /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
-    /// (never created, or pruned after the retention).
+    /// (never created, or pruned after the [retention](Builder::retention) or the
+    /// [failed retention](Builder::failed_retention)).
     ///
     /// ```
     /// # use serde::{Deserialize, Serialize};
