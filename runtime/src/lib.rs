@@ -115,7 +115,10 @@ pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use inspect::{RunFilter, RunPage, DEFAULT_PAGE, MAX_PAGE};
 pub use lifetime::{CancelOn, Lifetime};
-pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
+pub use runtime::{
+    Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_FAILED_RETENTION, DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_RETENTION,
+};
 pub use send_options::SendOptions;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;

@@ -9,6 +9,7 @@ use crate::send_options::SendOptions;
 use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
+use crate::store::retention::Retention;
 #[cfg(feature = "sqlite")]
 use crate::store::sqlite::{SqliteStore, SqliteSync};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -46,6 +47,7 @@ pub struct Builder {
     max_event_size: usize,
     shutdown_timeout: Duration,
     retention: Duration,
+    failed_retention: Duration,
     group_commit: bool,
     app: Option<String>,
     lease: Duration,
@@ -72,6 +74,10 @@ enum StoreConfig {
 pub const DEFAULT_CONCURRENCY: usize = 1024;
 /// Default of [`Builder::max_event_size`]: 512 KiB.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 512 * 1024;
+/// Default of [`Builder::retention`]: an hour.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+/// Default of [`Builder::failed_retention`]: 30 days.
+pub const DEFAULT_FAILED_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Builder {
     fn default() -> Self {
@@ -80,7 +86,8 @@ impl Default for Builder {
             concurrency: DEFAULT_CONCURRENCY,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             shutdown_timeout: Duration::from_secs(30),
-            retention: Duration::from_secs(3600),
+            retention: DEFAULT_RETENTION,
+            failed_retention: DEFAULT_FAILED_RETENTION,
             group_commit: true,
             app: None,
             lease: Duration::from_secs(30),
@@ -119,16 +126,57 @@ impl Builder {
         self
     }
 
-    /// How long a store keeps an event once all its runs completed (or were cancelled),
-    /// for [`Runtime::runs`] (default 1 hour); then the event, its runs and their steps are
-    /// deleted. Events with a failed run are kept (in memory, until the process ends).
+    /// How long a store keeps an event once all its runs completed (or were cancelled,
+    /// or skipped), for [`Runtime::runs`] and [`Runtime::run`] (default 1 hour,
+    /// [`DEFAULT_RETENTION`]); then the event, its runs and their steps are deleted. An
+    /// event with a failed run is kept longer: see [`Builder::failed_retention`].
     ///
-    /// Durable stores prune in small batches, walking their indexes in time order: a
-    /// batch costs the same however large the history, and holds no lock a claim needs.
-    /// While the history is behind, batches follow each other, taking at most a fifth of
-    /// the store's time, so the workload keeps the rest.
+    /// Every store prunes, the memory store included. Durable stores prune in small
+    /// batches, walking their indexes in time order: a batch costs the same however large
+    /// the history, and holds no lock a claim needs. While the history is behind, batches
+    /// follow each other, taking at most a fifth of the store's time, so the workload
+    /// keeps the rest.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let rt = fanfare::Runtime::builder()
+    ///     .retention(Duration::from_secs(24 * 3600))
+    ///     .start()
+    ///     .await?;
+    /// # rt.shutdown().await
+    /// # }
+    /// ```
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// How long a store keeps an event with a failed run — the dead-letter set, where
+    /// [`Runtime::runs`] shows each failed run with its attempts and last error (default
+    /// 30 days, [`DEFAULT_FAILED_RETENTION`]).
+    ///
+    /// Such an event is deleted, with all its runs and their steps, once all its runs
+    /// finished, its last failed run finished more than `failed_retention` ago and its
+    /// other runs more than the [`retention`](Builder::retention) ago. A failed retention
+    /// shorter than the retention is raised to it: a failed event is never deleted before
+    /// a completed one would be.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// // Completed events for an hour (the default), failed ones for a week.
+    /// let rt = fanfare::Runtime::builder()
+    ///     .failed_retention(Duration::from_secs(7 * 24 * 3600))
+    ///     .start()
+    ///     .await?;
+    /// # rt.shutdown().await
+    /// # }
+    /// ```
+    pub fn failed_retention(mut self, failed_retention: Duration) -> Self {
+        self.failed_retention = failed_retention;
         self
     }
 
@@ -287,10 +335,11 @@ impl Builder {
         };
         check_app(&app)?;
         let wake = Arc::new(Notify::new());
+        let retention = Retention::new(self.retention, self.failed_retention);
         #[cfg(any(feature = "sqlite", feature = "postgres"))]
         let options = StoreOptions {
             app: app.clone(),
-            retention: self.retention,
+            retention,
             group_commit: self.group_commit,
             lease: self.lease,
             execute: self.execute,
@@ -299,7 +348,7 @@ impl Builder {
             StoreConfig::Memory => Arc::new(MemoryStore::new(
                 Arc::clone(&registry),
                 app.clone(),
-                self.retention,
+                retention,
             )),
             #[cfg(feature = "sqlite")]
             StoreConfig::Sqlite { path, sync } => {
@@ -487,7 +536,8 @@ impl Runtime {
     /// ```
     ///
     /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
-    /// (never created, or pruned after the retention).
+    /// (never created, or pruned after the [retention](Builder::retention) or the
+    /// [failed retention](Builder::failed_retention)).
     pub async fn run(&self, run: RunId) -> Result<RunInfo> {
         self.inner.engine.store.run(run).await?.ok_or_else(|| {
             Error::new(
@@ -500,7 +550,9 @@ impl Runtime {
     /// The runs of an event: function id, status, attempts, last error, output.
     ///
     /// Fails with [`ErrorKind::EventNotFound`] for an id this runtime never accepted, or
-    /// whose runs all completed longer ago than the retention.
+    /// that was pruned: its runs all completed longer ago than the
+    /// [retention](Builder::retention), or, with a failed run, the
+    /// [failed retention](Builder::failed_retention).
     pub async fn runs(&self, event: EventId) -> Result<Vec<RunInfo>> {
         self.inner.engine.store.runs(event).await?.ok_or_else(|| {
             Error::new(
@@ -534,7 +586,8 @@ impl Runtime {
     /// until a process of that app takes it and cancels it, without executing it.)
     ///
     /// Fails with [`ErrorKind::RunNotFound`] for an id this runtime's store does not know
-    /// (never created, or pruned after the retention).
+    /// (never created, or pruned after the [retention](Builder::retention) or the
+    /// [failed retention](Builder::failed_retention)).
     ///
     /// ```
     /// # use serde::{Deserialize, Serialize};

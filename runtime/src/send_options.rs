@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///   twice, a retried request, start their functions once (as Inngest's event ids). The
 ///   id is remembered as long as the event is kept: until all its runs completed longer
 ///   ago than the retention (`Builder::retention`, an hour by default: raise it to a day
-///   for Inngest's window).
+///   for Inngest's window), or, with a failed run, the failed retention
+///   (`Builder::failed_retention`, 30 days by default).
 /// - [`not_before`](SendOptions::not_before) / [`delay`](SendOptions::delay): the
 ///   event's runs start no earlier (a delayed send). They are stored at once, and show
 ///   as `Queued` with [`not_before_ms`](crate::RunInfo::not_before_ms) meanwhile.

@@ -9,7 +9,6 @@ pub(crate) mod memory;
 mod plans;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod retention;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub(crate) struct StoreOptions {
     pub app: String,
-    pub retention: Duration,
+    pub retention: retention::Retention,
     pub group_commit: bool,
     pub lease: Duration,
     pub execute: bool,

@@ -10,8 +10,8 @@ const BACKLOG: i64 = 100_000;
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        BATCH_EVENTS, CLAIM, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS,
-        NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, WAITS_OF,
+        BATCH_EVENTS, CLAIM, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY,
+        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -60,6 +60,7 @@ mod sqlite {
              UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
                  WHERE status = 0 AND id % 3 = 0;
              UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0;
+             UPDATE fanfare_runs SET status = 3 WHERE status = 2 AND id % 11 = 0;
              COMMIT;",
             events = BACKLOG * 2 / 5,
             waits = BACKLOG / 2,
@@ -71,6 +72,8 @@ mod sqlite {
             ("next due", NEXT_DUE),
             ("waits of an event", WAITS_OF),
             ("prune runs", PRUNE_RUNS),
+            ("prune failed runs", PRUNE_FAILED),
+            ("are an event's runs past their keep", EXPIRED),
             ("prune events", PRUNE_EVENTS),
             ("held runs of a key", HELD_BY_KEY),
             ("held runs of a function", HELD_BY_FUNCTION),
@@ -111,7 +114,7 @@ mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
         BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS,
-        NEXT_DUE, PRUNE_EVENTS, PRUNE_RUNS, REAP, RECORD, SEND,
+        NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, REAP, RECORD, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -185,7 +188,8 @@ mod postgres {
                      SELECT id, 0, 's', 'null', 0, 0 FROM fanfare_runs;
                  UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
                      WHERE status = 0 AND id % 3 = 0;
-                 UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0",
+                 UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0;
+                 UPDATE fanfare_runs SET status = 3 WHERE status = 2 AND id % 11 = 0",
                 events = BACKLOG * 2 / 5,
                 waits = BACKLOG / 2,
             ))
@@ -211,7 +215,16 @@ mod postgres {
                      array_fill(0::bigint, ARRAY[512]), {nil}, array_fill(-1, ARRAY[512])"
                 ),
             ),
-            ("prune runs", PRUNE_RUNS, "3600000, -1, -1, 1000".to_owned()),
+            (
+                "prune runs",
+                PRUNE_RUNS,
+                "3600000, -1, -1, 1000, 2592000000".to_owned(),
+            ),
+            (
+                "prune failed runs",
+                PRUNE_FAILED,
+                "3600000, -1, -1, 1000, 2592000000".to_owned(),
+            ),
             ("prune events", PRUNE_EVENTS, format!("3600000, -1, {nil}, 1000")),
             (
                 "held runs of keys",

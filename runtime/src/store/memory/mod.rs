@@ -3,6 +3,7 @@
 //! One mutex guards a slab of runs, a FIFO of ready runs and a heap of delayed ones.
 //! Events keep their typed value, so functions of the sender's type skip serde.
 
+use super::retention::Retention;
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
@@ -26,7 +27,7 @@ mod inspect;
 pub(crate) struct MemoryStore {
     registry: Arc<Registry>,
     app: String,
-    retention: Duration,
+    retention: Retention,
     inner: Mutex<Inner>,
 }
 
@@ -41,8 +42,12 @@ struct Inner {
     /// Delayed runs: (due, slot, the run's generation). An entry a run left behind (a
     /// wait resolved early, a cancelled sleep) wakes no later run of its slot.
     delayed: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    /// Events whose runs all completed, oldest first, pruned after `retention`.
+    /// Events whose runs all finished, by when the last did, oldest first: each keeps its
+    /// event for the retention (`Retention::completed`).
     completed: VecDeque<(Instant, EventId)>,
+    /// Failed runs' events, by when the run failed, oldest first: each keeps its event for
+    /// the failed retention (`Retention::failed`).
+    failed: VecDeque<(Instant, EventId)>,
     /// Pending `wait_for_event`s by awaited event name.
     waits: HashMap<String, NameWaits>,
     /// Flow control's states and held runs.
@@ -151,11 +156,13 @@ struct EventEntry {
     runs: Box<[u32]>,
     /// Runs not finished yet.
     open: u32,
-    any_failed: bool,
+    /// Entries of `completed` and `failed` naming the event whose time has not passed:
+    /// the event goes when none is left and all its runs finished (`store::retention`).
+    keeps: u32,
 }
 
 impl MemoryStore {
-    pub fn new(registry: Arc<Registry>, app: String, retention: Duration) -> Self {
+    pub fn new(registry: Arc<Registry>, app: String, retention: Retention) -> Self {
         MemoryStore {
             registry,
             app,
@@ -225,7 +232,7 @@ impl MemoryStore {
                 envelope: Arc::clone(&event),
                 runs: slots.into_boxed_slice(),
                 open: n as u32,
-                any_failed: false,
+                keeps: u32::from(n == 0),
             },
         );
         if n == 0 {
@@ -645,32 +652,57 @@ impl Inner {
     fn finish(&mut self, event: EventId, failed: bool, now: Instant) {
         if let Some(entry) = self.events.get_mut(&event) {
             entry.open -= 1;
-            entry.any_failed |= failed;
-            if entry.open == 0 && !entry.any_failed {
+            if failed {
+                entry.keeps += 1;
+                self.failed.push_back((now, event));
+            }
+            if entry.open == 0 {
+                entry.keeps += 1;
                 self.completed.push_back((now, event));
             }
         }
     }
 
-    /// Forgets events whose runs all completed more than `retention` ago. Events with a
-    /// failed run are kept: they are the dead-letter set.
-    fn prune(&mut self, now: Instant, retention: Duration) {
-        while let Some(&(at, event)) = self.completed.front() {
-            if now.saturating_duration_since(at) < retention {
-                break;
-            }
-            self.completed.pop_front();
-            // A run replayed since: the event is listed again when it finishes.
-            if self.events.get(&event).is_some_and(|e| e.open > 0) {
-                continue;
-            }
-            if let Some(entry) = self.events.remove(&event) {
-                for &slot in entry.runs.iter() {
-                    let gen = self.runs[slot as usize]
-                        .take()
-                        .map_or(0, |run| run.gen.wrapping_add(1));
-                    self.free.push((slot, gen));
+    /// Applies the retention (`store::retention`): forgets each event whose runs all
+    /// finished, the last more than `retention.completed` ago and the last failed one
+    /// more than `retention.failed` ago.
+    fn prune(&mut self, now: Instant, retention: Retention) {
+        for failed in [false, true] {
+            let keep = retention.keep(failed);
+            loop {
+                let queue = if failed {
+                    &mut self.failed
+                } else {
+                    &mut self.completed
+                };
+                let Some(&(at, event)) = queue.front() else {
+                    break;
+                };
+                if now.saturating_duration_since(at) < keep {
+                    break;
                 }
+                queue.pop_front();
+                self.expire(event);
+            }
+        }
+    }
+
+    /// One of the event's keeps has passed: forgets it if that was the last and all its
+    /// runs finished.
+    fn expire(&mut self, event: EventId) {
+        let Some(entry) = self.events.get_mut(&event) else {
+            return;
+        };
+        entry.keeps -= 1;
+        if entry.keeps > 0 || entry.open > 0 {
+            return;
+        }
+        if let Some(entry) = self.events.remove(&event) {
+            for &slot in entry.runs.iter() {
+                let gen = self.runs[slot as usize]
+                    .take()
+                    .map_or(0, |run| run.gen.wrapping_add(1));
+                self.free.push((slot, gen));
             }
         }
     }

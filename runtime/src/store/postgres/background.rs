@@ -8,20 +8,27 @@ pub(crate) const REAP: &str =
     "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
     WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
 
-/// Walks completed (and cancelled) runs past the retention in `(finished_at, id)` order
-/// from a mark, deleting each event (runs, steps) whose runs all completed (or were
-/// cancelled) before the cut-off.
+/// A walk over finished runs: those `$runs` selects (past their cut-off), in
+/// `(finished_at, id)` order from a mark (`$2`, `$3`), `$4` at most, deleting each event
+/// (runs, steps) whose runs are all past their keep: finished before the retention's
+/// cut-off (`$1` ago), and a failed one before the failed retention's (`$5` ago).
 /// Returns the runs read and the last one.
-pub(crate) const PRUNE_RUNS: &str = "
+macro_rules! prune_walk {
+    ($runs:literal) => {
+        concat!(
+            "
 WITH c AS (
     SELECT id, event_id, finished_at FROM fanfare_runs
-    WHERE status IN (2, 5) AND finished_at < fanfare_now() - $1 AND (finished_at, id) > ($2, $3)
+    WHERE ",
+            $runs,
+            " AND (finished_at, id) > ($2, $3)
     ORDER BY finished_at, id
     LIMIT $4),
 gone AS (
     DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
     AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id
-                    AND (r.status NOT IN (2, 5) OR r.finished_at >= fanfare_now() - $1))
+                    AND (r.status NOT IN (2, 3, 5) OR r.finished_at >= fanfare_now() - $1
+                         OR (r.status = 3 AND r.finished_at >= fanfare_now() - $5)))
     RETURNING e.id),
 runs AS (
     DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))
@@ -30,7 +37,19 @@ steps AS (
     DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs)))
 SELECT (SELECT count(*) FROM c), last.finished_at, last.id
 FROM (SELECT 1) one
-LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true";
+LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true"
+        )
+    };
+}
+
+/// Walks completed (and cancelled, and skipped) runs past the retention (see
+/// `prune_walk!`).
+pub(crate) const PRUNE_RUNS: &str =
+    prune_walk!("status IN (2, 5) AND finished_at < fanfare_now() - $1");
+
+/// Walks failed runs past the failed retention (see `prune_walk!`).
+pub(crate) const PRUNE_FAILED: &str =
+    prune_walk!("status = 3 AND finished_at < fanfare_now() - $5");
 
 /// Walks events past the retention in `(ts, id)` order from a mark, deleting those
 /// without runs. Returns the events read and the last one.
@@ -129,8 +148,11 @@ impl Shared {
 
     /// Applies the retention (see `retention`), a batch at a time, again at once while
     /// batches come back full. One process of the database prunes at a time.
-    pub(super) async fn prune(self: Arc<Self>, retention: Duration) {
-        let keep = crate::store::sql_millis(retention);
+    pub(super) async fn prune(self: Arc<Self>, retention: Retention) {
+        let keep = (
+            crate::store::sql_millis(retention.completed),
+            crate::store::sql_millis(retention.failed),
+        );
         let mut marks = Marks::default();
         loop {
             let began = Instant::now();
@@ -141,12 +163,14 @@ impl Shared {
                     false
                 }
             };
-            tokio::time::sleep(retention::pause(behind, began.elapsed(), retention)).await;
+            let pause = retention::pause(behind, began.elapsed(), retention.completed);
+            tokio::time::sleep(pause).await;
         }
     }
 
-    /// One batch of each walk; returns whether more history may be waiting.
-    pub(super) async fn prune_batch(&self, keep: i64, marks: &mut Marks) -> Result<bool> {
+    /// One batch of each walk (`keep`: the retention and the failed retention, in
+    /// milliseconds); returns whether more history may be waiting.
+    pub(super) async fn prune_batch(&self, keep: (i64, i64), marks: &mut Marks) -> Result<bool> {
         let err = |e| self.error("cannot prune", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
@@ -161,24 +185,30 @@ impl Shared {
         if !ours {
             return Ok(false);
         }
-        let stmt = tx.prepare_cached(PRUNE_RUNS).await.map_err(err)?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[&keep, &marks.run.0, &marks.run.1, &retention::BATCH],
-            )
-            .await
-            .map_err(err)?;
-        let runs = (
-            row.get::<_, i64>(0),
-            row.get::<_, Option<i64>>(1)
-                .zip(row.get::<_, Option<i64>>(2)),
-        );
+        let mut walked = [(0, None), (0, None)];
+        for (walk, (sql, mark)) in [(PRUNE_RUNS, marks.run), (PRUNE_FAILED, marks.failed)]
+            .into_iter()
+            .enumerate()
+        {
+            let stmt = tx.prepare_cached(sql).await.map_err(err)?;
+            let row = tx
+                .query_one(
+                    &stmt,
+                    &[&keep.0, &mark.0, &mark.1, &retention::BATCH, &keep.1],
+                )
+                .await
+                .map_err(err)?;
+            walked[walk] = (
+                row.get::<_, i64>(0),
+                row.get::<_, Option<i64>>(1)
+                    .zip(row.get::<_, Option<i64>>(2)),
+            );
+        }
         let stmt = tx.prepare_cached(PRUNE_EVENTS).await.map_err(err)?;
         let row = tx
             .query_one(
                 &stmt,
-                &[&keep, &marks.event.0, &marks.event.1, &retention::BATCH],
+                &[&keep.0, &marks.event.0, &marks.event.1, &retention::BATCH],
             )
             .await
             .map_err(err)?;
@@ -188,6 +218,7 @@ impl Shared {
                 .zip(row.get::<_, Option<Uuid>>(2)),
         );
         tx.commit().await.map_err(err)?;
-        Ok(marks.advance(runs, events))
+        let [runs, failed] = walked;
+        Ok(marks.advance(runs, failed, events))
     }
 }

@@ -28,7 +28,7 @@ use send::{PendingSend, COMMITTERS, MAX_BATCH};
 
 #[cfg(test)]
 pub(crate) use {
-    background::{PRUNE_EVENTS, PRUNE_RUNS, REAP},
+    background::{PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, REAP},
     cancel::FIND,
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
@@ -37,7 +37,7 @@ pub(crate) use {
     send::SEND,
 };
 
-use super::retention::{self, Marks};
+use super::retention::{self, Marks, Retention};
 use super::{
     Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture,
     RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,

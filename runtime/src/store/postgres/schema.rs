@@ -139,6 +139,11 @@ CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
 DROP INDEX fanfare_runs_finished;
 CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
 "#,
+    // Retention of failed runs (`store::retention`): pruning walks failed runs by
+    // `(finished_at, id)` past the failed retention, apart from completed ones.
+    r#"
+CREATE INDEX IF NOT EXISTS fanfare_runs_failed ON fanfare_runs (finished_at, id) WHERE status = 3;
+"#,
     // Listing runs (`Store::list`), newest first: run ids become UUIDv7s (made from the
     // text of a random UUID: `uuid_send` and back costs twice as much), so they sort by
     // creation time; an index by function (written once, at insert), and by status for

@@ -24,12 +24,12 @@ pub(crate) use {
     cancel::FIND,
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
-    prune::{PRUNE_EVENTS, PRUNE_RUNS},
+    prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
     schema::MIGRATIONS,
     send::WAITS_OF,
 };
 
-use super::retention::{self, Marks};
+use super::retention::{self, Marks, Retention};
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Saved, Store,
     StoreFuture, Unfinished,
@@ -334,7 +334,7 @@ struct Writer {
     path: PathBuf,
     registry: Arc<Registry>,
     functions: HashMap<&'static str, u32>,
-    retention: Duration,
+    retention: Retention,
     /// Events sent by this process whose runs are not all claimed yet, with the number
     /// of runs left to claim: their typed values spare the functions a deserialization.
     cache: EventCache,

@@ -2,11 +2,26 @@
 
 use super::*;
 
-/// Completed (or cancelled) runs past the retention cut-off, from a mark, in
+/// Completed (or cancelled, or skipped) runs past the retention cut-off, from a mark, in
 /// `(finished_at, id)` order.
 pub(crate) const PRUNE_RUNS: &str = "SELECT finished_at, id, event_id FROM fanfare_runs \
     WHERE status IN (2, 5) AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
     ORDER BY finished_at, id LIMIT ?4";
+
+/// Failed runs past the failed retention cut-off, from a mark, in `(finished_at, id)`
+/// order.
+pub(crate) const PRUNE_FAILED: &str = "SELECT finished_at, id, event_id FROM fanfare_runs \
+    WHERE status = 3 AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
+    ORDER BY finished_at, id LIMIT ?4";
+
+/// Whether every run of event `?1` is past its keep: finished, before `?2` (the
+/// retention's cut-off), and a failed one before `?3` (the failed retention's).
+pub(crate) const EXPIRED: &str =
+    "SELECT NOT EXISTS (SELECT 1 FROM fanfare_runs WHERE event_id = ?1 \
+    AND (status NOT IN (2, 3, 5) OR finished_at >= ?2 OR (status = 3 AND finished_at >= ?3)))";
+
+/// The last row of a walk's batch: `(finished_at, id)`.
+type Walked = (i64, Option<(i64, i64)>);
 
 /// Events past the retention cut-off, from a mark, in `(ts, id)` order.
 pub(crate) const PRUNE_EVENTS: &str =
@@ -19,37 +34,18 @@ impl Ctx<'_> {
     pub(super) fn prune(
         &self,
         tx: &Connection,
-        retention: Duration,
+        retention: Retention,
         marks: &mut Marks,
     ) -> Result<bool> {
         let err = self.err("cannot prune");
-        let cutoff = self.now.saturating_sub(retention.as_millis() as u64) as i64;
-        let candidates: Vec<(i64, i64, Vec<u8>)> = tx
-            .prepare_cached(PRUNE_RUNS)
-            .and_then(|mut s| {
-                s.query_map(
-                    params![cutoff, marks.run.0, marks.run.1, retention::BATCH],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?
-                .collect()
-            })
-            .map_err(&err)?;
-        let mut done = tx
-            .prepare_cached(
-                "SELECT NOT EXISTS (SELECT 1 FROM fanfare_runs \
-                 WHERE event_id = ?1 AND (status NOT IN (2, 5) OR finished_at >= ?2))",
-            )
-            .map_err(&err)?;
-        let mut seen = std::collections::HashSet::new();
-        for (_, _, event) in &candidates {
-            if seen.insert(event.as_slice())
-                && done
-                    .query_row(params![event, cutoff], |r| r.get::<_, bool>(0))
-                    .map_err(&err)?
-            {
-                self.delete_event(tx, event)?;
-            }
-        }
+        let cutoff = |keep: Duration| {
+            self.now
+                .saturating_sub(crate::store::sql_millis(keep) as u64) as i64
+        };
+        let cutoffs = (cutoff(retention.completed), cutoff(retention.failed));
+        let runs = self.prune_walk(tx, PRUNE_RUNS, cutoffs, cutoffs.0, marks.run)?;
+        let failed = self.prune_walk(tx, PRUNE_FAILED, cutoffs, cutoffs.1, marks.failed)?;
+        let cutoff = cutoffs.0;
         let events: Vec<(i64, Vec<u8>)> = tx
             .prepare_cached(PRUNE_EVENTS)
             .and_then(|mut s| {
@@ -80,12 +76,46 @@ impl Ctx<'_> {
             Some((ts, id)) => Some((*ts, uuid_from(id)?)),
             None => None,
         };
-        Ok(marks.advance(
-            (
-                candidates.len() as i64,
-                candidates.last().map(|(at, id, _)| (*at, *id)),
-            ),
-            (events.len() as i64, last_event),
+        Ok(marks.advance(runs, failed, (events.len() as i64, last_event)))
+    }
+
+    /// One batch of a walk over finished runs (`PRUNE_RUNS` or `PRUNE_FAILED`, read
+    /// before `before` from `mark`): deletes each event they belong to whose runs are all
+    /// past their keep (`cutoffs`: the retention's, the failed retention's).
+    fn prune_walk(
+        &self,
+        tx: &Connection,
+        walk: &str,
+        cutoffs: (i64, i64),
+        before: i64,
+        mark: (i64, i64),
+    ) -> Result<Walked> {
+        let err = self.err("cannot prune");
+        let candidates: Vec<(i64, i64, Vec<u8>)> = tx
+            .prepare_cached(walk)
+            .and_then(|mut s| {
+                s.query_map(params![before, mark.0, mark.1, retention::BATCH], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
+            })
+            .map_err(&err)?;
+        let mut expired = tx.prepare_cached(EXPIRED).map_err(&err)?;
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, event) in &candidates {
+            if seen.insert(event.as_slice())
+                && expired
+                    .query_row(params![event, cutoffs.0, cutoffs.1], |r| {
+                        r.get::<_, bool>(0)
+                    })
+                    .map_err(&err)?
+            {
+                self.delete_event(tx, event)?;
+            }
+        }
+        Ok((
+            candidates.len() as i64,
+            candidates.last().map(|(at, id, _)| (*at, *id)),
         ))
     }
 

@@ -104,6 +104,11 @@ CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);
 DROP INDEX fanfare_runs_finished;
 CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);
 "#,
+    // Retention of failed runs (`store::retention`): pruning walks failed runs by
+    // `(finished_at, id)` past the failed retention, apart from completed ones.
+    r#"
+CREATE INDEX IF NOT EXISTS fanfare_runs_failed ON fanfare_runs (finished_at, id) WHERE status = 3;
+"#,
     // Listing runs (`Store::list`), newest first: by function (written once, at insert),
     // and by status for runs that have not completed (the few: completed runs are read
     // through the others); `replay_of` links a replayed run to its original.
@@ -130,7 +135,7 @@ impl Writer {
         sync: SqliteSync,
         registry: Arc<Registry>,
         app: String,
-        retention: Duration,
+        retention: Retention,
     ) -> Result<Writer> {
         let fail = |what: &str, e: rusqlite::Error| store_error(path, what, e);
         let conn = Connection::open_with_flags(

@@ -168,8 +168,8 @@ impl Writer {
                     // The pruning batch's time counts its commit too (the pages it changed
                     // are written there), so that it stays within its share of the writer.
                     self.marks = marks;
-                    self.next_prune =
-                        Instant::now() + retention::pause(behind, began.elapsed(), self.retention);
+                    self.next_prune = Instant::now()
+                        + retention::pause(behind, began.elapsed(), self.retention.completed);
                 }
                 Ok(replies)
             }

@@ -1,0 +1,273 @@
+//! Retention: completed events go after `retention`, events with a failed run (the
+//! dead-letter set) after `failed_retention`, on every store.
+
+//! Conformance: every test runs against every store.
+
+mod common;
+
+use common::{postgres_ready, postgres_schema, temp_db, until, Store, LIMIT};
+use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunStatus, Runtime};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use tokio::time::timeout;
+
+conformance!(
+    a_failed_event_outlives_the_retention_and_goes_after_the_failed_retention,
+    an_event_with_a_failed_and_a_completed_run_follows_the_failed_rule,
+);
+
+/// Completed events go after this.
+const RETENTION: Duration = Duration::from_millis(50);
+/// Events with a failed run go after this: long enough that a completed event's pruning
+/// (up to a second's poll on the memory store) is seen well before it.
+const FAILED_RETENTION: Duration = Duration::from_secs(3);
+
+/// Completes.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "retention/done")]
+struct Done;
+
+#[function(trigger = "retention/done")]
+async fn done(_: Ctx<Done>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+/// Fails for good.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "retention/fatal")]
+struct Fatal;
+
+#[function(trigger = "retention/fatal")]
+async fn fatal(_: Ctx<Fatal>) -> fanfare::Result<()> {
+    Err(Error::non_retriable("declined"))
+}
+
+/// One function completes, the other fails for good.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "retention/mixed")]
+struct Mixed;
+
+#[function(trigger = "retention/mixed")]
+async fn mixed_ok(_: Ctx<Mixed>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+#[function(trigger = "retention/mixed")]
+async fn mixed_fails(_: Ctx<Mixed>) -> fanfare::Result<()> {
+    Err(Error::non_retriable("declined"))
+}
+
+async fn start(store: Store) -> Runtime {
+    store
+        .fast()
+        .retention(RETENTION)
+        .failed_retention(FAILED_RETENTION)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Whether the store has forgotten the event.
+async fn gone(rt: &Runtime, id: EventId) -> bool {
+    match rt.runs(id).await {
+        Err(e) if e.kind() == ErrorKind::EventNotFound => true,
+        Ok(_) => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Sends a completing event once `failed` finished, and waits until it is pruned: the
+/// retention has passed for `failed` too, and the store pruned since.
+async fn prune_past_the_retention(rt: &Runtime, failed: EventId) {
+    timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    let witness = rt.send(Done).await.unwrap();
+    timeout(LIMIT, rt.wait(witness)).await.unwrap().unwrap();
+    until("the completed event is pruned", async || {
+        gone(rt, witness).await
+    })
+    .await;
+}
+
+/// `result`, which a store within the failed retention since `sent` must have.
+fn kept<T>(result: fanfare::Result<T>, sent: Instant) -> T {
+    result.unwrap_or_else(|e| {
+        panic!(
+            "{e} ({:?} after the send; the failed retention is {FAILED_RETENTION:?})",
+            sent.elapsed()
+        )
+    })
+}
+
+async fn a_failed_event_outlives_the_retention_and_goes_after_the_failed_retention(store: Store) {
+    let rt = start(store).await;
+    let sent = Instant::now();
+    let failed = rt.send(Fatal).await.unwrap();
+    prune_past_the_retention(&rt, failed).await;
+    // Past the retention, within the failed retention: kept, and found by its run's id.
+    let runs = kept(rt.runs(failed).await, sent);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(runs[0].last_error.as_deref(), Some("declined"));
+    let run = kept(rt.run(runs[0].run_id).await, sent);
+    assert_eq!(run.status, RunStatus::Failed);
+    // Then pruned, with its run, once the failed retention has passed.
+    until("the failed event is pruned", async || {
+        gone(&rt, failed).await
+    })
+    .await;
+    assert!(sent.elapsed() >= FAILED_RETENTION, "{:?}", sent.elapsed());
+    let err = rt.run(runs[0].run_id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RunNotFound);
+    rt.shutdown().await.unwrap();
+}
+
+async fn an_event_with_a_failed_and_a_completed_run_follows_the_failed_rule(store: Store) {
+    let rt = start(store).await;
+    let sent = Instant::now();
+    let mixed = rt.send(Mixed).await.unwrap();
+    prune_past_the_retention(&rt, mixed).await;
+    // Its completed run is past the retention, but the event stays for the failed one,
+    // with both runs.
+    let runs = kept(rt.runs(mixed).await, sent);
+    let mut statuses: Vec<(String, RunStatus)> = runs
+        .iter()
+        .map(|r| (r.function_id.clone(), r.status))
+        .collect();
+    statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        statuses,
+        [
+            ("mixed_fails".to_owned(), RunStatus::Failed),
+            ("mixed_ok".to_owned(), RunStatus::Completed),
+        ]
+    );
+    for run in &runs {
+        assert_eq!(kept(rt.run(run.run_id).await, sent).status, run.status);
+    }
+    until("the mixed event is pruned", async || gone(&rt, mixed).await).await;
+    assert!(sent.elapsed() >= FAILED_RETENTION, "{:?}", sent.elapsed());
+    for run in &runs {
+        let err = rt.run(run.run_id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RunNotFound);
+    }
+    rt.shutdown().await.unwrap();
+}
+
+// --- upgrades ------------------------------------------------------------------------------
+
+/// The schema versions before failed runs had an index of their own (SQLite migration 7,
+/// PostgreSQL migration 8): a database left there by an older fanfare.
+const SQLITE_BEFORE: i64 = 6;
+const POSTGRES_BEFORE: i64 = 7;
+
+/// Takes a database back to before the failed retention, as an older fanfare left it:
+/// without that migration's index, and without what the migrations after it added
+/// (`later`).
+fn downgrade(before: i64, later: &str) -> String {
+    format!(
+        "DROP INDEX IF EXISTS fanfare_runs_failed; \
+         DROP INDEX IF EXISTS fanfare_runs_function; \
+         DROP INDEX IF EXISTS fanfare_runs_status; \
+         DROP INDEX IF EXISTS fanfare_runs_function_status; \
+         ALTER TABLE fanfare_runs DROP COLUMN replay_of; {later} \
+         UPDATE fanfare_meta SET value = {before} WHERE key = 'schema_version'"
+    )
+}
+
+/// Sends an event that fails, on a runtime that keeps it (the default failed retention).
+async fn store_a_failure(builder: fanfare::Builder) -> EventId {
+    let rt = builder.start().await.unwrap();
+    let failed = rt.send(Fatal).await.unwrap();
+    timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    rt.shutdown().await.unwrap();
+    failed
+}
+
+/// Starts on the upgraded database; its failed run goes after the failed retention.
+async fn prunes_after_the_upgrade(builder: fanfare::Builder, failed: EventId) {
+    let rt = builder
+        .retention(RETENTION)
+        .failed_retention(RETENTION * 2)
+        .start()
+        .await
+        .unwrap();
+    until("the failed event is pruned", async || {
+        gone(&rt, failed).await
+    })
+    .await;
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrades_a_database_from_before_the_failed_retention() {
+    let path = temp_db();
+    let failed = store_a_failure(fanfare::Runtime::builder().sqlite(&path)).await;
+    // Wait for the writer thread to let go of the file.
+    let conn = timeout(LIMIT, async {
+        loop {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            if conn.execute_batch(&downgrade(SQLITE_BEFORE, "")).is_ok() {
+                break conn;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(conn);
+    prunes_after_the_upgrade(fanfare::Runtime::builder().sqlite(&path), failed).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'fanfare_runs_failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(version > SQLITE_BEFORE, "{version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let failed = store_a_failure(fanfare::Runtime::builder().postgres(&url)).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&downgrade(POSTGRES_BEFORE, "DROP FUNCTION fanfare_run_id;"))
+        .await
+        .unwrap();
+    prunes_after_the_upgrade(fanfare::Runtime::builder().postgres(&url), failed).await;
+    let index: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes \
+             WHERE schemaname = current_schema() AND indexname = 'fanfare_runs_failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(index, 1);
+    let version: i64 = client
+        .query_one(
+            "SELECT value FROM fanfare_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version > POSTGRES_BEFORE, "{version}");
+}
