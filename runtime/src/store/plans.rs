@@ -6,11 +6,48 @@
 /// Queued runs, and as many completed ones, in the tables the plans are made on.
 const BACKLOG: i64 = 100_000;
 
+/// The filters of `Runtime::list_runs` whose statements are checked: each status, alone
+/// and with a function, a function alone, an event, a time range, and a page after the
+/// first.
+fn lists() -> Vec<(String, crate::inspect::RunFilter)> {
+    use crate::inspect::RunFilter;
+    use crate::store::RunStatus;
+    use std::time::{Duration, UNIX_EPOCH};
+    let cursor = crate::event::RunId::new(crate::event::now_millis());
+    let event = crate::event::EventId::from_key("plan");
+    let second = |s| UNIX_EPOCH + Duration::from_secs(s);
+    let mut lists = vec![
+        ("every run".to_owned(), RunFilter::new()),
+        (
+            "a function's runs".to_owned(),
+            RunFilter::new().function("f3"),
+        ),
+        ("an event's runs".to_owned(), RunFilter::new().event(event)),
+        (
+            "a time range".to_owned(),
+            RunFilter::new().since(second(1)).until(second(2)),
+        ),
+        (
+            "a later page".to_owned(),
+            RunFilter::new().function("f3").after(cursor),
+        ),
+    ];
+    for status in RunStatus::ALL {
+        let filter = RunFilter::new().status(status);
+        lists.push((format!("{status}"), filter.clone()));
+        lists.push((format!("a function's {status}"), filter.function("f3")));
+    }
+    lists
+        .into_iter()
+        .map(|(name, filter)| (format!("list: {name}"), filter))
+        .collect()
+}
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        BATCH_EVENTS, CLAIM, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY,
+        list_sql, BATCH_EVENTS, CLAIM, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY,
         MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, WAITS_OF,
     };
     use rusqlite::Connection;
@@ -67,6 +104,27 @@ mod sqlite {
         ))
         .expect("fill");
         let mut bad = Vec::new();
+        for (name, filter) in super::lists() {
+            // A page reads at most its limit per status code, so sorting it is cheap; but
+            // it must start from an index that holds what it selects, not walk every run
+            // through the run id index past what it filters out.
+            let sql = list_sql(&filter);
+            let lines = plan(&conn, &sql);
+            let selective = filter.function.is_some()
+                || filter.status.is_some_and(|s| {
+                    !matches!(
+                        s,
+                        crate::store::RunStatus::Completed | crate::store::RunStatus::Skipped
+                    )
+                });
+            if lines.iter().any(|l| {
+                l == "SCAN fanfare_runs"
+                    || (selective
+                        && l.starts_with("SCAN fanfare_runs USING INDEX fanfare_runs_run_id"))
+            }) {
+                bad.push(format!("{name}:\n  {}\n  {}", sql, lines.join("\n  ")));
+            }
+        }
         for (name, sql) in [
             ("claim", CLAIM),
             ("next due", NEXT_DUE),
@@ -113,8 +171,8 @@ mod sqlite {
 mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
-        BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY, MIGRATIONS,
-        NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, REAP, RECORD, SEND,
+        list_sql, BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY,
+        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, REAP, RECORD, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -247,6 +305,34 @@ mod postgres {
                 ),
             ),
         ];
+        let lists = super::lists();
+        let statements = statements
+            .into_iter()
+            .map(|(name, sql, args)| (name, sql.to_owned(), args))
+            .chain(lists.iter().map(|(name, filter)| {
+                // `$1` the limit, then the function, event and bounds the filter sets.
+                let mut args = vec!["51".to_owned()];
+                if filter.function.is_some() {
+                    args.push("'f3'".to_owned());
+                }
+                if filter.event.is_some() {
+                    args.push(nil.to_owned());
+                }
+                if filter.from().is_some() {
+                    args.push(format!(
+                        "'{}'",
+                        filter.from().map(|r| r.to_string()).unwrap_or_default()
+                    ));
+                }
+                if filter.below().is_some() {
+                    args.push(format!(
+                        "'{}'",
+                        filter.below().map(|r| r.to_string()).unwrap_or_default()
+                    ));
+                }
+                (name.as_str(), list_sql(filter), args.join(", "))
+            }))
+            .collect::<Vec<_>>();
         let mut bad = Vec::new();
         // Before statistics exist (a new database growing faster than autovacuum looks at
         // it), and after.
@@ -271,7 +357,7 @@ mod postgres {
     /// to `bad`.
     async fn explain_all(
         client: &tokio_postgres::Client,
-        statements: &[(&str, &str, String)],
+        statements: &[(&str, String, String)],
         stats: &str,
         bad: &mut Vec<String>,
     ) {

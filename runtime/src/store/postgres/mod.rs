@@ -33,6 +33,7 @@ pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
     record::RECORD,
+    runs::list_sql,
     schema::MIGRATIONS,
     send::SEND,
 };

@@ -13,7 +13,7 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
     let mut sql = format!("status = {code}");
     match status.suspension {
         Some(0) => sql.push_str(" AND NOT sleeping AND NOT waiting"),
-        Some(1) => sql.push_str(" AND sleeping"),
+        Some(1) => sql.push_str(" AND sleeping AND NOT waiting"),
         Some(_) => sql.push_str(" AND waiting"),
         None => {}
     }
@@ -24,6 +24,58 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
         None => {}
     }
     sql
+}
+
+/// The statement `list` runs for `filter`: `$1` the limit, then the function, the
+/// event, the lower and the upper bound on run ids, those the filter sets, in this order.
+pub(crate) fn list_sql(filter: &RunFilter) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 1;
+    let mut param = |column: &str, op: &str| {
+        n += 1;
+        conditions.push(format!("{column} {op} ${n}"));
+    };
+    if filter.function.is_some() {
+        param("function_id", "=");
+    }
+    if filter.event.is_some() {
+        param("event_id", "=");
+    }
+    if filter.from().is_some() {
+        param("run_id", ">=");
+    }
+    if filter.below().is_some() {
+        param("run_id", "<");
+    }
+    let select = |status: Option<String>| {
+        let all: Vec<&str> = status
+            .iter()
+            .map(String::as_str)
+            .chain(conditions.iter().map(String::as_str))
+            .collect();
+        let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
+        if !all.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&all.join(" AND "));
+        }
+        sql.push_str(" ORDER BY run_id DESC LIMIT $1");
+        sql
+    };
+    match filter.status {
+        None => select(None),
+        Some(status) => {
+            let status = StatusWhere::of(status);
+            let parts: Vec<String> = status
+                .codes
+                .iter()
+                .map(|&code| format!("({})", select(Some(status_sql(code, &status)))))
+                .collect();
+            format!(
+                "SELECT * FROM ({}) u ORDER BY run_id DESC LIMIT $1",
+                parts.join(" UNION ALL ")
+            )
+        }
+    }
 }
 
 impl Shared {
@@ -65,52 +117,19 @@ impl Shared {
         let below = filter.below().map(|r| r.as_uuid());
         let limit = limit as i64;
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&limit];
-        let mut conditions = Vec::new();
         if let Some(f) = &function {
             params.push(f);
-            conditions.push(format!("function_id = ${}", params.len()));
         }
         if let Some(e) = &event {
             params.push(e);
-            conditions.push(format!("event_id = ${}", params.len()));
         }
         if let Some(f) = &from {
             params.push(f);
-            conditions.push(format!("run_id >= ${}", params.len()));
         }
         if let Some(b) = &below {
             params.push(b);
-            conditions.push(format!("run_id < ${}", params.len()));
         }
-        let select = |status: Option<String>| {
-            let all: Vec<&str> = status
-                .iter()
-                .map(String::as_str)
-                .chain(conditions.iter().map(String::as_str))
-                .collect();
-            let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
-            if !all.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&all.join(" AND "));
-            }
-            sql.push_str(" ORDER BY run_id DESC LIMIT $1");
-            sql
-        };
-        let sql = match filter.status {
-            None => select(None),
-            Some(status) => {
-                let status = StatusWhere::of(status);
-                let parts: Vec<String> = status
-                    .codes
-                    .iter()
-                    .map(|&code| format!("({})", select(Some(status_sql(code, &status)))))
-                    .collect();
-                format!(
-                    "SELECT * FROM ({}) u ORDER BY run_id DESC LIMIT $1",
-                    parts.join(" UNION ALL ")
-                )
-            }
-        };
+        let sql = list_sql(filter);
         self.read_runs(&client, &sql, &params).await
     }
 

@@ -148,7 +148,8 @@ CREATE INDEX IF NOT EXISTS fanfare_runs_failed ON fanfare_runs (finished_at, id)
     // text of a random UUID: `uuid_send` and back costs twice as much), so they sort by
     // creation time; an index by function (written once, at insert), and by status for
     // runs that have not completed (the few: completed runs are read through the
-    // others); `replay_of` links a replayed run to its original.
+    // others), sleeping and waiting runs by themselves; `replay_of` links a replayed run
+    // to its original.
     r#"
 CREATE FUNCTION fanfare_run_id(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
     AS $$ SELECT overlay(gen_random_uuid()::text PLACING (substr(lpad(to_hex(ms), 12, '0'), 1, 8)
@@ -157,6 +158,8 @@ ALTER TABLE fanfare_runs ADD COLUMN replay_of uuid;
 CREATE INDEX fanfare_runs_function ON fanfare_runs (function_id, run_id);
 CREATE INDEX fanfare_runs_status ON fanfare_runs (status, run_id) WHERE status <> 2;
 CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, run_id) WHERE status <> 2;
+CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping;
+CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting;
 "#,
 ];
 

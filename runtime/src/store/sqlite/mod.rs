@@ -25,6 +25,7 @@ pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
+    runs::list_sql,
     schema::MIGRATIONS,
     send::WAITS_OF,
 };
