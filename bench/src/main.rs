@@ -15,6 +15,8 @@
 //!
 //! `--only scale` (never by default: it takes long) adds the scale section, `scale.rs`:
 //! draining large backlogs, throughput over a large finished history, more events.
+//! `--only list` (never by default) adds the runs API section, `list.rs`: a filtered page
+//! of runs with 1 M runs stored.
 
 use fanfare::{function, Ctx, Event, Runtime};
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 mod flow;
+mod list;
 mod scale;
 
 // --- a counting allocator, for memory per queued run ---------------------------------
@@ -1115,6 +1118,9 @@ async fn main() -> fanfare::Result<()> {
             arg("--flow-db-events", 20_000),
         )
         .await?;
+    }
+    if wants_named("list") {
+        list::run(arg("--list-runs", 1_000_000)).await?;
     }
     if wants_named("scale") {
         scale::run(&scale::Sizes {
