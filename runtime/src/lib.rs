@@ -114,7 +114,7 @@ pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use lifetime::{CancelOn, Lifetime};
 pub use runtime::{Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_MAX_EVENT_SIZE};
-pub use send_options::SendOptions;
+pub use send_options::{JsonEvent, SendOptions};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus, StepInfo};

@@ -5,7 +5,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, EventId, RunId};
 use crate::function::{functions, Registry};
-use crate::send_options::SendOptions;
+use crate::send_options::{JsonEvent, SendOptions};
 use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -451,6 +451,67 @@ impl Runtime {
     ) -> Result<EventId> {
         let envelope = Envelope::json(name.into(), &data, self.inner.max_event_size)?;
         self.append(envelope).await
+    }
+
+    /// Sends several events given by name and JSON data, **all or none**: every event is
+    /// checked first (name, size), then all are stored in one transaction with their
+    /// runs. Returns their ids, in order.
+    ///
+    /// Each event is sent as [`send_json`](Runtime::send_json) sends one, with its own
+    /// [`SendOptions`]: an event whose id is already stored (or appears earlier in the
+    /// batch) runs nothing, and its id is returned. An error names the event by its
+    /// position: `event 2 of the batch: invalid event name …`
+    /// ([`ErrorKind::InvalidEventName`], [`ErrorKind::EventTooLarge`]); nothing of the
+    /// batch is stored then.
+    ///
+    /// ```
+    /// use fanfare::{EventId, JsonEvent, SendOptions};
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// let ids = rt
+    ///     .send_json_batch([
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 1 })),
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 2 }))
+    ///             .options(SendOptions::new().id(EventId::from_key("import-7/row-2"))),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(ids[1], EventId::from_key("import-7/row-2"));
+    ///
+    /// let refused = rt
+    ///     .send_json_batch([
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 3 })),
+    ///         JsonEvent::new("not a name", json!({})),
+    ///     ])
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(refused.kind(), fanfare::ErrorKind::InvalidEventName);
+    /// assert!(refused.to_string().starts_with("event 1 of the batch: "));
+    /// # rt.shutdown().await }
+    /// ```
+    pub async fn send_json_batch(
+        &self,
+        events: impl IntoIterator<Item = JsonEvent>,
+    ) -> Result<Vec<EventId>> {
+        let events = events.into_iter();
+        let mut ids = Vec::with_capacity(events.size_hint().0);
+        let mut envelopes = Vec::with_capacity(events.size_hint().0);
+        let mut seen = std::collections::HashSet::new();
+        for (i, event) in events.enumerate() {
+            let envelope = event
+                .envelope(self.inner.max_event_size)
+                .map_err(|e| Error::new(e.kind(), format_args!("event {i} of the batch: {e}")))?;
+            ids.push(envelope.id);
+            // An id twice in one batch is one event, as when sent twice.
+            if seen.insert(envelope.id) {
+                envelopes.push(envelope);
+            }
+        }
+        if !envelopes.is_empty() {
+            self.inner.engine.append_all(envelopes).await?;
+        }
+        Ok(ids)
     }
 
     async fn append(&self, envelope: Envelope) -> Result<EventId> {
