@@ -98,6 +98,8 @@ mod error;
 mod event;
 mod flow;
 mod function;
+#[cfg(feature = "http")]
+pub mod http;
 mod lifetime;
 mod runtime;
 mod send_options;
