@@ -569,3 +569,45 @@ async fn shutdown_stops_the_server() {
         "still listening"
     );
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "http/trial.started")]
+struct TrialStarted {
+    user: String,
+}
+
+#[function(
+    trigger = "http/trial.started",
+    cancel_on(event = "http/trial.ended", matching = "user")
+)]
+async fn http_trial_reminder(ctx: Ctx<TrialStarted>) -> fanfare::Result<()> {
+    common::hit(format!("reminder:{}", ctx.event().user));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_in_a_batch_cancels_the_runs_it_matches() {
+    let rt = Store::Memory
+        .fast()
+        .http("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let (ends, stays) = (user("ends"), user("stays"));
+    let in_an_hour = now_ms() + 3_600_000;
+    let started =
+        |u: &str| json!({ "name": "http/trial.started", "data": { "user": u }, "ts": in_an_hour });
+    let answer = post(addr(&rt), "/e/k", &json!([started(&ends), started(&stays)])).await;
+    let [ends_id, stays_id] = answer.ids()[..] else {
+        panic!("{answer:?}")
+    };
+    // The cancelling event is the second of a batch; it is applied before the answer.
+    let ended = json!({ "name": "http/trial.ended", "data": { "user": ends } });
+    let answer = post(addr(&rt), "/e/k", &json!([signup(&user("other")), ended])).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let runs = rt.runs(ends_id).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Cancelled, "{runs:?}");
+    let runs = rt.runs(stays_id).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Queued, "{runs:?}");
+    rt.shutdown().await.unwrap();
+}

@@ -668,7 +668,10 @@ impl Runtime {
                 envelopes.push(envelope);
             }
         }
-        if !envelopes.is_empty() {
+        if envelopes.len() == 1 {
+            // One event is a plain send: it shares a group commit with concurrent sends.
+            self.append(envelopes.remove(0)).await?;
+        } else if !envelopes.is_empty() {
             self.inner.engine.append_all(envelopes).await?;
         }
         Ok(ids)

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -12,6 +13,8 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.rt.ping().await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    match state.rt.ping().await {
+        Ok(()) => Ok(Json(serde_json::json!({ "status": "ok" }))),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }
