@@ -21,10 +21,16 @@ fn filters(now: std::time::SystemTime) -> Vec<(&'static str, RunFilter)> {
         ("every run", f()),
         ("failed", f().status(RunStatus::Failed)),
         ("failed of f3", f().status(RunStatus::Failed).function("f3")),
-        ("completed of f3", f().status(RunStatus::Completed).function("f3")),
+        (
+            "completed of f3",
+            f().status(RunStatus::Completed).function("f3"),
+        ),
         ("queued", f().status(RunStatus::Queued)),
         ("sleeping", f().status(RunStatus::Sleeping)),
-        ("cancelled of f3", f().status(RunStatus::Cancelled).function("f3")),
+        (
+            "cancelled of f3",
+            f().status(RunStatus::Cancelled).function("f3"),
+        ),
         ("runs of f3", f().function("f3")),
         ("last 10 minutes", f().since(now - Duration::from_secs(600))),
         ("skipped (none stored)", f().status(RunStatus::Skipped)),
@@ -41,7 +47,8 @@ pub(crate) async fn run(runs: u64) -> fanfare::Result<()> {
 
 /// The status code and flags of the i-th run of 100, as the SQL stores keep them:
 /// (status, sleeping, finished).
-const MIX: &str = "CASE WHEN k < 90 THEN 2 WHEN k < 95 THEN 3 WHEN k < 98 THEN 0 WHEN k < 99 THEN 0 ELSE 5 END";
+const MIX: &str =
+    "CASE WHEN k < 90 THEN 2 WHEN k < 95 THEN 3 WHEN k < 98 THEN 0 WHEN k < 99 THEN 0 ELSE 5 END";
 
 async fn sqlite(runs: u64) -> fanfare::Result<()> {
     let path = temp_db("list");
@@ -58,7 +65,10 @@ async fn sqlite(runs: u64) -> fanfare::Result<()> {
         .retention(Duration::from_secs(365 * 86_400))
         .start()
         .await?;
-    println!("  SQLite ({runs} runs stored in {:.1} s)", fill.as_secs_f64());
+    println!(
+        "  SQLite ({runs} runs stored in {:.1} s)",
+        fill.as_secs_f64()
+    );
     measure(&rt, base).await?;
     rt.shutdown().await?;
     for ext in ["", "-wal", "-shm"] {
@@ -69,7 +79,8 @@ async fn sqlite(runs: u64) -> fanfare::Result<()> {
 
 fn sqlite_fill(path: &Path, runs: u64, now: i64) {
     let mut conn = rusqlite::Connection::open(path).expect("open");
-    conn.execute_batch("PRAGMA synchronous = OFF").expect("pragma");
+    conn.execute_batch("PRAGMA synchronous = OFF")
+        .expect("pragma");
     let tx = conn.transaction().expect("tx");
     let events = (runs / 5) as i64;
     tx.execute(
@@ -125,7 +136,11 @@ async fn postgres(runs: u64) -> fanfare::Result<()> {
     let url = pg::fresh_schema("list");
     let url = url.await;
     let now = unix_now();
-    let rt = Runtime::builder().postgres(&url).app("bench").start().await?;
+    let rt = Runtime::builder()
+        .postgres(&url)
+        .app("bench")
+        .start()
+        .await?;
     rt.shutdown().await?;
     let client = pg::connect(&url).await;
     let took = Instant::now();
@@ -179,7 +194,10 @@ async fn postgres(runs: u64) -> fanfare::Result<()> {
         .retention(Duration::from_secs(365 * 86_400))
         .start()
         .await?;
-    println!("  PostgreSQL ({runs} runs stored in {:.1} s)", fill.as_secs_f64());
+    println!(
+        "  PostgreSQL ({runs} runs stored in {:.1} s)",
+        fill.as_secs_f64()
+    );
     measure(&rt, base).await?;
     rt.shutdown().await?;
     drop(client);
@@ -197,7 +215,10 @@ async fn measure(rt: &Runtime, (b50, b99): (Duration, Duration)) -> fanfare::Res
     );
     let now = std::time::SystemTime::now();
     let newest = rt.list_runs(&RunFilter::new().limit(1)).await?.runs;
-    let oldest_ms = newest.first().map_or(0, |r| r.created_at_ms).saturating_sub(200_000);
+    let oldest_ms = newest
+        .first()
+        .map_or(0, |r| r.created_at_ms)
+        .saturating_sub(200_000);
     for (name, filter) in filters(now) {
         let mut times = Vec::with_capacity(PAGES);
         let mut found = 0;

@@ -13,6 +13,9 @@
 //! 4. **Flow control**: a keyed concurrency limit against no limit, on each store
 //!    (`flow.rs`).
 //!
+//! 5. **HTTP**: events/s accepted by `POST /e/{key}` against a bare axum handler that
+//!    only parses the JSON, single events and batches, memory and SQLite (`http.rs`).
+//!
 //! `--only scale` (never by default: it takes long) adds the scale section, `scale.rs`:
 //! draining large backlogs, throughput over a large finished history, more events.
 //! `--only list` (never by default) adds the runs API section, `list.rs`: a filtered page
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 mod flow;
+mod http;
 mod list;
 mod scale;
 
@@ -1122,6 +1126,14 @@ async fn main() -> fanfare::Result<()> {
     if wants_named("list") {
         list::run(arg("--list-runs", 1_000_000)).await?;
     }
+    if wants("http") {
+        http::run(
+            arg("--http-requests", 50_000),
+            arg("--http-sqlite-requests", 20_000),
+        )
+        .await?;
+    }
+
     if wants_named("scale") {
         scale::run(&scale::Sizes {
             max_queued: arg("--scale-max", 1_000_000),

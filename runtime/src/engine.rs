@@ -381,6 +381,40 @@ impl Engine {
         Ok(id)
     }
 
+    /// Stores several events atomically (all or none), as `append` does one each:
+    /// the dispatcher is woken, and events that cancel runs (`cancel_on`) cancel them
+    /// before this returns.
+    pub async fn append_all(
+        &self,
+        envelopes: Vec<crate::event::Envelope>,
+    ) -> crate::error::Result<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::ShutDown,
+                format_args!(
+                    "{} events not sent: the runtime is shut down",
+                    envelopes.len()
+                ),
+            ));
+        }
+        let cancels: Vec<_> = match self.registry.any_cancellers() {
+            true => envelopes
+                .iter()
+                .filter(|e| !self.registry.cancellers(&e.name).is_empty())
+                .map(|e| Arc::new(e.clone()))
+                .collect(),
+            false => Vec::new(),
+        };
+        let runs = self.store.append_all(envelopes).await?;
+        if runs > 0 {
+            self.wake.notify_one();
+        }
+        if !cancels.is_empty() {
+            self.cancel_matching(&cancels).await;
+        }
+        Ok(())
+    }
+
     /// Reports a finished invocation (`ctx.invoke`, the invoked run's event) to the run
     /// waiting for it, before the outcome is recorded; the report's id is derived from
     /// the invocation, so a repeat after a crash stores nothing new.

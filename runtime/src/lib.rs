@@ -98,6 +98,8 @@ mod error;
 mod event;
 mod flow;
 mod function;
+#[cfg(feature = "http")]
+pub mod http;
 mod inspect;
 mod lifetime;
 mod runtime;
@@ -119,7 +121,7 @@ pub use runtime::{
     Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_FAILED_RETENTION, DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_RETENTION,
 };
-pub use send_options::SendOptions;
+pub use send_options::{JsonEvent, SendOptions};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus, StepInfo, UnknownStatus};

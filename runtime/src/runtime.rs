@@ -5,7 +5,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, Event, EventId, RunId};
 use crate::function::{functions, Registry};
-use crate::send_options::SendOptions;
+use crate::send_options::{JsonEvent, SendOptions};
 use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -53,6 +53,11 @@ pub struct Builder {
     lease: Duration,
     execute: bool,
     store: StoreConfig,
+    /// Where `Builder::http` serves, if it was called.
+    #[cfg(feature = "http")]
+    http_addr: Option<String>,
+    #[cfg(feature = "http")]
+    http: crate::http::Settings,
 }
 
 /// Which store a runtime uses.
@@ -93,6 +98,10 @@ impl Default for Builder {
             lease: Duration::from_secs(30),
             execute: true,
             store: StoreConfig::Memory,
+            #[cfg(feature = "http")]
+            http_addr: None,
+            #[cfg(feature = "http")]
+            http: crate::http::Settings::default(),
         }
     }
 }
@@ -284,6 +293,111 @@ impl Builder {
         self
     }
 
+    /// Serves fanfare's HTTP API on `addr` (`host:port`; port 0 picks a free one, see
+    /// [`Runtime::http_addr`]) from [`start`](Builder::start) until
+    /// [`Runtime::shutdown`], which stops it gracefully: the event API
+    /// `POST /e/{event_key}` (Inngest's format) and `GET /health`. The same routes can be
+    /// mounted in an app of yours instead, with [`crate::http::router`].
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder()
+    ///     .http("127.0.0.1:0") // Inngest's dev-server port is 8288
+    ///     .start()
+    ///     .await?;
+    /// let addr = rt.http_addr().expect("the server is listening");
+    /// assert!(addr.ip().is_loopback() && addr.port() != 0);
+    /// rt.shutdown().await // stops the server too
+    /// # }
+    /// ```
+    ///
+    /// Without an [event key](Builder::event_key), `/e/{key}` takes any key, and `start`
+    /// refuses any address but a loopback one with [`ErrorKind::Config`]: anyone who
+    /// reached the server could send events. `start` fails with [`ErrorKind::Config`]
+    /// too when the address cannot be listened on (a port in use). Clients get
+    /// [`http_read_timeout`](Builder::http_read_timeout) to send a request's headers,
+    /// and again its body. The server holds a handle to the runtime until `shutdown`.
+    #[cfg(feature = "http")]
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http_addr = Some(addr.into());
+        self
+    }
+
+    /// Adds a key that `POST /e/{event_key}` accepts. Call it once per valid key: during
+    /// a rotation, the old key and the new one are both accepted. Keys are compared in
+    /// constant time, and apply to [`crate::http::router`] as well.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// # let (old, new) = ("evt-old", "evt-new");
+    /// // let old = std::env::var("FANFARE_EVENT_KEY_OLD")?;
+    /// let rt = fanfare::Runtime::builder()
+    ///     .http("0.0.0.0:0") // reachable from other hosts: a key is required
+    ///     .event_key(old)
+    ///     .event_key(new)
+    ///     .start()
+    ///     .await?;
+    /// # rt.shutdown().await }
+    /// ```
+    ///
+    /// An empty key is ignored.
+    #[cfg(feature = "http")]
+    pub fn event_key(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        if !key.is_empty() {
+            self.http_keys().event.push(key);
+        }
+        self
+    }
+
+    /// Adds a key for the APIs that read and change runs (the runs API and dashboard
+    /// to come; the event API does not take it). Several may be valid at once, as for
+    /// [`event_key`](Builder::event_key). An empty key is ignored.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder()
+    ///     .http("127.0.0.1:0")
+    ///     .admin_key("adm-7c1e…") // from a secret: std::env::var("FANFARE_ADMIN_KEY")?
+    ///     .start()
+    ///     .await?;
+    /// # rt.shutdown().await }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn admin_key(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        if !key.is_empty() {
+            self.http_keys().admin.push(key);
+        }
+        self
+    }
+
+    /// The largest HTTP request body accepted, in bytes (default
+    /// [`DEFAULT_BODY_LIMIT`](crate::http::DEFAULT_BODY_LIMIT), 4 MiB); larger requests
+    /// are answered `413`. Each event is also held to
+    /// [`max_event_size`](Builder::max_event_size), and a request to at most
+    /// [`MAX_EVENTS_PER_REQUEST`](crate::http::MAX_EVENTS_PER_REQUEST) events.
+    #[cfg(feature = "http")]
+    pub fn http_body_limit(mut self, bytes: usize) -> Self {
+        self.http.body_limit = bytes;
+        self
+    }
+
+    /// How long an HTTP client has to send a request's headers, and then its body
+    /// (default [`DEFAULT_READ_TIMEOUT`](crate::http::DEFAULT_READ_TIMEOUT), 30 s): a slow
+    /// or stalled client is disconnected (headers) or answered `408` (body).
+    #[cfg(feature = "http")]
+    pub fn http_read_timeout(mut self, timeout: Duration) -> Self {
+        self.http.read_timeout = timeout;
+        self
+    }
+
+    #[cfg(feature = "http")]
+    fn http_keys(&mut self) -> &mut crate::http::Keys {
+        // Builders are cloned rarely, and keys set once: copying them here is cheap.
+        Arc::make_mut(&mut self.http.keys)
+    }
+
     /// Builds the function table, starts the workers, and makes this runtime the one
     /// [`crate::send`] uses.
     ///
@@ -334,6 +448,14 @@ impl Builder {
             None => default_app(),
         };
         check_app(&app)?;
+        // Listening first: an address that cannot be used fails before the store opens.
+        #[cfg(feature = "http")]
+        let listener = match &self.http_addr {
+            Some(addr) => {
+                Some(crate::http::server::bind(addr, !self.http.keys.event.is_empty()).await?)
+            }
+            None => None,
+        };
         let wake = Arc::new(Notify::new());
         let retention = Retention::new(self.retention, self.failed_retention);
         #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -388,8 +510,38 @@ impl Builder {
                 heartbeat,
                 watch,
                 cron,
+                #[cfg(feature = "http")]
+                http: None,
             })),
+            #[cfg(feature = "http")]
+            http_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),
+            #[cfg(feature = "http")]
+            http: self.http,
         });
+        #[cfg(feature = "http")]
+        if let Some(listener) = listener {
+            let rt = Runtime {
+                inner: Arc::clone(&inner),
+            };
+            let settings = inner.http.clone();
+            let router = crate::http::routes(crate::http::AppState {
+                rt,
+                // Loopback only (`bind` refused anything else without a key).
+                any_event_key: settings.keys.event.is_empty(),
+                settings: settings.clone(),
+            });
+            let server =
+                crate::http::server::Server::spawn(listener, router, settings.read_timeout);
+            tracing::info!(addr = ?inner.http_addr, "fanfare: HTTP API listening");
+            if let Some(tasks) = inner
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                tasks.http = Some(server);
+            }
+        }
         *AMBIENT.write().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&inner);
         tracing::info!(
             functions = inner.engine.registry.defs.len(),
@@ -435,6 +587,11 @@ struct Inner {
     max_event_size: usize,
     shutdown_timeout: Duration,
     tasks: Mutex<Option<Tasks>>,
+    /// Where the HTTP server listens (`Builder::http`).
+    #[cfg(feature = "http")]
+    http_addr: Option<std::net::SocketAddr>,
+    #[cfg(feature = "http")]
+    http: crate::http::Settings,
 }
 
 struct Tasks {
@@ -445,6 +602,9 @@ struct Tasks {
     watch: JoinHandle<()>,
     /// One task per `cron` function.
     cron: Vec<JoinHandle<()>>,
+    /// The HTTP server (`Builder::http`).
+    #[cfg(feature = "http")]
+    http: Option<crate::http::server::Server>,
 }
 
 /// The runtime `fanfare::send` uses: the last one started.
@@ -500,6 +660,70 @@ impl Runtime {
     ) -> Result<EventId> {
         let envelope = Envelope::json(name.into(), &data, self.inner.max_event_size)?;
         self.append(envelope).await
+    }
+
+    /// Sends several events given by name and JSON data, **all or none**: every event is
+    /// checked first (name, size), then all are stored in one transaction with their
+    /// runs. Returns their ids, in order.
+    ///
+    /// Each event is sent as [`send_json`](Runtime::send_json) sends one, with its own
+    /// [`SendOptions`]: an event whose id is already stored (or appears earlier in the
+    /// batch) runs nothing, and its id is returned. An error names the event by its
+    /// position: `event 2: invalid event name …`
+    /// ([`ErrorKind::InvalidEventName`], [`ErrorKind::EventTooLarge`]); nothing of the
+    /// batch is stored then.
+    ///
+    /// ```
+    /// use fanfare::{EventId, JsonEvent, SendOptions};
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// let ids = rt
+    ///     .send_json_batch([
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 1 })),
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 2 }))
+    ///             .options(SendOptions::new().id(EventId::from_key("import-7/row-2"))),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(ids[1], EventId::from_key("import-7/row-2"));
+    ///
+    /// let refused = rt
+    ///     .send_json_batch([
+    ///         JsonEvent::new("doc/import.row", json!({ "row": 3 })),
+    ///         JsonEvent::new("not a name", json!({})),
+    ///     ])
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(refused.kind(), fanfare::ErrorKind::InvalidEventName);
+    /// assert!(refused.to_string().starts_with("event 1: "));
+    /// # rt.shutdown().await }
+    /// ```
+    pub async fn send_json_batch(
+        &self,
+        events: impl IntoIterator<Item = JsonEvent>,
+    ) -> Result<Vec<EventId>> {
+        let events = events.into_iter();
+        let mut ids = Vec::with_capacity(events.size_hint().0);
+        let mut envelopes = Vec::with_capacity(events.size_hint().0);
+        let mut seen = std::collections::HashSet::new();
+        for (i, event) in events.enumerate() {
+            let envelope = event
+                .envelope(self.inner.max_event_size)
+                .map_err(|e| Error::new(e.kind(), format_args!("event {i}: {e}")))?;
+            ids.push(envelope.id);
+            // An id twice in one batch is one event, as when sent twice.
+            if seen.insert(envelope.id) {
+                envelopes.push(envelope);
+            }
+        }
+        if envelopes.len() == 1 {
+            // One event is a plain send: it shares a group commit with concurrent sends.
+            self.append(envelopes.remove(0)).await?;
+        } else if !envelopes.is_empty() {
+            self.inner.engine.append_all(envelopes).await?;
+        }
+        Ok(ids)
     }
 
     async fn append(&self, envelope: Envelope) -> Result<EventId> {
@@ -664,6 +888,15 @@ impl Runtime {
         else {
             return Ok(());
         };
+        // No new requests; those in progress send before the engine stops.
+        #[cfg(feature = "http")]
+        let tasks = {
+            let mut tasks = tasks;
+            if let Some(server) = tasks.http.take() {
+                server.stop(self.inner.shutdown_timeout).await;
+            }
+            tasks
+        };
         let engine = &self.inner.engine;
         engine.stopping.store(true, Ordering::Release);
         engine.wake.notify_one();
@@ -698,6 +931,35 @@ impl Runtime {
         engine.progress.send_modify(|n| *n += 1);
         tracing::info!("fanfare: runtime shut down");
         Ok(())
+    }
+
+    /// The address the HTTP server listens on ([`Builder::http`]), with the port it got
+    /// when asked for port 0; `None` without a server.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().http("127.0.0.1:0").start().await?;
+    /// let url = format!("http://{}/e/any-key", rt.http_addr().unwrap());
+    /// # let _ = url; rt.shutdown().await }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.http_addr
+    }
+
+    #[cfg(feature = "http")]
+    pub(crate) fn http_settings(&self) -> &crate::http::Settings {
+        &self.inner.http
+    }
+
+    /// Whether the store answers (a cheap read), for health checks.
+    #[cfg(feature = "http")]
+    pub(crate) async fn ping(&self) -> Result<()> {
+        if self.inner.engine.stopping.load(Ordering::Acquire) {
+            return Err(shut_down());
+        }
+        let nil = EventId::from_uuid(uuid::Uuid::nil());
+        self.inner.engine.store.runs(nil).await.map(drop)
     }
 
     pub(crate) fn ambient() -> Result<Runtime> {
@@ -755,6 +1017,10 @@ impl Drop for Inner {
             tasks.heartbeat.abort();
             for task in tasks.cron.iter().chain([&tasks.watch]) {
                 task.abort();
+            }
+            #[cfg(feature = "http")]
+            if let Some(server) = &tasks.http {
+                server.abort();
             }
         }
     }

@@ -1,5 +1,7 @@
-//! `SendOptions`: an event's id of your own, and a time before which its runs do not start.
+//! `SendOptions`: an event's id of your own, and a time before which its runs do not start;
+//! `JsonEvent`: an event from outside Rust, with its options, for batches.
 
+use crate::error::Result;
 use crate::event::{Envelope, EventId};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,5 +80,52 @@ impl SendOptions {
                 .map_or(0, |d| d.as_millis().min(1 << 52) as u64);
             envelope.not_before = Some(ms);
         }
+    }
+}
+
+/// An event given by name and JSON data, with its [`SendOptions`]: one event of
+/// [`Runtime::send_json_batch`](crate::Runtime::send_json_batch).
+///
+/// ```
+/// use fanfare::{EventId, JsonEvent, SendOptions};
+///
+/// let event = JsonEvent::new("doc/order.placed", serde_json::json!({ "order_id": 42 }))
+///     .options(SendOptions::new().id(EventId::from_key("order-42/placed")));
+/// assert_eq!(event.name(), "doc/order.placed");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonEvent {
+    name: String,
+    data: serde_json::Value,
+    options: SendOptions,
+}
+
+impl JsonEvent {
+    /// The event `name` with `data`, sent as a plain `send_json` would send it.
+    pub fn new(name: impl Into<String>, data: serde_json::Value) -> JsonEvent {
+        JsonEvent {
+            name: name.into(),
+            data,
+            options: SendOptions::new(),
+        }
+    }
+
+    /// Sends it with `options`: an id of your own, a start time.
+    pub fn options(mut self, options: SendOptions) -> JsonEvent {
+        self.options = options;
+        self
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The envelope it travels in: the name checked, the data serialized and checked
+    /// against `max_size`, the options applied.
+    pub(crate) fn envelope(&self, max_size: usize) -> Result<Envelope> {
+        let mut envelope = Envelope::json(self.name.clone(), &self.data, max_size)?;
+        self.options.apply(&mut envelope);
+        Ok(envelope)
     }
 }

@@ -71,6 +71,17 @@ impl EventCache {
         Some(envelope)
     }
 
+    /// Takes in what `other` keeps (events of a batch, once all of it is stored).
+    #[cfg(feature = "sqlite")]
+    pub fn absorb(&mut self, other: EventCache) {
+        for (_, (event, runs)) in other.events {
+            if self.events.len() >= Self::MAX {
+                break;
+            }
+            self.events.insert(event.id, (event, runs));
+        }
+    }
+
     #[cfg(feature = "sqlite")]
     pub fn clear(&mut self) {
         self.events.clear();
@@ -98,6 +109,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Stores the event and one queued run per subscribed function, atomically.
     /// Returns the number of runs created.
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize>;
+
+    /// Stores several events, each as [`append`](Store::append) would, in one
+    /// transaction: all of them or, on an error, none. Returns the number of runs created.
+    fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize>;
 
     /// Stores the event with a run of one function of this process only (an
     /// `on_failure` handler), unless an event with its id is already stored.

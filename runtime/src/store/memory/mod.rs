@@ -186,9 +186,14 @@ impl MemoryStore {
     /// Stores the event with one queued run per function of `functions`; 0 if an event
     /// with its id is already stored.
     fn insert_event(&self, event: Envelope, subscribers: &[u32]) -> usize {
+        let mut inner = self.lock();
+        Self::insert_locked(&mut inner, event, subscribers)
+    }
+
+    /// As `insert_event`, under the lock the caller holds.
+    fn insert_locked(inner: &mut Inner, event: Envelope, subscribers: &[u32]) -> usize {
         let run_ids: Vec<RunId> = subscribers.iter().map(|_| RunId::new(event.ts)).collect();
         let event = Arc::new(event);
-        let mut inner = self.lock();
         if inner.events.contains_key(&event.id) {
             // A replayed `ctx.send`: the event was stored the first time.
             return 0;
@@ -253,6 +258,19 @@ impl Store for MemoryStore {
 
     fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
         ready(Ok(self.insert_event(event, &[function])))
+    }
+
+    fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
+        // Under one lock: no claim sees part of the batch.
+        let mut inner = self.lock();
+        let runs = events
+            .into_iter()
+            .map(|event| {
+                let subscribers = self.registry.subscribers(&event.name);
+                Self::insert_locked(&mut inner, event, subscribers)
+            })
+            .sum();
+        ready(Ok(runs))
     }
 
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {

@@ -274,6 +274,14 @@ impl Store for PgStore {
         Box::pin(self.shared.insert_to(event, function))
     }
 
+    fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
+        // Its own transaction, beside the group-committed sends.
+        Box::pin(async move {
+            let counts = self.shared.insert(events).await?;
+            Ok(counts.iter().map(|&(all, _)| all).sum())
+        })
+    }
+
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {
         Box::pin(self.shared.claim(max))
     }

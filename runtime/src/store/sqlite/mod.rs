@@ -89,6 +89,8 @@ pub(crate) struct SqliteStore {
 
 enum Command {
     Append(Envelope, Option<u32>, oneshot::Sender<Result<usize>>),
+    /// Several events, all stored or none.
+    AppendAll(Vec<Envelope>, oneshot::Sender<Result<usize>>),
     Claim(usize, oneshot::Sender<Result<Claim>>),
     Record(
         Vec<Outcome>,
@@ -248,6 +250,10 @@ impl Store for SqliteStore {
 
     fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
         self.call(|tx| Command::Append(event, Some(function), tx))
+    }
+
+    fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
+        self.call(|tx| Command::AppendAll(events, tx))
     }
 
     fn claim(&self, max: usize) -> StoreFuture<'_, Claim> {

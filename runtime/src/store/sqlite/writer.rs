@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
     let e = || Error::new(ErrorKind::Store, msg);
     match command {
-        Command::Append(_, _, tx) => Reply::Append(tx, Err(e())),
+        Command::Append(_, _, tx) | Command::AppendAll(_, tx) => Reply::Append(tx, Err(e())),
         Command::Claim(_, tx) => Reply::Claim(tx, Err(e())),
         Command::Record(outcomes, tx) => Reply::Record(tx, outcomes, Err(e())),
         Command::Release(_, tx) => Reply::Unit(tx, Err(e())),
@@ -94,6 +94,18 @@ impl Writer {
             let reply = match command {
                 Command::Append(event, to, reply) => {
                     let r = ctx.append(&sp, event, to, &mut self.cache);
+                    Reply::Append(reply, r)
+                }
+                Command::AppendAll(events, reply) => {
+                    // One savepoint for the batch: an error rolls all of it back. What
+                    // the cache learns is kept only once every event is stored.
+                    let mut learned = EventCache::default();
+                    let r = events
+                        .into_iter()
+                        .try_fold(0, |n, event| {
+                            Ok::<_, Error>(n + ctx.append(&sp, event, None, &mut learned)?)
+                        })
+                        .inspect(|_| self.cache.absorb(learned));
                     Reply::Append(reply, r)
                 }
                 Command::Claim(max, reply) => {
