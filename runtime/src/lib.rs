@@ -106,6 +106,7 @@ mod runtime;
 mod send_options;
 mod step;
 mod store;
+mod stored_events;
 
 pub use backoff::Backoff;
 pub use cron::Cron;
@@ -125,6 +126,7 @@ pub use send_options::{JsonEvent, SendOptions};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus, StepInfo, UnknownStatus};
+pub use stored_events::{EventFilter, EventInfo, EventPage};
 
 /// Sends an event through the ambient runtime: the last one started and still alive.
 ///

@@ -16,6 +16,7 @@ pub(crate) mod sqlite;
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
 pub(crate) use crate::inspect::RunFilter;
+pub(crate) use crate::stored_events::EventFilter;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -190,6 +191,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Up to `limit` runs `filter` selects, newest first (by run id: UUIDv7s sort by
     /// creation time), with their steps. Its status condition reads as [`StatusWhere`].
     fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>>;
+
+    /// One stored event, or `None`.
+    fn event(&self, id: EventId) -> StoreFuture<'_, Option<Arc<Envelope>>>;
+
+    /// Up to `limit` stored events `filter` selects, newest first by `(ts, id)`; `None`
+    /// when its cursor names an event not stored.
+    fn events<'a>(
+        &'a self,
+        filter: &'a EventFilter,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>>;
 
     /// Queues a new run of a finished run's function for its event (see [`Replay`]):
     /// flow flags `ADMITTED | ENTERED` (past debounce, rate limit, throttle, filter and

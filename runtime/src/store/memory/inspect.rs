@@ -79,3 +79,39 @@ impl MemoryStore {
         Replay::Replayed(id)
     }
 }
+
+impl MemoryStore {
+    /// One stored event.
+    pub(super) fn stored_event(&self, id: EventId) -> Option<Arc<Envelope>> {
+        let inner = self.lock();
+        inner.events.get(&id).map(|e| Arc::clone(&e.envelope))
+    }
+
+    /// Up to `limit` events `filter` selects, newest first; `None` for a cursor not
+    /// stored.
+    pub(super) fn list_events(
+        &self,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Option<Vec<Arc<Envelope>>> {
+        let inner = self.lock();
+        let below = match filter.after {
+            Some(cursor) => Some((inner.events.get(&cursor)?.envelope.ts, cursor)),
+            None => None,
+        };
+        let mut found: Vec<&Arc<Envelope>> = inner
+            .events
+            .values()
+            .map(|e| &e.envelope)
+            .filter(|e| {
+                filter.name.as_deref().is_none_or(|n| n == &*e.name)
+                    && filter.since_ms.is_none_or(|t| e.ts >= t)
+                    && filter.until_ms.is_none_or(|t| e.ts < t)
+                    && below.is_none_or(|b| (e.ts, e.id) < b)
+            })
+            .collect();
+        found.sort_unstable_by_key(|e| std::cmp::Reverse((e.ts, e.id)));
+        found.truncate(limit);
+        Some(found.into_iter().map(Arc::clone).collect())
+    }
+}

@@ -7,8 +7,8 @@ use super::retention::Retention;
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
+use super::{EventFilter, Replay, RunFilter};
 use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
-use super::{Replay, RunFilter};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
@@ -570,6 +570,18 @@ impl Store for MemoryStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         ready(Ok(self.replay_run(run)))
+    }
+
+    fn event(&self, id: EventId) -> StoreFuture<'_, Option<Arc<Envelope>>> {
+        ready(Ok(self.stored_event(id)))
+    }
+
+    fn events<'a>(
+        &'a self,
+        filter: &'a EventFilter,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
+        ready(Ok(self.list_events(filter, limit)))
     }
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {

@@ -15,6 +15,7 @@
 mod background;
 mod cancel;
 mod claim;
+mod events;
 mod flow;
 mod record;
 mod runs;
@@ -44,7 +45,7 @@ use super::{
     RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,
     WaitSpec, WaitState,
 };
-use super::{Replay, RunFilter, StatusWhere};
+use super::{EventFilter, Replay, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::{FunctionDef, Registry};
@@ -350,6 +351,18 @@ impl Store for PgStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         Box::pin(self.shared.replay(run))
+    }
+
+    fn event(&self, id: EventId) -> StoreFuture<'_, Option<Arc<Envelope>>> {
+        Box::pin(self.shared.event(id))
+    }
+
+    fn events<'a>(
+        &'a self,
+        filter: &'a EventFilter,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
+        Box::pin(self.shared.events(filter, limit))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -66,7 +66,13 @@ impl Ctx<'_> {
                     mark(tx)?;
                     return Ok(Cancel::Pending);
                 }
-                let event = self.event(tx, &event_id)?;
+                let id = EventId::from_uuid(uuid_from(&event_id)?);
+                let event = self.event(tx, id)?.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Store,
+                        format_args!("run {run} names event {id}, which is not stored"),
+                    )
+                })?;
                 tx.prepare_cached(
                     "UPDATE fanfare_runs SET status = 5, sleeping = 0, waiting = 0, hold = NULL, \
                      reason = ?2, cancel = NULL, finished_at = ?3 WHERE id = ?1",
@@ -157,19 +163,5 @@ impl Ctx<'_> {
             )?;
         }
         Ok(())
-    }
-
-    /// A stored event.
-    fn event(&self, tx: &Connection, id: &[u8]) -> Result<Envelope> {
-        let (name, data, ts): (String, String, i64) = tx
-            .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-            .map_err(self.err("cannot read an event"))?;
-        Ok(Envelope::stored(
-            EventId::from_uuid(uuid_from(id)?),
-            name,
-            data,
-            ts as u64,
-        ))
     }
 }

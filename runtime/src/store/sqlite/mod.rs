@@ -10,6 +10,7 @@
 
 mod cancel;
 mod claim;
+mod events;
 mod flow;
 mod prune;
 mod record;
@@ -36,7 +37,7 @@ use super::{
     StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
-use super::{Replay, RunFilter, StatusWhere};
+use super::{EventFilter, Replay, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -105,6 +106,12 @@ enum Command {
     Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
     List(RunFilter, usize, oneshot::Sender<Result<Vec<RunInfo>>>),
     Replay(RunId, oneshot::Sender<Result<Replay>>),
+    Event(EventId, oneshot::Sender<Result<Option<Arc<Envelope>>>>),
+    Events(
+        EventFilter,
+        usize,
+        oneshot::Sender<Result<Option<Vec<Arc<Envelope>>>>>,
+    ),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -136,6 +143,14 @@ enum Reply {
     ),
     List(oneshot::Sender<Result<Vec<RunInfo>>>, Result<Vec<RunInfo>>),
     Replay(oneshot::Sender<Result<Replay>>, Result<Replay>),
+    Event(
+        oneshot::Sender<Result<Option<Arc<Envelope>>>>,
+        Result<Option<Arc<Envelope>>>,
+    ),
+    Events(
+        oneshot::Sender<Result<Option<Vec<Arc<Envelope>>>>>,
+        Result<Option<Vec<Arc<Envelope>>>>,
+    ),
 }
 
 impl Reply {
@@ -170,6 +185,8 @@ impl Reply {
             Reply::Run(tx, r) => answer(tx, *r, commit),
             Reply::List(tx, r) => answer(tx, r, commit),
             Reply::Replay(tx, r) => answer(tx, r, commit),
+            Reply::Event(tx, r) => answer(tx, r, commit),
+            Reply::Events(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -317,6 +334,19 @@ impl Store for SqliteStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         self.call(|tx| Command::Replay(run, tx))
+    }
+
+    fn event(&self, id: EventId) -> StoreFuture<'_, Option<Arc<Envelope>>> {
+        self.call(|tx| Command::Event(id, tx))
+    }
+
+    fn events<'a>(
+        &'a self,
+        filter: &'a EventFilter,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
+        let filter = filter.clone();
+        self.call(move |tx| Command::Events(filter, limit, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -17,6 +17,8 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Run(_, tx) => Reply::Run(tx, Box::new(Err(e()))),
         Command::List(_, _, tx) => Reply::List(tx, Err(e())),
         Command::Replay(_, tx) => Reply::Replay(tx, Err(e())),
+        Command::Event(_, tx) => Reply::Event(tx, Err(e())),
+        Command::Events(_, _, tx) => Reply::Events(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -129,6 +131,10 @@ impl Writer {
                     Reply::List(reply, ctx.list(&sp, &filter, limit))
                 }
                 Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
+                Command::Event(id, reply) => Reply::Event(reply, ctx.event(&sp, id)),
+                Command::Events(filter, limit, reply) => {
+                    Reply::Events(reply, ctx.events(&sp, &filter, limit))
+                }
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
@@ -146,6 +152,8 @@ impl Writer {
                 Reply::Run(_, r) => r.is_ok(),
                 Reply::List(_, r) => r.is_ok(),
                 Reply::Replay(_, r) => r.is_ok(),
+                Reply::Event(_, r) => r.is_ok(),
+                Reply::Events(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
