@@ -12,6 +12,7 @@ mod cancel;
 mod claim;
 mod flow;
 mod prune;
+mod queue;
 mod record;
 mod runs;
 mod schema;
@@ -25,14 +26,15 @@ pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
+    queue::QUEUE_STATS,
     schema::MIGRATIONS,
     send::WAITS_OF,
 };
 
 use super::retention::{self, Marks, Retention};
 use super::{
-    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Saved, Store,
-    StoreFuture, Unfinished,
+    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey, RunStatus, Saved,
+    Store, StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use super::{Replay, RunFilter, StatusWhere};
@@ -99,6 +101,7 @@ enum Command {
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
     Unfinished(u32, usize, oneshot::Sender<Result<Vec<Unfinished>>>),
+    QueueStats(usize, oneshot::Sender<Result<QueueStats>>),
     Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
     List(RunFilter, usize, oneshot::Sender<Result<Vec<RunInfo>>>),
     Replay(RunId, oneshot::Sender<Result<Replay>>),
@@ -127,6 +130,7 @@ enum Reply {
         oneshot::Sender<Result<Vec<Unfinished>>>,
         Result<Vec<Unfinished>>,
     ),
+    QueueStats(oneshot::Sender<Result<QueueStats>>, Result<QueueStats>),
     Run(
         oneshot::Sender<Result<Option<RunInfo>>>,
         Box<Result<Option<RunInfo>>>,
@@ -164,6 +168,7 @@ impl Reply {
             Reply::Saved(tx, r) => answer(tx, r, commit),
             Reply::Cancel(tx, r) => answer(tx, r, commit),
             Reply::Unfinished(tx, r) => answer(tx, r, commit),
+            Reply::QueueStats(tx, r) => answer(tx, r, commit),
             Reply::Run(tx, r) => answer(tx, *r, commit),
             Reply::List(tx, r) => answer(tx, r, commit),
             Reply::Replay(tx, r) => answer(tx, r, commit),
@@ -297,6 +302,10 @@ impl Store for SqliteStore {
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
         self.call(|tx| Command::Unfinished(function, limit, tx))
+    }
+
+    fn queue_stats(&self, limit: usize) -> StoreFuture<'_, QueueStats> {
+        self.call(|tx| Command::QueueStats(limit, tx))
     }
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {
