@@ -11,6 +11,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
 use crate::function::{Registry, RunInput};
+use crate::metrics::{Count, Counters};
 use crate::step::{RunState, Suspend};
 use crate::store::{ClaimedRun, Outcome, OutcomeKind, RunKey, Store};
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub(crate) struct Engine {
     outcomes: mpsc::UnboundedSender<Outcome>,
     /// Bumped after every recorded batch; `Runtime::wait` and shutdown watch it.
     pub progress: watch::Sender<u64>,
+    /// This process's counters (`Runtime::metrics`).
+    pub metrics: Counters,
 }
 
 impl Engine {
@@ -69,7 +72,9 @@ impl Engine {
         wake: Arc<Notify>,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Counters::new(&registry);
         let engine = Engine {
+            metrics,
             store,
             registry,
             backoff,
@@ -120,6 +125,9 @@ impl Engine {
                     continue;
                 }
             };
+            for &function in &claim.skipped {
+                self.metrics.count(function, Count::Skipped);
+            }
             if claim.runs.is_empty() {
                 // Look again when woken, when the next delayed run is due, and at least
                 // every second: stores prune and notice other processes' work on claims.
@@ -197,7 +205,11 @@ impl Engine {
                 state: Arc::clone(&state),
                 batch: run.batch.clone(),
             };
-            match span.in_scope(|| def.call(input)) {
+            if started.fresh {
+                self.metrics.count(run.function, Count::Started);
+            }
+            let began = std::time::Instant::now();
+            let ended = match span.in_scope(|| def.call(input)) {
                 // A durable sleep or wait, or a cancellation, suspends the run: the
                 // attempt's future is dropped where it stands, and the run goes back to
                 // the queue until its wake time (or ends), holding no task.
@@ -212,10 +224,22 @@ impl Engine {
                     }
                 },
                 Err(e) => Ended::Returned(Err(e)),
-            }
+            };
+            self.metrics.attempt(run.function, began.elapsed());
+            ended
         };
         let result = span.in_scope(|| self.decide(&run, def.retries(), ended, state.cancelled()));
         let result = Self::cap(result, finish.map(|(deadline, _)| deadline));
+        let counted = match result {
+            OutcomeKind::Completed(_) => Some(Count::Completed),
+            OutcomeKind::Failed(_) => Some(Count::Failed),
+            OutcomeKind::Retry { .. } => Some(Count::Retried),
+            OutcomeKind::Cancelled(_) => Some(Count::Cancelled),
+            OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } => None,
+        };
+        if let Some(what) = counted {
+            self.metrics.count(run.function, what);
+        }
         if let OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } = result {
             // Suspended: nothing to report, no handler to start.
             let _ = self.outcomes.send(Outcome {
@@ -371,7 +395,9 @@ impl Engine {
         let cancels = (self.registry.any_cancellers()
             && !self.registry.cancellers(&envelope.name).is_empty())
         .then(|| Arc::new(envelope.clone()));
+        let label = self.metrics.event_label(&envelope.name);
         let runs = self.store.append(envelope).await?;
+        self.metrics.sent(label);
         if runs > 0 {
             self.wake.notify_one();
         }

@@ -102,6 +102,7 @@ mod function;
 pub mod http;
 mod inspect;
 mod lifetime;
+mod metrics;
 mod runtime;
 mod send_options;
 mod step;
@@ -118,6 +119,7 @@ pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
 pub use inspect::{RunFilter, RunPage, DEFAULT_PAGE, MAX_PAGE};
 pub use lifetime::{CancelOn, Lifetime};
+pub use metrics::{EventsSent, FunctionMetrics, Histogram, Metrics, OTHER_EVENTS, QUEUE_SCAN};
 pub use runtime::{
     Builder, Runtime, DEFAULT_CONCURRENCY, DEFAULT_FAILED_RETENTION, DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_RETENTION,

@@ -28,8 +28,15 @@ impl Engine {
         let status = match self.store.cancel(run, reason.clone()).await? {
             Cancel::Unknown => return Ok(None),
             Cancel::Finished(status) => status,
-            Cancel::Cancelled { invocation } => {
+            Cancel::Cancelled {
+                invocation,
+                function,
+            } => {
                 tracing::info!(run_id = %run, reason, "fanfare: run cancelled");
+                if let Some(function) = function {
+                    self.metrics
+                        .count(function, crate::metrics::Count::Cancelled);
+                }
                 if let Some(invocation) = invocation {
                     self.report_invocation(invocation, &OutcomeKind::Cancelled(reason))
                         .await;

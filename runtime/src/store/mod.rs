@@ -16,6 +16,7 @@ pub(crate) mod sqlite;
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
 pub(crate) use crate::inspect::RunFilter;
+pub(crate) use crate::metrics::{FunctionQueue, QueueStats};
 pub(crate) use crate::stored_events::EventFilter;
 use std::future::Future;
 use std::pin::Pin;
@@ -86,6 +87,24 @@ impl EventCache {
     #[cfg(feature = "sqlite")]
     pub fn clear(&mut self) {
         self.events.clear();
+    }
+}
+
+/// The store's answer from rows of (function, due runs, earliest due time) read at
+/// `now` (ms, the store's clock) with `limit`: the SQL stores' translation.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn queue_stats_of(rows: Vec<(String, i64, i64)>, now: i64, limit: usize) -> QueueStats {
+    let read: i64 = rows.iter().map(|r| r.1).sum();
+    QueueStats {
+        truncated: read >= limit as i64,
+        functions: rows
+            .into_iter()
+            .map(|(function, due, oldest)| FunctionQueue {
+                function,
+                due: due.max(0) as u64,
+                oldest_due_age: Duration::from_millis(now.saturating_sub(oldest).max(0) as u64),
+            })
+            .collect(),
     }
 }
 
@@ -182,6 +201,14 @@ pub(crate) trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
+    /// The due runs (queued and due now, waiting for a worker) by function, with the age
+    /// of each function's oldest: reads at most `limit` of them, oldest first, and says
+    /// so when it stopped there. What the queue gauges of
+    /// [`Runtime::metrics`](crate::Runtime::metrics) show; every store reads the index
+    /// its claims read, so the cost is O(min(due runs, `limit`)) whatever the backlog.
+    /// PostgreSQL: this app's runs; SQLite: every function of the file.
+    fn queue_stats(&self, limit: usize) -> StoreFuture<'_, QueueStats>;
+
     /// One run, or `None` for an unknown run.
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>>;
 
@@ -232,6 +259,9 @@ pub(crate) struct Claim {
     pub runs: Vec<ClaimedRun>,
     /// When the earliest delayed run becomes due, if there is one.
     pub next_due: Option<Instant>,
+    /// The functions (registry indexes) of the runs this claim's flow control skipped
+    /// (`Verdict::Skip`), one entry per run, for the metrics.
+    pub skipped: Vec<u32>,
 }
 
 /// A run handed to the engine to execute one attempt of.
@@ -324,8 +354,12 @@ pub(crate) enum Cancel {
     /// The run had finished: its status, unchanged.
     Finished(RunStatus),
     /// The run was queued, sleeping or waiting: it is cancelled. `invocation` is the
-    /// event of a run started by `ctx.invoke`, whose caller must be told.
-    Cancelled { invocation: Option<EventId> },
+    /// event of a run started by `ctx.invoke`, whose caller must be told; `function`
+    /// the run's function's registry index, when it is this process's (the metrics).
+    Cancelled {
+        invocation: Option<EventId>,
+        function: Option<u32>,
+    },
     /// An attempt is executing (here or in another process): the run is marked. It stops
     /// at its next step or suspension point, and is recorded cancelled then.
     Marked(RunKey),

@@ -48,7 +48,7 @@ mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
         list_sql, BATCH_EVENTS, CLAIM, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY,
-        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, WAITS_OF,
+        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -138,6 +138,7 @@ mod sqlite {
             ("a batch's events", BATCH_EVENTS),
             ("finish a batch", FINISH_BATCH),
             ("a run by its id (cancel)", FIND),
+            ("due runs by function (metrics)", QUEUE_STATS),
         ] {
             let lines = plan(&conn, sql);
             let full_scan = |l: &String| {
@@ -172,7 +173,8 @@ mod postgres {
     use super::BACKLOG;
     use crate::store::postgres::{
         list_sql, BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY,
-        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, REAP, RECORD, SEND,
+        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, REAP, RECORD,
+        SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -263,6 +265,7 @@ mod postgres {
             ("claim", CLAIM, format!("'plan', {functions}, 30000, {nil}, 512")),
             ("next due", NEXT_DUE, format!("'plan', {functions}")),
             ("reap", REAP, "'plan'".to_owned()),
+            ("due runs by function (metrics)", QUEUE_STATS, "'plan', 100000".to_owned()),
             (
                 "record",
                 RECORD,

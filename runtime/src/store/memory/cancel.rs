@@ -33,8 +33,12 @@ impl Inner {
             _ => {
                 let invocation =
                     (run.event.name == crate::function::INVOKE_EVENT).then_some(run.event.id);
+                let function = Some(run.function);
                 self.cancel_now(registry, slot, reason, now);
-                Cancel::Cancelled { invocation }
+                Cancel::Cancelled {
+                    invocation,
+                    function,
+                }
             }
         }
     }

@@ -5,7 +5,8 @@
 
 use super::retention::Retention;
 use super::{
-    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
+    Cancel, Claim, ClaimedRun, FunctionQueue, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey,
+    RunStatus, Store, StoreFuture,
 };
 use super::{EventFilter, Replay, RunFilter};
 use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
@@ -182,6 +183,25 @@ fn ready<T: Send + 'static>(value: Result<T>) -> StoreFuture<'static, T> {
     Box::pin(std::future::ready(value))
 }
 
+impl Inner {
+    /// Moves the delayed runs due by `now` to the ready queue (an entry a run left
+    /// behind moves nothing).
+    fn promote_due(&mut self, now: Instant) {
+        while let Some(Reverse((due, slot, gen))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if self.runs[slot as usize]
+                .as_ref()
+                .is_some_and(|r| r.gen == gen)
+            {
+                self.ready.push_back(slot);
+            }
+        }
+    }
+}
+
 impl MemoryStore {
     /// Stores the event with one queued run per function of `functions`; 0 if an event
     /// with its id is already stored.
@@ -277,20 +297,10 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.prune(now, self.retention);
-        while let Some(Reverse((due, slot, gen))) = inner.delayed.peek().copied() {
-            if due > now {
-                break;
-            }
-            inner.delayed.pop();
-            if inner.runs[slot as usize]
-                .as_ref()
-                .is_some_and(|r| r.gen == gen)
-            {
-                inner.ready.push_back(slot);
-            }
-        }
+        inner.promote_due(now);
         inner.prune_flow();
         let mut runs = Vec::with_capacity(max.min(inner.ready.len()));
+        let mut skipped = Vec::new();
         while runs.len() < max {
             let Some(slot) = inner.ready.pop_front() else {
                 break;
@@ -309,6 +319,11 @@ impl Store for MemoryStore {
             let def = self.registry.defs[run.function as usize];
             if let Some(flow) = def.flow() {
                 if !inner.gate(slot, flow, def.id(), now) {
+                    if let Some(run) = inner.runs[slot as usize].as_ref() {
+                        if run.status == RunStatus::Skipped {
+                            skipped.push(run.function);
+                        }
+                    }
                     continue;
                 }
             }
@@ -334,7 +349,11 @@ impl Store for MemoryStore {
             runs.push(claimed);
         }
         let next_due = inner.delayed.peek().map(|Reverse((due, _, _))| *due);
-        ready(Ok(Claim { runs, next_due }))
+        ready(Ok(Claim {
+            runs,
+            next_due,
+            skipped,
+        }))
     }
 
     fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
@@ -531,6 +550,54 @@ impl Store for MemoryStore {
             reason,
             Instant::now(),
         )))
+    }
+
+    fn queue_stats(&self, limit: usize) -> StoreFuture<'_, QueueStats> {
+        let now_ms = now_millis();
+        let mut inner = self.lock();
+        inner.promote_due(Instant::now());
+        // By function: due runs, and the earliest due time among first attempts.
+        let mut by: HashMap<u32, (u64, Option<u64>)> = HashMap::new();
+        let mut read = 0;
+        let mut truncated = false;
+        for &slot in &inner.ready {
+            let Some(run) = inner.runs[slot as usize].as_ref() else {
+                continue;
+            };
+            if !matches!(
+                run.status,
+                RunStatus::Queued | RunStatus::Sleeping | RunStatus::Waiting
+            ) {
+                continue;
+            }
+            if read == limit {
+                truncated = true;
+                break;
+            }
+            read += 1;
+            let (due, oldest) = by.entry(run.function).or_default();
+            *due += 1;
+            // The ready queue keeps no times: a first attempt is due since its event
+            // (or its delay); a retried or woken run's due time is not known here.
+            if run.attempts == 0 && run.steps.is_empty() {
+                let at = run.event.not_before.unwrap_or(0).max(run.event.ts);
+                *oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            }
+        }
+        let functions = by
+            .into_iter()
+            .map(|(function, (due, oldest))| FunctionQueue {
+                function: self.registry.defs[function as usize].id().to_owned(),
+                due,
+                oldest_due_age: Duration::from_millis(
+                    oldest.map_or(0, |o| now_ms.saturating_sub(o)),
+                ),
+            })
+            .collect();
+        ready(Ok(QueueStats {
+            functions,
+            truncated,
+        }))
     }
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {

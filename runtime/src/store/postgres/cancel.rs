@@ -82,7 +82,13 @@ impl Shared {
                         .map_err(err)?;
                 }
                 let invocation = (event.name == crate::function::INVOKE_EVENT).then_some(event.id);
-                Cancel::Cancelled { invocation }
+                let function = (row.get::<_, &str>(2) == self.app)
+                    .then(|| self.index.get(row.get::<_, &str>(3)).copied())
+                    .flatten();
+                Cancel::Cancelled {
+                    invocation,
+                    function,
+                }
             }
         };
         tx.commit().await.map_err(err)?;

@@ -44,6 +44,7 @@ impl Shared {
             &(max as i64),
         ];
         let mut stopped = 0;
+        let mut skipped = Vec::new();
         // Runs that execute a batch, with the batch.
         let mut runners: Vec<(i64, i64)> = Vec::new();
         let (mut runs, with_steps) = if self.flow {
@@ -55,7 +56,8 @@ impl Shared {
             let (mut runs, gated, mut with_steps) = self.claimed(rows);
             if !gated.is_empty() {
                 let gated_keys: Vec<i64> = gated.iter().map(|g| g.key).collect();
-                let going = self.gate(&tx, gated, now_ms).await?;
+                let going;
+                (going, skipped) = self.gate(&tx, gated, now_ms).await?;
                 let stops: std::collections::HashSet<i64> = gated_keys
                     .into_iter()
                     .filter(|k| !going.contains_key(k))
@@ -110,7 +112,11 @@ impl Shared {
         } else {
             None
         };
-        Ok(Claim { runs, next_due })
+        Ok(Claim {
+            runs,
+            next_due,
+            skipped,
+        })
     }
 
     /// The runs of claimed rows, the flow-controlled ones among them that must pass the

@@ -77,13 +77,13 @@ WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <
 impl Shared {
     /// Passes claimed runs through the gate, in the claim's transaction; returns the
     /// places of those that may execute now, by key (the others are skipped, delayed
-    /// or held).
+    /// or held), and the functions of the skipped ones.
     pub(super) async fn gate(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         runs: Vec<Gated>,
         now_ms: u64,
-    ) -> Result<HashMap<i64, RunFlow>> {
+    ) -> Result<(HashMap<i64, RunFlow>, Vec<u32>)> {
         let err = |e| self.error("cannot apply flow control", e);
         // In arrival order (a claim returns its runs in any order): the last event of a
         // burst, the order of a throttle and of a batch depend on it.
@@ -100,6 +100,7 @@ impl Shared {
         }
         let mut states = self.lock_states(tx, slots).await?;
         let mut going = HashMap::new();
+        let mut skipped = Vec::new();
         let mut u = GateRows::default();
         for (mut run, function, flow, keys) in gated {
             let verdict = rules::admit(
@@ -129,8 +130,12 @@ impl Shared {
             u.ckeys.push(run.place.ckey.clone());
             u.ranks.push(run.place.rank);
             u.batches.push(run.place.batch);
-            if verdict == Verdict::Go {
-                going.insert(run.key, run.place);
+            match verdict {
+                Verdict::Go => {
+                    going.insert(run.key, run.place);
+                }
+                Verdict::Skip(_) => skipped.push(run.function),
+                _ => {}
             }
         }
         self.save_states(tx, &states, now_ms).await?;
@@ -151,7 +156,7 @@ impl Shared {
         )
         .await
         .map_err(err)?;
-        Ok(going)
+        Ok((going, skipped))
     }
 
     /// The events of batches, in the order their runs were stored, by batch.

@@ -17,6 +17,7 @@ mod cancel;
 mod claim;
 mod events;
 mod flow;
+mod queue;
 mod record;
 mod runs;
 mod schema;
@@ -33,6 +34,7 @@ pub(crate) use {
     cancel::FIND,
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
+    queue::QUEUE_STATS,
     record::RECORD,
     runs::list_sql,
     schema::MIGRATIONS,
@@ -41,9 +43,9 @@ pub(crate) use {
 
 use super::retention::{self, Marks, Retention};
 use super::{
-    Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, RecordError, RecordFuture,
-    RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,
-    WaitSpec, WaitState,
+    Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, QueueStats, RecordError,
+    RecordFuture, RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions,
+    Unfinished, WaitSpec, WaitState,
 };
 use super::{EventFilter, Replay, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
@@ -326,6 +328,10 @@ impl Store for PgStore {
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
         Box::pin(self.shared.unfinished(function, limit))
+    }
+
+    fn queue_stats(&self, limit: usize) -> StoreFuture<'_, QueueStats> {
+        Box::pin(self.shared.queue_stats(limit))
     }
 
     fn events_named(

@@ -87,7 +87,11 @@ impl Ctx<'_> {
                     self.withdraw(tx, key, def.id(), flow, place, held, &event, &reason)?;
                 }
                 let invocation = (event.name == crate::function::INVOKE_EVENT).then_some(event.id);
-                Ok(Cancel::Cancelled { invocation })
+                let function = self.functions.get(function_id.as_str()).copied();
+                Ok(Cancel::Cancelled {
+                    invocation,
+                    function,
+                })
             }
         }
     }

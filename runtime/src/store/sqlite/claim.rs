@@ -68,6 +68,7 @@ impl Ctx<'_> {
             .map_err(&err)?;
         let mut runs = Vec::with_capacity(rows.len());
         let mut gated = false;
+        let mut skipped = Vec::new();
         for (key, run_id, event_id, function_id, attempts, steps, flow, cancel) in rows {
             // Only this process's functions are selected, so the lookup always succeeds.
             let Some(&function) = self.functions.get(function_id.as_str()) else {
@@ -88,9 +89,15 @@ impl Ctx<'_> {
             let def = self.registry.defs[function as usize];
             let mut batch = Vec::new();
             if let Some(rules) = def.flow() {
-                let Some(place) = self.gate(tx, key, def, rules, flow, &event)? else {
-                    gated = true;
-                    continue;
+                let place = match self.gate(tx, key, def, rules, flow, &event)? {
+                    Ok(place) => place,
+                    Err(skip) => {
+                        if skip {
+                            skipped.push(function);
+                        }
+                        gated = true;
+                        continue;
+                    }
                 };
                 if let (true, Some(b)) = (place.flags & flags::RUNNER != 0, place.batch) {
                     batch = self.batch_events(tx, b)?;
@@ -127,7 +134,11 @@ impl Ctx<'_> {
         } else {
             None
         };
-        Ok(Claim { runs, next_due })
+        Ok(Claim {
+            runs,
+            next_due,
+            skipped,
+        })
     }
 
     /// The completed steps of a run, in order.

@@ -11,7 +11,8 @@ pub(super) const HELD: i64 = 4;
 
 impl Ctx<'_> {
     /// Passes a claimed run of a flow-controlled function through the gate: its place
-    /// when it may execute now; otherwise it is left skipped, delayed or held.
+    /// when it may execute now; otherwise it is left skipped (`Err(true)`), delayed or
+    /// held (`Err(false)`).
     pub(super) fn gate(
         &self,
         tx: &Connection,
@@ -20,7 +21,7 @@ impl Ctx<'_> {
         flow: &'static Flow,
         mut run: RunFlow,
         event: &Envelope,
-    ) -> Result<Option<RunFlow>> {
+    ) -> Result<std::result::Result<RunFlow, bool>> {
         let err = self.err("cannot apply flow control");
         let function = def.id();
         let keys = rules::prepare(flow, &mut run, event);
@@ -54,7 +55,11 @@ impl Ctx<'_> {
             ])
         })
         .map_err(&err)?;
-        Ok((verdict == Verdict::Go).then_some(run))
+        Ok(match verdict {
+            Verdict::Go => Ok(run),
+            Verdict::Skip(_) => Err(true),
+            _ => Err(false),
+        })
     }
 
     /// The events of batch `batch`, in the order their runs were stored.

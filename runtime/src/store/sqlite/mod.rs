@@ -13,6 +13,7 @@ mod claim;
 mod events;
 mod flow;
 mod prune;
+mod queue;
 mod record;
 mod runs;
 mod schema;
@@ -26,6 +27,7 @@ pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
+    queue::QUEUE_STATS,
     runs::list_sql,
     schema::MIGRATIONS,
     send::WAITS_OF,
@@ -33,8 +35,8 @@ pub(crate) use {
 
 use super::retention::{self, Marks, Retention};
 use super::{
-    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Saved, Store,
-    StoreFuture, Unfinished,
+    Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey, RunStatus, Saved,
+    Store, StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use super::{EventFilter, Replay, RunFilter, StatusWhere};
@@ -103,6 +105,7 @@ enum Command {
     Wait(RunKey, WaitSpec, oneshot::Sender<Result<WaitState>>),
     Runs(EventId, oneshot::Sender<Result<Option<Vec<RunInfo>>>>),
     Unfinished(u32, usize, oneshot::Sender<Result<Vec<Unfinished>>>),
+    QueueStats(usize, oneshot::Sender<Result<QueueStats>>),
     Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
     List(RunFilter, usize, oneshot::Sender<Result<Vec<RunInfo>>>),
     Replay(RunId, oneshot::Sender<Result<Replay>>),
@@ -137,6 +140,7 @@ enum Reply {
         oneshot::Sender<Result<Vec<Unfinished>>>,
         Result<Vec<Unfinished>>,
     ),
+    QueueStats(oneshot::Sender<Result<QueueStats>>, Result<QueueStats>),
     Run(
         oneshot::Sender<Result<Option<RunInfo>>>,
         Box<Result<Option<RunInfo>>>,
@@ -182,6 +186,7 @@ impl Reply {
             Reply::Saved(tx, r) => answer(tx, r, commit),
             Reply::Cancel(tx, r) => answer(tx, r, commit),
             Reply::Unfinished(tx, r) => answer(tx, r, commit),
+            Reply::QueueStats(tx, r) => answer(tx, r, commit),
             Reply::Run(tx, r) => answer(tx, *r, commit),
             Reply::List(tx, r) => answer(tx, r, commit),
             Reply::Replay(tx, r) => answer(tx, r, commit),
@@ -321,6 +326,10 @@ impl Store for SqliteStore {
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
         self.call(|tx| Command::Unfinished(function, limit, tx))
+    }
+
+    fn queue_stats(&self, limit: usize) -> StoreFuture<'_, QueueStats> {
+        self.call(|tx| Command::QueueStats(limit, tx))
     }
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {

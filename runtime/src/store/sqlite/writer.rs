@@ -14,6 +14,7 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Cancel(_, _, tx) => Reply::Cancel(tx, Err(e())),
         Command::Runs(_, tx) => Reply::Runs(tx, Err(e())),
         Command::Unfinished(_, _, tx) => Reply::Unfinished(tx, Err(e())),
+        Command::QueueStats(_, tx) => Reply::QueueStats(tx, Err(e())),
         Command::Run(_, tx) => Reply::Run(tx, Box::new(Err(e()))),
         Command::List(_, _, tx) => Reply::List(tx, Err(e())),
         Command::Replay(_, tx) => Reply::Replay(tx, Err(e())),
@@ -138,6 +139,9 @@ impl Writer {
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
+                Command::QueueStats(limit, reply) => {
+                    Reply::QueueStats(reply, ctx.queue_stats(&sp, limit))
+                }
                 Command::Close(reply) => Reply::Unit(reply, Ok(())),
             };
             let ok = match &reply {
@@ -149,6 +153,7 @@ impl Writer {
                 Reply::Saved(_, r) => r.is_ok(),
                 Reply::Cancel(_, r) => r.is_ok(),
                 Reply::Unfinished(_, r) => r.is_ok(),
+                Reply::QueueStats(_, r) => r.is_ok(),
                 Reply::Run(_, r) => r.is_ok(),
                 Reply::List(_, r) => r.is_ok(),
                 Reply::Replay(_, r) => r.is_ok(),

@@ -1,0 +1,195 @@
+//! The counters the engine bumps as runs go: one table of relaxed atomics per function,
+//! indexed by the function's position in the registry and allocated once at start, so
+//! counting takes no lock, no allocation and no string.
+
+use super::{EventsSent, FunctionMetrics, Histogram, Metrics, QueueStats};
+use crate::function::{Registry, FAILURE_EVENT};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// The upper bounds of the attempt duration histogram's buckets, in microseconds: 5 ms
+/// to 5 min (and `+Inf` past the last).
+pub(crate) const BUCKETS_US: [u64; 15] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+    300_000_000,
+];
+
+/// The bucket of an attempt that took `took`: the first whose bound holds it.
+pub(crate) fn bucket(took: Duration) -> usize {
+    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    BUCKETS_US
+        .iter()
+        .position(|&le| us <= le)
+        .unwrap_or(BUCKETS_US.len())
+}
+
+/// What a run's outcome counts as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Count {
+    Started,
+    Completed,
+    Failed,
+    Retried,
+    Skipped,
+    Cancelled,
+}
+
+/// One function's counters. Aligned to a cache line so functions executing on different
+/// cores do not share one.
+#[repr(align(64))]
+#[derive(Default)]
+struct FunctionCounters {
+    /// By [`Count`].
+    counts: [AtomicU64; 6],
+    /// Attempts by duration bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    /// Sum of attempt durations, in microseconds.
+    sum_us: AtomicU64,
+}
+
+/// This process's counters, for every function of its registry and every event name
+/// they subscribe to.
+pub(crate) struct Counters {
+    functions: Box<[FunctionCounters]>,
+    /// Event names some function subscribes to, and their index in `sent`.
+    names: HashMap<&'static str, usize>,
+    /// Events sent, by name index; the last counts every other name.
+    sent: Box<[AtomicU64]>,
+}
+
+impl Counters {
+    pub fn new(registry: &Registry) -> Counters {
+        let mut names = HashMap::new();
+        for def in &registry.defs {
+            for &trigger in def.triggers() {
+                if trigger != FAILURE_EVENT {
+                    let next = names.len();
+                    names.entry(trigger).or_insert(next);
+                }
+            }
+        }
+        Counters {
+            functions: registry.defs.iter().map(|_| Default::default()).collect(),
+            sent: (0..=names.len()).map(|_| AtomicU64::new(0)).collect(),
+            names,
+        }
+    }
+
+    /// Counts one `what` of function `function` (its registry index).
+    pub fn count(&self, function: u32, what: Count) {
+        if let Some(f) = self.functions.get(function as usize) {
+            f.counts[what as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one attempt of function `function` that took `took`.
+    pub fn attempt(&self, function: u32, took: Duration) {
+        let Some(f) = self.functions.get(function as usize) else {
+            return;
+        };
+        f.buckets[bucket(took)].fetch_add(1, Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        f.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Where an event of this name is counted: under its name if a function subscribes
+    /// to it, else under `other`.
+    pub fn event_label(&self, name: &str) -> usize {
+        self.names.get(name).copied().unwrap_or(self.names.len())
+    }
+
+    /// Counts one event sent under `label` (from [`Counters::event_label`]).
+    pub fn sent(&self, label: usize) {
+        if let Some(n) = self.sent.get(label) {
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A snapshot of the counters, with the store's queue statistics.
+    pub fn snapshot(&self, registry: &Registry, queue: QueueStats) -> Metrics {
+        let mut due: HashMap<String, (u64, Duration)> = queue
+            .functions
+            .into_iter()
+            .map(|q| (q.function, (q.due, q.oldest_due_age)))
+            .collect();
+        let mut functions: Vec<FunctionMetrics> = registry
+            .defs
+            .iter()
+            .zip(self.functions.iter())
+            .map(|(def, c)| {
+                let get = |what: Count| c.counts[what as usize].load(Relaxed);
+                let mut cumulative = 0;
+                let buckets = BUCKETS_US
+                    .iter()
+                    .map(|&le| le as f64 / 1e6)
+                    .chain([f64::INFINITY])
+                    .zip(c.buckets.iter())
+                    .map(|(le, n)| {
+                        cumulative += n.load(Relaxed);
+                        (le, cumulative)
+                    })
+                    .collect();
+                let (queue_due, oldest) = due.remove(def.id()).unwrap_or_default();
+                FunctionMetrics {
+                    function: def.id().to_owned(),
+                    started: get(Count::Started),
+                    completed: get(Count::Completed),
+                    failed: get(Count::Failed),
+                    retried: get(Count::Retried),
+                    skipped: get(Count::Skipped),
+                    cancelled: get(Count::Cancelled),
+                    attempt_duration: Histogram {
+                        buckets,
+                        sum_seconds: c.sum_us.load(Relaxed) as f64 / 1e6,
+                        count: cumulative,
+                    },
+                    queue_due,
+                    oldest_due_age: oldest,
+                }
+            })
+            .collect();
+        // Due runs of functions this process does not have (another version of the app,
+        // or another program sharing the SQLite file): their queue, no counters.
+        for (function, (queue_due, oldest_due_age)) in due {
+            functions.push(FunctionMetrics {
+                function,
+                queue_due,
+                oldest_due_age,
+                ..FunctionMetrics::default()
+            });
+        }
+        functions.sort_by(|a, b| a.function.cmp(&b.function));
+        let mut events: Vec<EventsSent> = self
+            .names
+            .iter()
+            .map(|(&name, &i)| EventsSent {
+                event: name.to_owned(),
+                sent: self.sent[i].load(Relaxed),
+            })
+            .collect();
+        events.sort_by(|a, b| a.event.cmp(&b.event));
+        events.push(EventsSent {
+            event: super::OTHER_EVENTS.to_owned(),
+            sent: self.sent[self.names.len()].load(Relaxed),
+        });
+        Metrics {
+            functions,
+            events_sent: events,
+            queue_truncated: queue.truncated,
+        }
+    }
+}
