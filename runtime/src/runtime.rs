@@ -529,6 +529,9 @@ impl Builder {
                 rt,
                 // Loopback only (`bind` refused anything else without a key).
                 any_event_key: settings.keys.event.is_empty(),
+                // Without an admin key, the runs API is open on loopback only.
+                any_admin_key: settings.keys.admin.is_empty()
+                    && inner.http_addr.is_some_and(|a| a.ip().is_loopback()),
                 settings: settings.clone(),
             });
             let server =

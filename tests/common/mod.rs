@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod services;
 
 use fanfare::{Backoff, Builder, EventId, RunInfo, RunStatus, Runtime};

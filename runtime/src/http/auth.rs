@@ -6,7 +6,6 @@
 pub(crate) struct Keys {
     pub event: Vec<String>,
     /// For the runs API and the dashboard.
-    #[allow(dead_code)]
     pub admin: Vec<String>,
 }
 
@@ -14,6 +13,11 @@ impl Keys {
     /// Whether `key` is one of the event keys.
     pub fn is_event_key(&self, key: &str) -> bool {
         any_equal(&self.event, key)
+    }
+
+    /// Whether `key` is one of the admin keys.
+    pub fn is_admin_key(&self, key: &str) -> bool {
+        any_equal(&self.admin, key)
     }
 }
 

@@ -3,15 +3,19 @@
 //!
 //! - `POST /e/{event_key}`: the event API, Inngest's format (`events.rs`).
 //! - `GET /health`: whether the store answers (`health.rs`).
+//! - `/api/…`: the runs API, for people's tools and the CLI (`api.rs`).
+//! - `GET /metrics`: Prometheus' text format (`metrics.rs`).
 //!
 //! Each concern adds its routes with a `routes()` function over the one state type,
 //! [`AppState`]; `server.rs` binds, serves and stops; `auth.rs` checks keys; `error.rs`
 //! makes the JSON errors every route answers with.
 
+mod api;
 mod auth;
 mod error;
 mod events;
 mod health;
+mod metrics;
 pub(crate) mod server;
 
 use crate::Runtime;
@@ -71,6 +75,9 @@ pub(crate) struct AppState {
     /// Whether `/e/{key}` takes any key: no event key is configured and the server
     /// listens on loopback only ([`Builder::http`](crate::Builder::http)).
     pub any_event_key: bool,
+    /// Whether the runs API takes requests without a key: no admin key is configured
+    /// and the server listens on loopback only.
+    pub any_admin_key: bool,
 }
 
 /// The router of fanfare's HTTP API over `rt`, to mount in an axum app of yours: the
@@ -96,6 +103,7 @@ pub fn router(rt: &Runtime) -> Router {
         rt: rt.clone(),
         settings: rt.http_settings().clone(),
         any_event_key: false,
+        any_admin_key: false,
     })
 }
 
@@ -103,6 +111,8 @@ pub fn router(rt: &Runtime) -> Router {
 pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
         .merge(events::routes())
+        .merge(api::routes())
+        .merge(metrics::routes())
         .merge(health::routes())
         .with_state(state)
 }
