@@ -96,8 +96,8 @@ fn sqlite_fill(path: &Path, runs: u64, now: i64) {
              SELECT unhex(printf('%012x', ts) || hex(randomblob(10))), id, 'f' || f, {MIX}, 1, \
                     CASE WHEN k >= 95 AND k < 99 THEN ts + 86400000 ELSE ts END, \
                     CASE WHEN k < 95 OR k >= 99 THEN ts END, k = 98 \
-             FROM (SELECT e.id, e.ts, f.value AS f, abs(random()) % 100 AS k \
-                   FROM fanfare_events e, generate_series(1, 5) f)"
+             FROM (SELECT e.id, e.ts, f.column1 AS f, abs(random()) % 100 AS k \
+                   FROM fanfare_events e, (VALUES (1), (2), (3), (4), (5)) f)"
         ),
         [],
     )
