@@ -735,6 +735,11 @@ impl Runtime {
         &*self.inner.engine.store
     }
 
+    /// This runtime's functions.
+    pub(crate) fn registry(&self) -> &crate::function::Registry {
+        &self.inner.engine.registry
+    }
+
     /// Tells the dispatcher that runs were queued.
     pub(crate) fn wake(&self) {
         self.inner.engine.wake.notify_one();

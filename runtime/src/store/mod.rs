@@ -15,7 +15,7 @@ pub(crate) mod sqlite;
 
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
-pub(crate) use crate::inspect::RunFilter;
+pub(crate) use crate::inspect::{RunCounts, RunFilter};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -191,6 +191,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// creation time), with their steps. Its status condition reads as [`StatusWhere`].
     fn list<'a>(&'a self, filter: &'a RunFilter, limit: usize) -> StoreFuture<'a, Vec<RunInfo>>;
 
+    /// How many runs of each function of `functions` (by id, in any app) the store
+    /// keeps, by status, in the order of `functions`. Reads each function's runs
+    /// (`(function_id, run_id)` index entries and rows) on the SQL stores.
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>>;
+
     /// Queues a new run of a finished run's function for its event (see [`Replay`]):
     /// flow flags `ADMITTED | ENTERED` (past debounce, rate limit, throttle, filter and
     /// idempotency; concurrency still applies), `replay_of` the original. Refused for a
@@ -301,6 +306,22 @@ impl StatusWhere {
             suspension,
             skipped,
         }
+    }
+}
+
+/// A run's status from its SQL status code, suspension (0 none, 1 sleeping, 2 or more
+/// waiting) and `SKIPPED` flow flag: [`StatusWhere`] read backwards.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn status_of_code(code: i64, suspension: i64, skipped: bool) -> RunStatus {
+    match code {
+        0 if suspension == 1 => RunStatus::Sleeping,
+        0 if suspension >= 2 => RunStatus::Waiting,
+        0 | 4 => RunStatus::Queued,
+        1 => RunStatus::Running,
+        2 if skipped => RunStatus::Skipped,
+        2 => RunStatus::Completed,
+        5 => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
     }
 }
 

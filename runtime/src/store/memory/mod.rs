@@ -8,7 +8,7 @@ use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, RunInfo, RunKey, RunStatus, Store, StoreFuture,
 };
 use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
-use super::{Replay, RunFilter};
+use super::{Replay, RunCounts, RunFilter};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::event::now_millis;
@@ -570,6 +570,10 @@ impl Store for MemoryStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         ready(Ok(self.replay_run(run)))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        ready(Ok(self.count(&functions)))
     }
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {

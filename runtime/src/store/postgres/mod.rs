@@ -44,7 +44,7 @@ use super::{
     RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions, Unfinished,
     WaitSpec, WaitState,
 };
-use super::{Replay, RunFilter, StatusWhere};
+use super::{Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::{FunctionDef, Registry};
@@ -350,6 +350,10 @@ impl Store for PgStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         Box::pin(self.shared.replay(run))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        Box::pin(self.shared.count(functions))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

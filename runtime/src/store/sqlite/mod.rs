@@ -36,7 +36,7 @@ use super::{
     StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
-use super::{Replay, RunFilter, StatusWhere};
+use super::{Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -105,6 +105,7 @@ enum Command {
     Run(RunId, oneshot::Sender<Result<Option<RunInfo>>>),
     List(RunFilter, usize, oneshot::Sender<Result<Vec<RunInfo>>>),
     Replay(RunId, oneshot::Sender<Result<Replay>>),
+    Count(Vec<String>, oneshot::Sender<Result<Vec<RunCounts>>>),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -136,6 +137,10 @@ enum Reply {
     ),
     List(oneshot::Sender<Result<Vec<RunInfo>>>, Result<Vec<RunInfo>>),
     Replay(oneshot::Sender<Result<Replay>>, Result<Replay>),
+    Count(
+        oneshot::Sender<Result<Vec<RunCounts>>>,
+        Result<Vec<RunCounts>>,
+    ),
 }
 
 impl Reply {
@@ -170,6 +175,7 @@ impl Reply {
             Reply::Run(tx, r) => answer(tx, *r, commit),
             Reply::List(tx, r) => answer(tx, r, commit),
             Reply::Replay(tx, r) => answer(tx, r, commit),
+            Reply::Count(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -317,6 +323,10 @@ impl Store for SqliteStore {
 
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay> {
         self.call(|tx| Command::Replay(run, tx))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        self.call(|tx| Command::Count(functions, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

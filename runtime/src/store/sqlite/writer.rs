@@ -17,6 +17,7 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Run(_, tx) => Reply::Run(tx, Box::new(Err(e()))),
         Command::List(_, _, tx) => Reply::List(tx, Err(e())),
         Command::Replay(_, tx) => Reply::Replay(tx, Err(e())),
+        Command::Count(_, tx) => Reply::Count(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -129,6 +130,7 @@ impl Writer {
                     Reply::List(reply, ctx.list(&sp, &filter, limit))
                 }
                 Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
+                Command::Count(functions, reply) => Reply::Count(reply, ctx.count(&sp, &functions)),
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
@@ -146,6 +148,7 @@ impl Writer {
                 Reply::Run(_, r) => r.is_ok(),
                 Reply::List(_, r) => r.is_ok(),
                 Reply::Replay(_, r) => r.is_ok(),
+                Reply::Count(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
