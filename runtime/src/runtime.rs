@@ -528,6 +528,9 @@ impl Builder {
                 rt,
                 // Loopback only (`bind` refused anything else without a key).
                 any_event_key: settings.keys.event.is_empty(),
+                open_dashboard: settings.keys.admin.is_empty()
+                    && inner.http_addr.is_some_and(|a| a.ip().is_loopback()),
+                sessions: std::sync::Arc::default(),
                 settings: settings.clone(),
             });
             let server =

@@ -3,12 +3,14 @@
 //!
 //! - `POST /e/{event_key}`: the event API, Inngest's format (`events.rs`).
 //! - `GET /health`: whether the store answers (`health.rs`).
+//! - `GET /`: the dashboard, behind a login with an admin key (`dashboard/`).
 //!
 //! Each concern adds its routes with a `routes()` function over the one state type,
 //! [`AppState`]; `server.rs` binds, serves and stops; `auth.rs` checks keys; `error.rs`
 //! makes the JSON errors every route answers with.
 
 mod auth;
+mod dashboard;
 mod error;
 mod events;
 mod health;
@@ -71,11 +73,16 @@ pub(crate) struct AppState {
     /// Whether `/e/{key}` takes any key: no event key is configured and the server
     /// listens on loopback only ([`Builder::http`](crate::Builder::http)).
     pub any_event_key: bool,
+    /// Whether the dashboard opens without an admin key: none is configured and the
+    /// server listens on a loopback address ([`Builder::http`](crate::Builder::http)).
+    pub open_dashboard: bool,
+    /// The dashboard's login sessions.
+    pub sessions: Arc<dashboard::Sessions>,
 }
 
 /// The router of fanfare's HTTP API over `rt`, to mount in an axum app of yours: the
-/// event API `POST /e/{event_key}` and `GET /health`, with the keys and limits set on
-/// the runtime's builder.
+/// event API `POST /e/{event_key}`, `GET /health` and the dashboard (`GET /`, its pages
+/// and `/login`), with the keys and limits set on the runtime's builder.
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
@@ -89,13 +96,17 @@ pub(crate) struct AppState {
 ///
 /// Mounted this way, the router cannot know which addresses your server listens on, so
 /// `/e/{key}` requires one of the [event keys](crate::Builder::event_key): without any,
-/// it answers every request `401`. Request headers are read by your server: bound their
-/// time there.
+/// it answers every request `401`; likewise the dashboard requires a login with one of
+/// the [admin keys](crate::Builder::admin_key), and without any refuses everyone. Its
+/// links follow where it is nested (`/fanfare/runs`). Request headers are read by your
+/// server: bound their time there.
 pub fn router(rt: &Runtime) -> Router {
     routes(AppState {
         rt: rt.clone(),
         settings: rt.http_settings().clone(),
         any_event_key: false,
+        open_dashboard: false,
+        sessions: Arc::default(),
     })
 }
 
@@ -104,5 +115,6 @@ pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
         .merge(events::routes())
         .merge(health::routes())
+        .merge(dashboard::routes())
         .with_state(state)
 }
