@@ -19,7 +19,7 @@ table { border-collapse: collapse; width: 100%; background: #fff; border: 1px so
 th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.zero { color: #c0c4cc; }
+td.zero, td.zero a { color: #c0c4cc; }
 code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
 pre { white-space: pre-wrap; word-break: break-word; background: #fff; border: 1px solid var(--line); padding: 10px; margin: 0; }
 pre.error { border-color: #f4b4b4; background: #fff6f6; color: #8a1c1c; }

@@ -177,8 +177,8 @@ pub(super) async fn runs(
         return authed.respond(table);
     }
     let title = match (&status, q.function.is_empty()) {
-        (Some(s), false) => format!("{} runs of {}", s, q.function),
-        (Some(s), true) => format!("{s} runs"),
+        (Some(s), false) => format!("Runs of {}: {s}", q.function),
+        (Some(s), true) => format!("Runs: {s}"),
         (None, false) => format!("Runs of {}", q.function),
         (None, true) => "Runs".to_owned(),
     };
