@@ -18,6 +18,7 @@ a { color: var(--accent); }
 table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); }
 th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
+td.mono, td a.mono { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.zero, td.zero a { color: #c0c4cc; }
 code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }

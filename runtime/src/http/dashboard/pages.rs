@@ -236,7 +236,11 @@ fn runs_table(base: &str, runs: &[RunInfo]) -> String {
              <td><a href=\"{b}/events/{ev}\">{ename}</a></td><td>{status}</td>\
              <td class=\"num\">{attempts}</td><td class=\"mono\">{created}</td><td class=\"note\">{note}</td></tr>",
             id = r.run_id,
-            short_id = &r.run_id.to_string()[..8.min(r.run_id.to_string().len())],
+            // UUIDv7s of one millisecond share their head: their tail tells them apart.
+            short_id = {
+                let full = r.run_id.to_string();
+                format!("…{}", &full[full.len().saturating_sub(12)..])
+            },
             fid = url(&r.function_id),
             fname = esc(&r.function_id),
             ev = r.event_id,
