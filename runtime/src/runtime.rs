@@ -350,8 +350,9 @@ impl Builder {
         self
     }
 
-    /// Adds a key for the APIs that read and change runs (the runs API and dashboard
-    /// to come; the event API does not take it). Several may be valid at once, as for
+    /// Adds a key for the APIs that read and change runs: the dashboard's login (at
+    /// `/login`) and the runs API to come; the event API does not take it. Without one,
+    /// the dashboard opens without a login only on a loopback address. Several may be valid at once, as for
     /// [`event_key`](Builder::event_key). An empty key is ignored.
     ///
     /// ```
