@@ -126,6 +126,18 @@ async fn runs_are_listed_read_replayed_and_cancelled() {
     );
     assert!(run.body["created_at_ms"].as_u64().unwrap() > 0);
 
+    // The functions, with their runs by status.
+    let functions = get(&rt, "/api/functions").await;
+    let charge = functions.body["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "api_charge")
+        .unwrap_or_else(|| panic!("{:?}", functions.body));
+    assert_eq!(charge["trigger"], "api/charge");
+    assert_eq!(charge["counts"]["failed"], 1);
+    assert_eq!(charge["counts"]["completed"], 0);
+
     // The event and its fan-out.
     let ev = get(&rt, &format!("/api/events/{event}")).await;
     assert_eq!(ev.body["event"]["name"], "api/charge");

@@ -20,6 +20,7 @@ conformance!(
     only_finished_runs_are_replayed,
     replaying_a_filter_replays_every_failed_run_of_a_function,
     cancelling_a_filter_cancels_the_runs_that_have_not_finished,
+    functions_count_their_runs_by_status,
 );
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -369,5 +370,42 @@ async fn cancelling_a_filter_cancels_the_runs_that_have_not_finished(store: Stor
         assert_eq!(run_of(&rt, id).await.status, RunStatus::Cancelled);
     }
     assert_eq!(run_of(&rt, done).await.status, RunStatus::Completed);
+    rt.shutdown().await.unwrap();
+}
+
+async fn functions_count_their_runs_by_status(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let before = rt.functions().await.unwrap();
+    let job_info = before.iter().find(|f| f.id == "job").unwrap();
+    assert_eq!(job_info.trigger.as_deref(), Some("inspect/job"));
+    assert_eq!(job_info.cron, None);
+    assert_eq!(job_info.counts.total(), 0);
+    let mut sent = Vec::new();
+    for how in ["ok", "fail", "fail", "sleep"] {
+        sent.push((how, rt.send(Job { how: how.into() }).await.unwrap()));
+    }
+    for (how, id) in sent {
+        if how == "sleep" {
+            until_status(&rt, id, RunStatus::Sleeping).await;
+        } else {
+            finished(&rt, id).await;
+        }
+    }
+    let functions = rt.functions().await.unwrap();
+    let ids: Vec<&str> = functions.iter().map(|f| f.id.as_str()).collect();
+    let registered: Vec<&str> = fanfare::functions().iter().map(|f| f.id()).collect();
+    assert_eq!(ids, registered, "every registered function, in order");
+    let counts = functions.iter().find(|f| f.id == "job").unwrap().counts;
+    assert_eq!(counts.get(RunStatus::Completed), 1, "{counts:?}");
+    assert_eq!(counts.get(RunStatus::Failed), 2, "{counts:?}");
+    assert_eq!(counts.get(RunStatus::Sleeping), 1, "{counts:?}");
+    assert_eq!(counts.get(RunStatus::Queued), 0, "{counts:?}");
+    assert_eq!(counts.total(), 4);
+    let others: u64 = functions
+        .iter()
+        .filter(|f| f.id != "job")
+        .map(|f| f.counts.total())
+        .sum();
+    assert_eq!(others, 0, "runs are counted under their own function only");
     rt.shutdown().await.unwrap();
 }

@@ -1,6 +1,6 @@
 //! Looking through the runs a store keeps, and acting on them: `Runtime::list_runs`,
-//! `Runtime::replay`, and their bulk forms. The HTTP runs API and the CLI are thin layers
-//! over these.
+//! `Runtime::replay`, and their bulk forms; `Runtime::functions` with run counts. The
+//! HTTP runs API, the dashboard and the CLI are thin layers over these.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{unix_millis, EventId, RunId};
@@ -139,7 +139,128 @@ pub struct RunPage {
     pub next: Option<RunId>,
 }
 
+/// How many runs of a function a store keeps, by [`RunStatus`]
+/// ([`FunctionInfo::counts`]).
+///
+/// ```
+/// use fanfare::{RunCounts, RunStatus};
+/// let counts = RunCounts::default();
+/// assert_eq!(counts.get(RunStatus::Failed), 0);
+/// assert_eq!(counts.total(), 0);
+/// assert_eq!(counts.iter().count(), RunStatus::ALL.len());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// In the order of [`RunStatus::ALL`].
+    counts: [u64; RunStatus::ALL.len()],
+}
+
+impl RunCounts {
+    /// Runs with this status.
+    pub fn get(&self, status: RunStatus) -> u64 {
+        self.counts[index_of(status)]
+    }
+
+    /// Runs of any status.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Every status with its count, in the order of [`RunStatus::ALL`] (zeros included).
+    pub fn iter(&self) -> impl Iterator<Item = (RunStatus, u64)> + '_ {
+        RunStatus::ALL.into_iter().zip(self.counts.iter().copied())
+    }
+
+    /// Counts `n` more runs with `status`.
+    pub(crate) fn add(&mut self, status: RunStatus, n: u64) {
+        self.counts[index_of(status)] += n;
+    }
+}
+
+fn index_of(status: RunStatus) -> usize {
+    RunStatus::ALL
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or_default()
+}
+
+/// One of this process's functions, as [`Runtime::functions`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FunctionInfo {
+    /// The function's id (`id = "…"`, or the fn's name).
+    pub id: String,
+    /// The event name that runs it, `None` for a `cron` function (the first of several
+    /// for `trigger = ["…", "…"]`: see [`FunctionInfo::triggers`]).
+    pub trigger: Option<String>,
+    /// Every event name that runs it (empty for a `cron` function).
+    pub triggers: Vec<String>,
+    /// Its cron expression, for a function run on a schedule.
+    pub cron: Option<String>,
+    /// Its runs the store keeps, by status (of every app, on a PostgreSQL store that
+    /// several apps share: as [`RunFilter::function`] selects them).
+    pub counts: RunCounts,
+}
+
 impl Runtime {
+    /// This process's functions (those its registry holds, sorted as
+    /// [`fanfare::functions`](crate::functions) sorts them), each with how many of its
+    /// runs the store keeps, by status.
+    ///
+    /// A count is not free: it reads the index entries and the rows of the function's
+    /// runs the store keeps — completed ones for the [retention](crate::Builder::retention)
+    /// (an hour by default), failed ones for the failed retention (30 days), and every
+    /// run that has not finished; the memory store looks through all its runs. That
+    /// suits a page someone opens, not a loop that polls it many times a second.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// use fanfare::RunStatus;
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/count")]
+    /// # pub struct Tick { pub n: u32 }
+    /// #[fanfare::function(trigger = "doc/count", retries = 0)]
+    /// async fn tick(ctx: fanfare::Ctx<Tick>) -> fanfare::Result<()> {
+    ///     if ctx.event().n == 0 {
+    ///         return Err(fanfare::Error::msg("zero"));
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder().start().await?;
+    /// for n in 0..3 {
+    ///     let id = rt.send(Tick { n }).await?;
+    ///     rt.wait(id).await?;
+    /// }
+    /// let functions = rt.functions().await?;
+    /// let tick = functions.iter().find(|f| f.id == "tick").unwrap();
+    /// assert_eq!(tick.trigger.as_deref(), Some("doc/count"));
+    /// assert_eq!(tick.counts.get(RunStatus::Completed), 2);
+    /// assert_eq!(tick.counts.get(RunStatus::Failed), 1);
+    /// # rt.shutdown().await }
+    /// ```
+    pub async fn functions(&self) -> Result<Vec<FunctionInfo>> {
+        let defs = self.registry().defs.clone();
+        let ids: Vec<String> = defs.iter().map(|d| d.id().to_owned()).collect();
+        let counts = self.store().count_runs(ids).await?;
+        Ok(defs
+            .iter()
+            .zip(
+                counts
+                    .into_iter()
+                    .chain(std::iter::repeat(RunCounts::default())),
+            )
+            .map(|(def, counts)| FunctionInfo {
+                id: def.id().to_owned(),
+                trigger: def.triggers().first().map(|t| (*t).to_owned()),
+                triggers: def.triggers().iter().map(|t| (*t).to_owned()).collect(),
+                cron: def.cron().map(str::to_owned),
+                counts,
+            })
+            .collect())
+    }
+
     /// A page of the runs `filter` selects, newest first, with their steps.
     ///
     /// On SQLite and PostgreSQL a page is read through indexes (by function, and by

@@ -117,7 +117,7 @@ pub use event::{Event, EventId, RunId, MAX_NAME_LEN};
 pub use fanfare_macros::{function, Event};
 pub use flow::{Batch, Priority, MAX_PRIORITY};
 pub use function::{functions, Failure, Function, FunctionDef, IntoOutput, Location};
-pub use inspect::{RunFilter, RunPage, DEFAULT_PAGE, MAX_PAGE};
+pub use inspect::{FunctionInfo, RunCounts, RunFilter, RunPage, DEFAULT_PAGE, MAX_PAGE};
 pub use lifetime::{CancelOn, Lifetime};
 pub use metrics::{EventsSent, FunctionMetrics, Histogram, Metrics, OTHER_EVENTS, QUEUE_SCAN};
 pub use runtime::{

@@ -351,8 +351,9 @@ impl Builder {
         self
     }
 
-    /// Adds a key for the APIs that read and change runs (the runs API and dashboard
-    /// to come; the event API does not take it). Several may be valid at once, as for
+    /// Adds a key for the APIs that read and change runs: the dashboard's login (at
+    /// `/login`) and the runs API to come; the event API does not take it. Without one,
+    /// the dashboard opens without a login only on a loopback address. Several may be valid at once, as for
     /// [`event_key`](Builder::event_key). An empty key is ignored.
     ///
     /// ```
@@ -529,9 +530,10 @@ impl Builder {
                 rt,
                 // Loopback only (`bind` refused anything else without a key).
                 any_event_key: settings.keys.event.is_empty(),
-                // Without an admin key, the runs API is open on loopback only.
+                // Without an admin key, the runs API and the dashboard are open on loopback only.
                 any_admin_key: settings.keys.admin.is_empty()
                     && inner.http_addr.is_some_and(|a| a.ip().is_loopback()),
+                sessions: std::sync::Arc::default(),
                 settings: settings.clone(),
             });
             let server =
@@ -737,6 +739,11 @@ impl Runtime {
     /// The store, for the operations that read or change runs directly (`inspect`).
     pub(crate) fn store(&self) -> &dyn crate::store::Store {
         &*self.inner.engine.store
+    }
+
+    /// This runtime's functions.
+    pub(crate) fn registry(&self) -> &crate::function::Registry {
+        &self.inner.engine.registry
     }
 
     /// Tells the dispatcher that runs were queued.

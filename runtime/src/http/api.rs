@@ -1,4 +1,5 @@
-//! The runs API under `/api` (admin key as `Authorization: Bearer …`): runs by filter
+//! The runs API under `/api` (admin key as `Authorization: Bearer …`): functions with
+//! their run counts, runs by filter
 //! with keyset pages, one run, replay and cancel of one run or of a page of a filter,
 //! events and an event's fan-out, and a send. A thin layer over `Runtime`'s methods
 //! (`list_runs`, `run`, `replay`, `cancel`, `events`, `event`, `runs`,
@@ -22,6 +23,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/functions", get(functions))
         .route("/api/runs", get(list_runs))
         .route("/api/runs/replay", post(replay_page))
         .route("/api/runs/cancel", post(cancel_page))
@@ -174,6 +176,30 @@ fn event_json(event: &EventInfo) -> Value {
 fn path_id<T: std::str::FromStr>(id: &str, what: &str) -> Result<T, ApiError> {
     id.parse()
         .map_err(|_| ApiError::bad_request(format_args!("`{id}` is not {what}")))
+}
+
+/// This process's functions with their runs by status.
+async fn functions(State(s): State<AppState>, headers: HeaderMap) -> Answer {
+    admin(&s, &headers)?;
+    let functions = s.rt.functions().await.map_err(api_error)?;
+    let functions: Vec<Value> = functions
+        .iter()
+        .map(|f| {
+            let counts: serde_json::Map<String, Value> = f
+                .counts
+                .iter()
+                .map(|(status, n)| (status.as_str().to_owned(), json!(n)))
+                .collect();
+            json!({
+                "id": f.id,
+                "trigger": f.trigger,
+                "triggers": f.triggers,
+                "cron": f.cron,
+                "counts": counts,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "functions": functions })))
 }
 
 async fn list_runs(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Answer {

@@ -22,14 +22,14 @@ impl Keys {
 }
 
 /// Whether `key` equals one of `valid`, comparing every one of them in full.
-fn any_equal(valid: &[String], key: &str) -> bool {
+pub(crate) fn any_equal(valid: &[String], key: &str) -> bool {
     valid.iter().fold(false, |found, v| {
         found | constant_time_eq(v.as_bytes(), key.as_bytes())
     })
 }
 
 /// `a == b` in a time that depends on their lengths only, not on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

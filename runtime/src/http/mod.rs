@@ -5,6 +5,7 @@
 //! - `GET /health`: whether the store answers (`health.rs`).
 //! - `/api/…`: the runs API, for people's tools and the CLI (`api.rs`).
 //! - `GET /metrics`: Prometheus' text format (`metrics.rs`).
+//! - `GET /`: the dashboard, behind a login with an admin key (`dashboard/`).
 //!
 //! Each concern adds its routes with a `routes()` function over the one state type,
 //! [`AppState`]; `server.rs` binds, serves and stops; `auth.rs` checks keys; `error.rs`
@@ -12,6 +13,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod error;
 mod events;
 mod health;
@@ -75,14 +77,16 @@ pub(crate) struct AppState {
     /// Whether `/e/{key}` takes any key: no event key is configured and the server
     /// listens on loopback only ([`Builder::http`](crate::Builder::http)).
     pub any_event_key: bool,
-    /// Whether the runs API takes requests without a key: no admin key is configured
+    /// Whether the runs API and the dashboard take requests without a key: no admin key is configured
     /// and the server listens on loopback only.
     pub any_admin_key: bool,
+    /// The dashboard's login sessions.
+    pub sessions: Arc<dashboard::Sessions>,
 }
 
 /// The router of fanfare's HTTP API over `rt`, to mount in an axum app of yours: the
-/// event API `POST /e/{event_key}` and `GET /health`, with the keys and limits set on
-/// the runtime's builder.
+/// event API `POST /e/{event_key}`, `GET /health` and the dashboard (`GET /`, its pages
+/// and `/login`), with the keys and limits set on the runtime's builder.
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
@@ -96,14 +100,17 @@ pub(crate) struct AppState {
 ///
 /// Mounted this way, the router cannot know which addresses your server listens on, so
 /// `/e/{key}` requires one of the [event keys](crate::Builder::event_key): without any,
-/// it answers every request `401`. Request headers are read by your server: bound their
-/// time there.
+/// it answers every request `401`; likewise the dashboard requires a login with one of
+/// the [admin keys](crate::Builder::admin_key), and without any refuses everyone. Its
+/// links follow where it is nested (`/fanfare/runs`). Request headers are read by your
+/// server: bound their time there.
 pub fn router(rt: &Runtime) -> Router {
     routes(AppState {
         rt: rt.clone(),
         settings: rt.http_settings().clone(),
         any_event_key: false,
         any_admin_key: false,
+        sessions: Arc::default(),
     })
 }
 
@@ -114,5 +121,6 @@ pub(crate) fn routes(state: AppState) -> Router {
         .merge(api::routes())
         .merge(metrics::routes())
         .merge(health::routes())
+        .merge(dashboard::routes())
         .with_state(state)
 }

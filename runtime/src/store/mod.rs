@@ -15,7 +15,7 @@ pub(crate) mod sqlite;
 
 use crate::error::Result;
 use crate::event::{Envelope, EventId, RunId};
-pub(crate) use crate::inspect::RunFilter;
+pub(crate) use crate::inspect::{RunCounts, RunFilter};
 pub(crate) use crate::metrics::{FunctionQueue, QueueStats};
 pub(crate) use crate::stored_events::EventFilter;
 use std::future::Future;
@@ -230,6 +230,11 @@ pub(crate) trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>>;
 
+    /// How many runs of each function of `functions` (by id, in any app) the store
+    /// keeps, by status, in the order of `functions`. Reads each function's runs
+    /// (`(function_id, run_id)` index entries and rows) on the SQL stores.
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>>;
+
     /// Queues a new run of a finished run's function for its event (see [`Replay`]):
     /// flow flags `ADMITTED | ENTERED` (past debounce, rate limit, throttle, filter and
     /// idempotency; concurrency still applies), `replay_of` the original. Refused for a
@@ -343,6 +348,22 @@ impl StatusWhere {
             suspension,
             skipped,
         }
+    }
+}
+
+/// A run's status from its SQL status code, suspension (0 none, 1 sleeping, 2 or more
+/// waiting) and `SKIPPED` flow flag: [`StatusWhere`] read backwards.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn status_of_code(code: i64, suspension: i64, skipped: bool) -> RunStatus {
+    match code {
+        0 if suspension == 1 => RunStatus::Sleeping,
+        0 if suspension >= 2 => RunStatus::Waiting,
+        0 | 4 => RunStatus::Queued,
+        1 => RunStatus::Running,
+        2 if skipped => RunStatus::Skipped,
+        2 => RunStatus::Completed,
+        5 => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
     }
 }
 

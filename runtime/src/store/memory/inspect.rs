@@ -29,6 +29,29 @@ impl MemoryStore {
         found.into_iter().map(|run| self.info(run)).collect()
     }
 
+    /// How many runs of each of `functions` the store keeps, by status.
+    pub(super) fn count(&self, functions: &[String]) -> Vec<RunCounts> {
+        let inner = self.lock();
+        // By registry index: the ids of this runtime's functions are unique.
+        let mut by_index = vec![RunCounts::default(); self.registry.defs.len()];
+        for run in inner.runs.iter().flatten() {
+            if let Some(counts) = by_index.get_mut(run.function as usize) {
+                counts.add(run.status, 1);
+            }
+        }
+        functions
+            .iter()
+            .map(|id| {
+                self.registry
+                    .defs
+                    .iter()
+                    .position(|d| d.id() == id)
+                    .map(|i| by_index[i])
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Queues a new run of `run`'s function for its event (see `Store::replay`).
     pub(super) fn replay_run(&self, run: RunId) -> Replay {
         let mut inner = self.lock();

@@ -8,7 +8,7 @@ use super::{
     Cancel, Claim, ClaimedRun, FunctionQueue, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey,
     RunStatus, Store, StoreFuture,
 };
-use super::{EventFilter, Replay, RunFilter};
+use super::{EventFilter, Replay, RunCounts, RunFilter};
 use super::{RecordFuture, Saved, StepRecord, Unfinished, WaitSpec, WaitState};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
@@ -649,6 +649,10 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
         ready(Ok(self.list_events(filter, limit)))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        ready(Ok(self.count(&functions)))
     }
 
     fn run(&self, run: RunId) -> StoreFuture<'_, Option<RunInfo>> {

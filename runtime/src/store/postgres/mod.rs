@@ -47,7 +47,7 @@ use super::{
     RecordFuture, RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions,
     Unfinished, WaitSpec, WaitState,
 };
-use super::{EventFilter, Replay, RunFilter, StatusWhere};
+use super::{EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::{FunctionDef, Registry};
@@ -369,6 +369,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
         Box::pin(self.shared.events(filter, limit))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        Box::pin(self.shared.count(functions))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -133,6 +133,33 @@ impl Shared {
         self.read_runs(&client, &sql, &params).await
     }
 
+    /// How many runs of each of `functions` are kept (in any app), by status: the
+    /// function's `(function_id, run_id)` index entries and their rows, grouped.
+    pub(super) async fn count(&self, functions: Vec<String>) -> Result<Vec<RunCounts>> {
+        let err = |e| self.error("cannot count runs", e);
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT status, sleeping::int + 2 * waiting::int, flow & {} <> 0, count(*) \
+             FROM fanfare_runs WHERE function_id = $1 GROUP BY 1, 2, 3",
+            crate::flow::rules::flags::SKIPPED
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(err)?;
+        let mut all = Vec::with_capacity(functions.len());
+        for function in &functions {
+            let mut counts = RunCounts::default();
+            for row in client.query(&statement, &[function]).await.map_err(err)? {
+                let status = crate::store::status_of_code(
+                    i64::from(row.get::<_, i16>(0)),
+                    i64::from(row.get::<_, i32>(1)),
+                    row.get(2),
+                );
+                counts.add(status, row.get::<_, i64>(3) as u64);
+            }
+            all.push(counts);
+        }
+        Ok(all)
+    }
+
     /// Queues a new run of a finished run's function for its event (see
     /// `Store::replay`), for the run's app; its event is locked meanwhile, so pruning
     /// cannot take it away under the new run.

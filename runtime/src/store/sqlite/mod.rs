@@ -39,7 +39,7 @@ use super::{
     Store, StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
-use super::{EventFilter, Replay, RunFilter, StatusWhere};
+use super::{EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;
@@ -115,6 +115,7 @@ enum Command {
         usize,
         oneshot::Sender<Result<Option<Vec<Arc<Envelope>>>>>,
     ),
+    Count(Vec<String>, oneshot::Sender<Result<Vec<RunCounts>>>),
     /// Ends the writer after the commands before it; answered once the file is released.
     Close(oneshot::Sender<Result<()>>),
 }
@@ -155,6 +156,10 @@ enum Reply {
         oneshot::Sender<Result<Option<Vec<Arc<Envelope>>>>>,
         Result<Option<Vec<Arc<Envelope>>>>,
     ),
+    Count(
+        oneshot::Sender<Result<Vec<RunCounts>>>,
+        Result<Vec<RunCounts>>,
+    ),
 }
 
 impl Reply {
@@ -192,6 +197,7 @@ impl Reply {
             Reply::Replay(tx, r) => answer(tx, r, commit),
             Reply::Event(tx, r) => answer(tx, r, commit),
             Reply::Events(tx, r) => answer(tx, r, commit),
+            Reply::Count(tx, r) => answer(tx, r, commit),
         }
     }
 }
@@ -356,6 +362,10 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Option<Vec<Arc<Envelope>>>> {
         let filter = filter.clone();
         self.call(move |tx| Command::Events(filter, limit, tx))
+    }
+
+    fn count_runs(&self, functions: Vec<String>) -> StoreFuture<'_, Vec<RunCounts>> {
+        self.call(|tx| Command::Count(functions, tx))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -159,6 +159,43 @@ impl Ctx<'_> {
         self.read_runs(tx, &sql, &params[..])
     }
 
+    /// How many runs of each of `functions` are kept, by status: the function's
+    /// `(function_id, run_id)` index entries and their rows, grouped.
+    pub(super) fn count(&self, tx: &Connection, functions: &[String]) -> Result<Vec<RunCounts>> {
+        let err = self.err("cannot count runs");
+        let mut s = tx
+            .prepare_cached(&format!(
+                "SELECT status, sleeping + 2 * waiting, flow & {} <> 0, count(*) \
+                 FROM fanfare_runs WHERE function_id = ?1 GROUP BY 1, 2, 3",
+                flags::SKIPPED
+            ))
+            .map_err(&err)?;
+        functions
+            .iter()
+            .map(|function| {
+                let mut counts = RunCounts::default();
+                let rows = s
+                    .query_map([function], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(&err)?;
+                for (code, suspension, skipped, n) in rows {
+                    counts.add(
+                        super::super::status_of_code(code, suspension, skipped),
+                        n as u64,
+                    );
+                }
+                Ok(counts)
+            })
+            .collect()
+    }
+
     /// The runs `sql` (selecting `COLUMNS`) reads with `params`.
     fn read_runs(
         &self,

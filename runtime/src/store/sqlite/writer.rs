@@ -20,6 +20,7 @@ pub(super) fn failed_reply(command: Command, msg: &str) -> Reply {
         Command::Replay(_, tx) => Reply::Replay(tx, Err(e())),
         Command::Event(_, tx) => Reply::Event(tx, Err(e())),
         Command::Events(_, _, tx) => Reply::Events(tx, Err(e())),
+        Command::Count(_, tx) => Reply::Count(tx, Err(e())),
         Command::Close(tx) => Reply::Unit(tx, Err(e())),
         Command::Wait(_, _, tx) => Reply::Wait(tx, Err(e())),
     }
@@ -136,6 +137,7 @@ impl Writer {
                 Command::Events(filter, limit, reply) => {
                     Reply::Events(reply, ctx.events(&sp, &filter, limit))
                 }
+                Command::Count(functions, reply) => Reply::Count(reply, ctx.count(&sp, &functions)),
                 Command::Unfinished(function, limit, reply) => {
                     Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
                 }
@@ -159,6 +161,7 @@ impl Writer {
                 Reply::Replay(_, r) => r.is_ok(),
                 Reply::Event(_, r) => r.is_ok(),
                 Reply::Events(_, r) => r.is_ok(),
+                Reply::Count(_, r) => r.is_ok(),
             };
             let end = if ok {
                 sp.commit()
