@@ -345,3 +345,178 @@ async fn estimate(client: &Client, filter: &Filter) -> Option<u64> {
         .sum();
     Some(total)
 }
+
+/// The client end to end against a fake of the API: a server that answers canned JSON
+/// by path and records what it was asked.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Status;
+    use crate::client::Base;
+    use crate::error::Kind;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// Serves `answer(method and path with query)` → (status, body); records each request
+    /// as `METHOD path?query auth`.
+    async fn fake(answer: fn(&str) -> (u16, Value)) -> (Client, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let line = format!("{} {}", req.method(), req.uri());
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    log.lock().unwrap().push(format!("{line} {auth}"));
+                    let (status, body) = answer(&line);
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        let base = Base::parse(&format!("http://{addr}/prefix")).unwrap();
+        let client = Client::new(base, Some("k1".into()), Duration::from_secs(5));
+        (client, seen)
+    }
+
+    fn failed_filter() -> Filter {
+        Filter {
+            status: Some(Status::Failed),
+            function: Some("crm sync".into()),
+            ..Filter::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bulk_replay_follows_the_cursor_to_the_end() {
+        let (client, seen) = fake(|line| {
+            if line.contains("after=r2") {
+                (200, json!({"replayed": [{"run_id": "n3", "replay_of": "r3"}], "matched": 1, "next": null}))
+            } else {
+                (200, json!({"replayed": [{"run_id": "n1", "replay_of": "r1"}], "matched": 2, "next": "r2"}))
+            }
+        })
+        .await;
+        let outcome = bulk(&client, Bulk::Replay, &failed_filter()).await;
+        assert!(outcome.failure.is_none(), "{outcome:?}");
+        let out = outcome.output.unwrap();
+        assert_eq!(out.json["matched"], 3);
+        assert_eq!(out.json["passed_over"], 1);
+        assert_eq!(out.json["pages"], 2);
+        assert_eq!(out.json["replayed"][1]["replay_of"], "r3");
+        assert_eq!(
+            out.text,
+            "replayed 2 of 3 matching run(s) (1 passed over: not finished)\n"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "POST /prefix/api/runs/replay?status=failed&function=crm%20sync&limit=100 Bearer k1",
+                "POST /prefix/api/runs/replay?status=failed&function=crm%20sync&after=r2&limit=100 Bearer k1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bulk_cancel_that_fails_part_way_reports_what_it_did() {
+        let (client, _) = fake(|line| {
+            if line.contains("after=") {
+                (
+                    503,
+                    json!({"error": "the store is unreachable", "status": 503}),
+                )
+            } else {
+                (
+                    200,
+                    json!({"cancelled": ["r1", "r2"], "matched": 2, "next": "r2"}),
+                )
+            }
+        })
+        .await;
+        let outcome = bulk(&client, Bulk::Cancel, &failed_filter()).await;
+        let failure = outcome.failure.expect("the second page failed");
+        assert_eq!(failure.kind, Kind::Server);
+        assert!(
+            failure.message.contains("the store is unreachable"),
+            "{failure}"
+        );
+        let out = outcome.output.expect("the first page is reported");
+        assert_eq!(out.json["cancelled"], json!(["r1", "r2"]));
+        assert_eq!(out.json["error"], failure.message.as_str());
+        assert!(out.text.contains("before the error below"), "{}", out.text);
+    }
+
+    #[tokio::test]
+    async fn runs_all_gathers_every_page_and_one_page_says_there_is_more() {
+        fn run(id: &str) -> Value {
+            json!({"run_id": id, "event_id": "e", "event_name": "a/b", "app": "x",
+                   "function_id": "f", "status": "failed", "attempts": 1,
+                   "last_error": "boom", "output": null, "reason": null,
+                   "not_before_ms": null, "created_at_ms": 0, "replay_of": null, "steps": []})
+        }
+        let (client, seen) = fake(|line| {
+            if line.contains("after=r1") {
+                (200, json!({"runs": [run("r2")], "next": null}))
+            } else {
+                (200, json!({"runs": [run("r1")], "next": "r1"}))
+            }
+        })
+        .await;
+        let all = runs(&client, &Filter::default(), None, None, true)
+            .await
+            .unwrap();
+        assert_eq!(all.json["runs"].as_array().unwrap().len(), 2);
+        assert_eq!(all.json["next"], Value::Null);
+        assert!(seen.lock().unwrap()[0].contains("/api/runs?limit=1000 "));
+        let one = runs(&client, &Filter::default(), Some(1), None, false)
+            .await
+            .unwrap();
+        assert_eq!(one.json["next"], "r1");
+        assert!(one.text.contains("--after r1"), "{}", one.text);
+    }
+
+    #[tokio::test]
+    async fn a_refused_replay_says_why() {
+        let (client, seen) = fake(|_| {
+            (
+                409,
+                json!({"error": "run r1 is sleeping, not finished", "status": 409}),
+            )
+        })
+        .await;
+        let e = replay_one(&client, "r1").await.unwrap_err();
+        assert_eq!(e.kind.code(), 4);
+        assert_eq!(
+            e.message,
+            "the run cannot be replayed: run r1 is sleeping, not finished \
+             (only a finished run can be replayed)"
+        );
+        assert_eq!(
+            seen.lock().unwrap()[0],
+            "POST /prefix/api/runs/r1/replay Bearer k1"
+        );
+    }
+}
