@@ -2,6 +2,8 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+const GLOBAL: &str = "Global options";
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -26,21 +28,28 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "FANFARE_URL",
         default_value = "http://127.0.0.1:8288"
     )]
     pub url: String,
 
     /// An admin key of the runtime (`Builder::admin_key`), sent as `Authorization: Bearer`.
-    #[arg(long, global = true, env = "FANFARE_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "FANFARE_ADMIN_KEY",
+        hide_env_values = true
+    )]
     pub admin_key: Option<String>,
 
     /// Print one JSON document on stdout instead of text for people (for scripts).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Seconds to wait for each answer of the runtime.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECS",
+    #[arg(long, global = true, help_heading = GLOBAL, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
 
