@@ -395,13 +395,34 @@ async fn failures_have_their_exit_codes() {
     assert_eq!(cli.run(&["replay", unknown]).await.code, 3);
     assert_eq!(cli.run(&["cancel", unknown]).await.code, 3);
 
+    rt.shutdown().await.unwrap();
+}
+
+/// Usage errors (2) and an unreachable runtime (6) need no runtime at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_connection_errors() {
+    // Nothing listens on a port just freed.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+
     // Usage errors: 2, before any request.
-    let since = cli.run(&["runs", "--since", "yesterday"]).await;
+    let since = fanfare(&url, Some(KEY), &["runs", "--since", "yesterday"]).await;
     assert_eq!(since.code, 2, "{since:?}");
     assert!(since.stderr.contains("--since"), "{since:?}");
-    assert_eq!(cli.run(&["replay"]).await.code, 2);
-    assert_eq!(cli.run(&["send", "cli/order", "{not json"]).await.code, 2);
-    assert_eq!(cli.run(&["runs", "--limit", "0"]).await.code, 2);
+    assert_eq!(fanfare(&url, Some(KEY), &["replay"]).await.code, 2);
+    assert_eq!(
+        fanfare(&url, Some(KEY), &["send", "cli/order", "{not json"])
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        fanfare(&url, Some(KEY), &["runs", "--limit", "0"])
+            .await
+            .code,
+        2
+    );
     assert_eq!(
         fanfare("https://127.0.0.1:1", Some(KEY), &["runs"])
             .await
@@ -410,16 +431,11 @@ async fn failures_have_their_exit_codes() {
     );
 
     // Nothing listening: 6, naming the address and the variable to set.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", free.local_addr().unwrap());
-    drop(free);
-    let unreachable = fanfare(&dead, Some(KEY), &["functions"]).await;
+    let unreachable = fanfare(&url, Some(KEY), &["functions"]).await;
     assert_eq!(unreachable.code, 6, "{unreachable:?}");
-    assert!(unreachable.stderr.contains(&dead), "{unreachable:?}");
+    assert!(unreachable.stderr.contains(&url), "{unreachable:?}");
     assert!(
         unreachable.stderr.contains("FANFARE_URL"),
         "{unreachable:?}"
     );
-
-    rt.shutdown().await.unwrap();
 }
