@@ -349,8 +349,22 @@ async fn every_command_against_a_runtime() {
         .await;
     assert_eq!(none_left.text(), "cancelled 0 of 0 matching run(s)\n");
 
-    // functions: counts by status.
-    let functions = cli.json(&["functions"]).await;
+    // functions: counts by status, once every run has settled (the receipts were not
+    // waited for).
+    let functions = cli
+        .until(|| async {
+            let f = cli.json(&["functions"]).await;
+            let settled = f["functions"]
+                .as_array()
+                .expect("functions")
+                .iter()
+                .all(|f| {
+                    let c = &f["counts"];
+                    ["queued", "running"].iter().all(|s| c[*s] == 0)
+                });
+            settled.then_some(f)
+        })
+        .await;
     let of = |id: &str| {
         functions["functions"]
             .as_array()
@@ -366,7 +380,9 @@ async fn every_command_against_a_runtime() {
     assert_eq!(charge["counts"]["failed"], 4, "{charge}");
     assert_eq!(charge["counts"]["completed"], 5, "{charge}");
     assert_eq!(of("cli-receipt")["counts"]["completed"], 4);
-    assert_eq!(of("cli-napper")["counts"]["cancelled"], 3);
+    let napper = of("cli-napper");
+    assert_eq!(napper["counts"]["cancelled"], 3, "{napper}");
+    assert_eq!(napper["counts"]["sleeping"], 0, "{napper}");
     let table = cli.run(&["functions"]).await;
     assert!(table.text().contains("cli-napper"), "{table:?}");
 
