@@ -112,10 +112,7 @@ mod sqlite {
             let lines = plan(&conn, &sql);
             let selective = filter.function.is_some()
                 || filter.status.is_some_and(|s| {
-                    !matches!(
-                        s,
-                        crate::store::RunStatus::Completed | crate::store::RunStatus::Skipped
-                    )
+                    s != crate::store::RunStatus::Completed
                 });
             if lines.iter().any(|l| {
                 l == "SCAN fanfare_runs"

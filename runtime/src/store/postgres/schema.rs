@@ -148,7 +148,7 @@ CREATE INDEX IF NOT EXISTS fanfare_runs_failed ON fanfare_runs (finished_at, id)
     // text of a random UUID: `uuid_send` and back costs twice as much), so they sort by
     // creation time; an index by function (written once, at insert), and by status for
     // runs that have not completed (the few: completed runs are read through the
-    // others), sleeping and waiting runs by themselves; `replay_of` links a replayed run
+    // others), sleeping, waiting and skipped runs by themselves; `replay_of` links a replayed run
     // to its original.
     r#"
 CREATE FUNCTION fanfare_run_id(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
@@ -160,6 +160,7 @@ CREATE INDEX fanfare_runs_status ON fanfare_runs (status, run_id) WHERE status <
 CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, run_id) WHERE status <> 2;
 CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping;
 CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting;
+CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
 "#,
 ];
 

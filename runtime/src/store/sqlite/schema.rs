@@ -111,7 +111,7 @@ CREATE INDEX IF NOT EXISTS fanfare_runs_failed ON fanfare_runs (finished_at, id)
 "#,
     // Listing runs (`Store::list`), newest first: by function (written once, at insert),
     // and by status for runs that have not completed (the few: completed runs are read
-    // through the others), sleeping and waiting runs by themselves; `replay_of` links a
+    // through the others), sleeping, waiting and skipped runs by themselves; `replay_of` links a
     // replayed run to its original.
     r#"
 ALTER TABLE fanfare_runs ADD COLUMN replay_of BLOB;
@@ -120,6 +120,7 @@ CREATE INDEX fanfare_runs_status ON fanfare_runs (status, run_id) WHERE status <
 CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, run_id) WHERE status <> 2;
 CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping = 1;
 CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting = 1;
+CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
 "#,
 ];
 
