@@ -170,6 +170,21 @@ async fn the_dashboard_shows_a_failure_and_its_replay_completes_live() {
     c.goto(&format!("{base}/events/{event}")).await.unwrap();
     let runs = wait_text(c, "#runs tbody", "completed").await;
     assert!(runs.contains("failed"), "{runs}");
+    // Its data, which holds `<script>`, as text.
+    let data = wait_text(c, "#data", "note").await;
+    assert!(data.contains(HOSTILE), "the data shows as text: {data:?}");
+    assert_eq!(
+        c.find_all(Locator::Css("#data script"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let xss = c
+        .execute("return typeof window.__xss;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(xss, "undefined", "a script from the event's data ran");
     save(c, &shots, "event.png").await;
 
     driver.close().await;

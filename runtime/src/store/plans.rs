@@ -111,9 +111,9 @@ mod sqlite {
             let sql = list_sql(&filter);
             let lines = plan(&conn, &sql);
             let selective = filter.function.is_some()
-                || filter.status.is_some_and(|s| {
-                    s != crate::store::RunStatus::Completed
-                });
+                || filter
+                    .status
+                    .is_some_and(|s| s != crate::store::RunStatus::Completed);
             if lines.iter().any(|l| {
                 l == "SCAN fanfare_runs"
                     || (selective

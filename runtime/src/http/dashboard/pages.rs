@@ -434,13 +434,22 @@ pub(super) async fn event(
     if !q.fragment.is_empty() {
         return authed.respond(table);
     }
+    let event = match state.rt.event(id).await {
+        Ok(e) => e,
+        Err(e) => return error_page(&authed, &e),
+    };
     let b = esc(&authed.base);
-    let name = runs.first().map(|r| r.event_name.as_str()).unwrap_or("");
+    let data = serde_json::to_string_pretty(&event.data).unwrap_or_default();
     let body = format!(
         "<h1>Event <code>{}</code> <span class=\"mono muted\">{id}</span></h1>\
-         <p class=\"muted\">Its runs: one per subscribed function, and their replays.</p>\
+         <p class=\"muted\">Accepted {}.</p>\
+         <h2>Data</h2><pre id=\"data\" class=\"data\">{}</pre>\
+         <h2>Runs</h2>\
+         <p class=\"muted\">One per subscribed function, and their replays.</p>\
          <div id=\"runs\" data-live=\"{b}/events/{id}?fragment=1\">{table}</div>",
-        esc(name)
+        esc(&event.name),
+        esc(&super::html::time(event.ts_ms)),
+        esc(&data)
     );
     authed.respond(page(
         &authed.base,
