@@ -499,7 +499,8 @@ pub(super) async fn cancel(
     }
 }
 
-/// `POST /functions/{id}/replay-failed`: every failed run of a function, replayed;
+/// `POST /functions/{id}/replay-failed`: the failed runs of a function, replayed, newest
+/// first, at most [`BULK_MAX`] a press (a request stays bounded; press again for more);
 /// then its runs.
 pub(super) async fn replay_failed(
     State(state): State<AppState>,
@@ -511,12 +512,31 @@ pub(super) async fn replay_failed(
     if let Err(refused) = check_post(&headers, &authed, &form.csrf) {
         return refused.into_response();
     }
-    let failed = RunFilter::new()
+    let mut failed = RunFilter::new()
         .status(RunStatus::Failed)
-        .function(function.clone());
-    match state.rt.replay_matching(&failed).await {
-        Ok(_) => Redirect::to(&format!("{}/runs?function={}", authed.base, url(&function)))
-            .into_response(),
-        Err(e) => error_page(&authed, &e),
+        .function(function.clone())
+        .limit(500);
+    let mut done = 0;
+    while done < BULK_MAX {
+        let page = match state.rt.list_runs(&failed).await {
+            Ok(page) => page,
+            Err(e) => return error_page(&authed, &e),
+        };
+        for run in &page.runs {
+            match state.rt.replay(run.run_id).await {
+                Ok(_) => done += 1,
+                Err(e) if e.kind() == crate::ErrorKind::NotReplayable => {}
+                Err(e) if e.kind() == crate::ErrorKind::RunNotFound => {}
+                Err(e) => return error_page(&authed, &e),
+            }
+        }
+        match page.next {
+            Some(next) => failed = failed.after(next),
+            None => break,
+        }
     }
+    Redirect::to(&format!("{}/runs?function={}", authed.base, url(&function))).into_response()
 }
+
+/// Most runs one press of "Replay failed" replays.
+const BULK_MAX: usize = 5_000;
