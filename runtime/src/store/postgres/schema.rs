@@ -161,6 +161,10 @@ CREATE INDEX fanfare_runs_function_status ON fanfare_runs (function_id, status, 
 CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping;
 CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting;
 "#,
+    // Trace context (`trace.rs`): the W3C `traceparent` an event was sent in, if any.
+    r#"
+ALTER TABLE fanfare_events ADD COLUMN traceparent text;
+"#,
 ];
 
 impl Shared {
