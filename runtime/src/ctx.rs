@@ -91,6 +91,21 @@ impl<E: Event> Ctx<E> {
     /// `traceparent` header). The run's span already records it; this is for passing it
     /// on by hand, to an outgoing HTTP request for instance. Events sent with
     /// [`send`](Ctx::send) carry it (or, with an inject hook, the run's own context).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/traced")]
+    /// # pub struct Traced { pub id: u64 }
+    /// #[fanfare::function(trigger = "doc/traced")]
+    /// async fn call_out(ctx: fanfare::Ctx<Traced>) -> fanfare::Result<()> {
+    ///     if let Some(parent) = ctx.traceparent() {
+    ///         // e.g. request.header("traceparent", parent.as_str())
+    ///         tracing::info!(trace_id = parent.trace_id(), "calling out");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn traceparent(&self) -> Option<crate::TraceParent> {
         self.trace
     }
