@@ -172,7 +172,8 @@ fn downgrade(before: i64, later: &str) -> String {
          DROP INDEX IF EXISTS fanfare_runs_sleeping; \
          DROP INDEX IF EXISTS fanfare_runs_waiting_runs; \
          DROP INDEX IF EXISTS fanfare_runs_skipped; \
-         ALTER TABLE fanfare_runs DROP COLUMN replay_of; {later} \
+         ALTER TABLE fanfare_runs DROP COLUMN replay_of; \
+         ALTER TABLE fanfare_events DROP COLUMN traceparent; {later} \
          UPDATE fanfare_meta SET value = {before} WHERE key = 'schema_version'"
     )
 }

@@ -37,6 +37,8 @@ pub struct Ctx<E> {
     run_id: RunId,
     attempt: u32,
     function_id: &'static str,
+    /// The trace context the event was sent in.
+    trace: Option<crate::trace::TraceParent>,
     run: Arc<RunState>,
 }
 
@@ -49,6 +51,7 @@ impl<E: Event> Ctx<E> {
             run_id: input.run_id,
             attempt: input.attempt,
             function_id: input.def.id(),
+            trace: input.envelope.trace,
             run: Arc::clone(&input.state),
         }
     }
@@ -81,6 +84,30 @@ impl<E: Event> Ctx<E> {
     /// The id of the function being run.
     pub fn function_id(&self) -> &'static str {
         self.function_id
+    }
+
+    /// The trace context the event was sent in, if it carried one (see
+    /// [`Builder::trace_inject`](crate::Builder::trace_inject) and the HTTP API's
+    /// `traceparent` header). The run's span already records it; this is for passing it
+    /// on by hand, to an outgoing HTTP request for instance. Events sent with
+    /// [`send`](Ctx::send) carry it (or, with an inject hook, the run's own context).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(fanfare::Event, Serialize, Deserialize)]
+    /// # #[event(name = "doc/traced")]
+    /// # pub struct Traced { pub id: u64 }
+    /// #[fanfare::function(trigger = "doc/traced")]
+    /// async fn call_out(ctx: fanfare::Ctx<Traced>) -> fanfare::Result<()> {
+    ///     if let Some(parent) = ctx.traceparent() {
+    ///         // e.g. request.header("traceparent", parent.as_str())
+    ///         tracing::info!(trace_id = parent.trace_id(), "calling out");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn traceparent(&self) -> Option<crate::TraceParent> {
+        self.trace
     }
 }
 
@@ -226,7 +253,10 @@ impl<E> Ctx<E> {
                 let started = now_millis();
                 let event_id = EventId::for_step(self.run_id, &id);
                 let engine = &self.run.engine;
-                let envelope = Envelope::typed_with_id(event, engine.max_event_size, event_id)?;
+                let mut envelope = Envelope::typed_with_id(event, engine.max_event_size, event_id)?;
+                // The chain stays in the run's trace: under the run's span when a hook
+                // reads it, else under what the run's event was sent in.
+                envelope.trace = engine.trace.current().or(self.trace);
                 engine.append(envelope).await?;
                 let output = format!("\"{event_id}\"");
                 self.run.save(seq, id, output, started).await?;
@@ -308,6 +338,7 @@ impl<E> Ctx<E> {
                 let child = EventId::for_step(self.run_id, &id);
                 let mut envelope = Envelope::typed_with_id(event, engine.max_event_size, child)?;
                 envelope.name = std::borrow::Cow::Borrowed(INVOKE_EVENT);
+                envelope.trace = engine.trace.current().or(self.trace);
                 if engine.store.append_to(envelope, function).await? > 0 {
                     engine.wake.notify_one();
                 }

@@ -60,6 +60,8 @@ pub(crate) struct Engine {
     pub progress: watch::Sender<u64>,
     /// This process's counters (`Runtime::metrics`).
     pub metrics: Counters,
+    /// The builder's trace-context hooks.
+    pub trace: crate::trace::Hooks,
 }
 
 impl Engine {
@@ -70,6 +72,7 @@ impl Engine {
         concurrency: usize,
         max_event_size: usize,
         wake: Arc<Notify>,
+        trace: crate::trace::Hooks,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Counters::new(&registry);
@@ -86,6 +89,7 @@ impl Engine {
             marked: AtomicBool::new(false),
             outcomes: tx,
             progress: watch::Sender::new(0),
+            trace,
         };
         (Arc::new(engine), rx)
     }
@@ -171,7 +175,12 @@ impl Engine {
             run_id = %run.run_id,
             event_id = %run.event.id,
             attempt = run.attempt,
+            trace_id = tracing::field::Empty,
+            traceparent = tracing::field::Empty,
         );
+        if let Some(parent) = &run.event.trace {
+            self.trace.link(&span, parent);
+        }
         let finish = Self::finish_deadline(def, started);
         let ended = if let Some(reason) = run.cancel.take() {
             // Marked cancelled before this attempt began (by another app's process, or
@@ -379,7 +388,7 @@ impl Engine {
     /// process's. Used by `Runtime::send` and by `ctx.send`.
     pub async fn append(
         &self,
-        envelope: crate::event::Envelope,
+        mut envelope: crate::event::Envelope,
     ) -> crate::error::Result<crate::event::EventId> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(Error::new(
@@ -391,6 +400,9 @@ impl Engine {
             ));
         }
         let id = envelope.id;
+        if envelope.trace.is_none() {
+            envelope.trace = self.trace.current();
+        }
         // An event that cancels runs (`cancel_on`) cancels them before `send` returns.
         let cancels = (self.registry.any_cancellers()
             && !self.registry.cancellers(&envelope.name).is_empty())
@@ -412,7 +424,7 @@ impl Engine {
     /// before this returns.
     pub async fn append_all(
         &self,
-        envelopes: Vec<crate::event::Envelope>,
+        mut envelopes: Vec<crate::event::Envelope>,
     ) -> crate::error::Result<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(Error::new(
@@ -422,6 +434,11 @@ impl Engine {
                     envelopes.len()
                 ),
             ));
+        }
+        if self.trace.inject.is_some() {
+            for envelope in envelopes.iter_mut().filter(|e| e.trace.is_none()) {
+                envelope.trace = self.trace.current();
+            }
         }
         let cancels: Vec<_> = match self.registry.any_cancellers() {
             true => envelopes
@@ -533,8 +550,10 @@ impl Engine {
             "event": event,
         });
         let id = crate::event::EventId::for_step(run.run_id, "fanfare:on-failure");
-        let envelope =
+        let mut envelope =
             crate::event::Envelope::internal(crate::function::FAILURE_EVENT, data.to_string(), id);
+        // The handler's run is in the failed run's trace.
+        envelope.trace = run.event.trace;
         self.store_internal(envelope, Some(handler), "the on_failure handler's event")
             .await;
     }

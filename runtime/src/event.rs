@@ -267,6 +267,8 @@ pub struct Envelope {
     pub typed: Option<Arc<dyn Any + Send + Sync>>,
     /// Its runs start no earlier (unix ms): a delayed send.
     pub not_before: Option<u64>,
+    /// The trace context it was sent in: its runs' spans are linked to it.
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 impl Envelope {
@@ -299,6 +301,7 @@ impl Envelope {
             data,
             typed: None,
             not_before: None,
+            trace: None,
         }
     }
 
@@ -312,7 +315,16 @@ impl Envelope {
             data,
             typed: None,
             not_before: None,
+            trace: None,
         }
+    }
+
+    /// The same, with the trace context a store read back (stored text that does not
+    /// parse is dropped).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn with_trace(mut self, trace: Option<&str>) -> Envelope {
+        self.trace = trace.and_then(crate::trace::TraceParent::parse);
+        self
     }
 
     /// An event from outside Rust: its name is checked at run time.
@@ -358,6 +370,7 @@ impl Envelope {
             data,
             typed,
             not_before: None,
+            trace: None,
         })
     }
 

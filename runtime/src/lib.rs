@@ -108,6 +108,7 @@ mod send_options;
 mod step;
 mod store;
 mod stored_events;
+mod trace;
 
 pub use backoff::Backoff;
 pub use cron::Cron;
@@ -129,6 +130,7 @@ pub use send_options::{JsonEvent, SendOptions};
 pub use store::sqlite::SqliteSync;
 pub use store::{RunInfo, RunStatus, StepInfo, UnknownStatus};
 pub use stored_events::{EventFilter, EventInfo, EventPage};
+pub use trace::{InvalidTraceParent, TraceParent};
 
 /// Sends an event through the ambient runtime: the last one started and still alive.
 ///

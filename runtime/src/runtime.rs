@@ -54,6 +54,7 @@ pub struct Builder {
     lease: Duration,
     execute: bool,
     store: StoreConfig,
+    trace: crate::trace::Hooks,
     /// Where `Builder::http` serves, if it was called.
     #[cfg(feature = "http")]
     http_addr: Option<String>,
@@ -99,6 +100,7 @@ impl Default for Builder {
             lease: Duration::from_secs(30),
             execute: true,
             store: StoreConfig::Memory,
+            trace: crate::trace::Hooks::default(),
             #[cfg(feature = "http")]
             http_addr: None,
             #[cfg(feature = "http")]
@@ -261,6 +263,59 @@ impl Builder {
     /// Shorter means faster takeover, and more renewals.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// How a send reads the current trace context: `inject` returns it as a W3C
+    /// `traceparent` (or `None` outside a trace), and every event sent from this
+    /// process is stored with it — [`send`](Runtime::send), the batch sends and
+    /// [`Ctx::send`](crate::Ctx::send) (inside a run, the run's span is the current
+    /// one). A value that is not a valid [`TraceParent`](crate::TraceParent) is
+    /// dropped. An event that already carries a context (the HTTP API's
+    /// `traceparent` header) keeps it.
+    ///
+    /// Without this hook, events sent from Rust carry no context, except those a run
+    /// sends, which carry the run's own event's (so a chain shares one trace). Called
+    /// once per event sent; with no hook, a send pays nothing for tracing.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder()
+    ///     // With `tracing-opentelemetry`, read the current span's context here
+    ///     // (README: "Tracing across services").
+    ///     .trace_inject(|| Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()))
+    ///     .start()
+    ///     .await?;
+    /// rt.shutdown().await
+    /// # }
+    /// ```
+    pub fn trace_inject(mut self, inject: fn() -> Option<String>) -> Self {
+        self.trace.inject = Some(inject);
+        self
+    }
+
+    /// How a run's span is made a child of its event's context: before each attempt,
+    /// for a run whose event was stored with a `traceparent`, `extract` is called with
+    /// the attempt's `fanfare.run` span and that `traceparent` (with
+    /// `tracing-opentelemetry`: `span.set_parent(…)`). Whatever the hook, the span
+    /// records the context in its `traceparent` and `trace_id` fields, so logs can be
+    /// correlated with plain `tracing`.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> fanfare::Result<()> {
+    /// let rt = fanfare::Runtime::builder()
+    ///     .trace_extract(|span, traceparent| {
+    ///         // With `tracing-opentelemetry`:
+    ///         // span.set_parent(propagator.extract(&HashMap::from([("traceparent", …)])))
+    ///         let _ = (span, traceparent);
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// rt.shutdown().await
+    /// # }
+    /// ```
+    pub fn trace_extract(mut self, extract: fn(&tracing::Span, &str)) -> Self {
+        self.trace.extract = Some(extract);
         self
     }
 
@@ -491,6 +546,7 @@ impl Builder {
             concurrency,
             self.max_event_size,
             wake,
+            self.trace,
         );
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));

@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::event::{Envelope, EventId};
+use crate::trace::TraceParent;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How [`Runtime::send_with`](crate::Runtime::send_with) sends an event.
@@ -17,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// - [`not_before`](SendOptions::not_before) / [`delay`](SendOptions::delay): the
 ///   event's runs start no earlier (a delayed send). They are stored at once, and show
 ///   as `Queued` with [`not_before_ms`](crate::RunInfo::not_before_ms) meanwhile.
+/// - [`traceparent`](SendOptions::traceparent): the trace context the event is sent in,
+///   given by hand (otherwise the builder's inject hook reads it, if there is one).
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
@@ -42,6 +45,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct SendOptions {
     id: Option<EventId>,
     not_before: Option<SystemTime>,
+    trace: Option<TraceParent>,
 }
 
 impl SendOptions {
@@ -70,7 +74,27 @@ impl SendOptions {
         self.not_before(at)
     }
 
+    /// Sends the event in trace context `parent`: its runs' spans are linked to it (see
+    /// [`Builder::trace_extract`](crate::Builder::trace_extract)), and the builder's
+    /// inject hook is not asked.
+    ///
+    /// ```
+    /// use fanfare::{SendOptions, TraceParent};
+    ///
+    /// let parent: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse()?;
+    /// let options = SendOptions::new().traceparent(parent);
+    /// # let _ = options;
+    /// # Ok::<(), fanfare::InvalidTraceParent>(())
+    /// ```
+    pub fn traceparent(mut self, parent: TraceParent) -> SendOptions {
+        self.trace = Some(parent);
+        self
+    }
+
     pub(crate) fn apply(&self, envelope: &mut Envelope) {
+        if self.trace.is_some() {
+            envelope.trace = self.trace;
+        }
         if let Some(id) = self.id {
             envelope.id = id;
         }
@@ -113,6 +137,14 @@ impl JsonEvent {
     /// Sends it with `options`: an id of your own, a start time.
     pub fn options(mut self, options: SendOptions) -> JsonEvent {
         self.options = options;
+        self
+    }
+
+    /// Sends it in trace context `parent` unless its options name one (the HTTP API's
+    /// `traceparent` header under an event's own field).
+    #[cfg(feature = "http")]
+    pub(crate) fn with_default_trace(mut self, parent: TraceParent) -> JsonEvent {
+        self.options.trace = self.options.trace.or(Some(parent));
         self
     }
 

@@ -1,6 +1,7 @@
 //! `POST /e/{event_key}`: Inngest's event API.
 //!
-//! The body is one event or a JSON array of events, `{name, data, id?, ts?, user?, v?}`;
+//! The body is one event or a JSON array of events,
+//! `{name, data, id?, ts?, user?, v?, traceparent?}`;
 //! the answer `200 {"ids": […], "status": 200}`. Every event is checked before any is
 //! stored, and all are stored in one transaction ([`Runtime::send_json_batch`]): a
 //! rejected request stores nothing.
@@ -11,6 +12,7 @@ use super::error::ApiError;
 use super::{AppState, MAX_EVENTS_PER_REQUEST};
 use crate::event::{now_millis, EventId};
 use crate::send_options::{JsonEvent, SendOptions};
+use crate::trace::TraceParent;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -23,6 +25,9 @@ use std::time::{Duration, UNIX_EPOCH};
 /// The header an Inngest SDK sends so that a retried request creates no duplicates: an
 /// event without an id gets one derived from the seed and its position.
 pub(crate) const SEED_HEADER: &str = "x-inngest-event-id-seed";
+
+/// The W3C Trace Context header: the caller's span, the parent of the events' runs.
+pub(crate) const TRACEPARENT_HEADER: &str = "traceparent";
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -60,8 +65,18 @@ async fn send(
             ApiError::bad_request(format_args!("the `{SEED_HEADER}` header is not text"))
         })?),
     };
+    // An invalid header is ignored, as the W3C specification asks: the runs start a
+    // trace of their own.
+    let trace = headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TraceParent::parse(v.trim()));
     let bytes = read_body(body, &headers, &state).await?;
     let events = parse(&bytes, seed, now_millis())?;
+    let events = events.into_iter().map(|e| match trace {
+        Some(parent) => e.with_default_trace(parent),
+        None => e,
+    });
     let ids = state.rt.send_json_batch(events).await?;
     Ok(Json(serde_json::json!({ "ids": ids, "status": 200 })))
 }
@@ -183,6 +198,26 @@ fn event(i: usize, item: Value, seed: Option<&str>, now: u64) -> Result<JsonEven
             return Err(bad(format_args!(
                 "`ts` is {}, not milliseconds since the Unix epoch (an integer of 0 or more)",
                 describe(other)
+            )))
+        }
+    }
+    // fanfare's own field, over the header: refused when invalid, as the request's
+    // author wrote it for fanfare.
+    match fields.get("traceparent") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(tp)) => match TraceParent::parse(tp) {
+            Some(parent) => options = options.traceparent(parent),
+            None => {
+                return Err(bad(format_args!(
+                    "`traceparent` {tp:?}: {}",
+                    crate::InvalidTraceParent
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(bad(format_args!(
+                "`traceparent` is {}, not a string",
+                kind(other)
             )))
         }
     }

@@ -24,8 +24,8 @@ WITH c AS (
     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
         r.batch, r.cancel)
 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
-    c.flow, c.ckey, c.rank, fanfare_now(), c.batch, c.cancel
-FROM c, LATERAL (SELECT name, data, ts FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
+    c.flow, c.ckey, c.rank, fanfare_now(), c.batch, c.cancel, e.traceparent
+FROM c, LATERAL (SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
 
 /// How long until the earliest queued run of this app's functions is due (ms).
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
@@ -137,12 +137,15 @@ impl Shared {
             let event_id = EventId::from_uuid(row.get(2));
             let event = match cache.take(&event_id) {
                 Some(env) => env,
-                None => Arc::new(Envelope::stored(
-                    event_id,
-                    row.get(5),
-                    row.get(6),
-                    row.get::<_, i64>(7) as u64,
-                )),
+                None => Arc::new(
+                    Envelope::stored(
+                        event_id,
+                        row.get(5),
+                        row.get(6),
+                        row.get::<_, i64>(7) as u64,
+                    )
+                    .with_trace(row.get(15)),
+                ),
             };
             let key = row.get::<_, i64>(0);
             if row.get::<_, i32>(8) > 0 {

@@ -56,8 +56,8 @@ CROSS JOIN LATERAL (
 
 /// The runs of batches (`$1`), with their events (put in order by the caller).
 pub(crate) const BATCH_EVENTS: &str = "
-SELECT r.batch, e.id, e.name, e.data, e.ts, r.id FROM fanfare_runs r
-JOIN LATERAL (SELECT id, name, data, ts FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true
+SELECT r.batch, e.id, e.name, e.data, e.ts, r.id, e.traceparent FROM fanfare_runs r
+JOIN LATERAL (SELECT id, name, data, ts, traceparent FROM fanfare_events WHERE id = r.event_id OFFSET 0) e ON true
 WHERE r.batch = ANY($1)";
 
 /// Finishes the other runs of the batches that runs `$1` executed and finished (or that
@@ -174,7 +174,7 @@ impl Shared {
         rows.sort_by_key(|row| (row.get::<_, i64>(0), row.get::<_, i64>(5)));
         let mut events: HashMap<i64, Vec<Arc<Envelope>>> = HashMap::new();
         for row in rows {
-            let event = event_at(&row, 1);
+            let event = event_at(&row, 1).with_trace(row.get(6));
             events.entry(row.get(0)).or_default().push(Arc::new(event));
         }
         Ok(events)

@@ -162,6 +162,10 @@ CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping;
 CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting;
 CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
 "#,
+    // Trace context (`trace.rs`): the W3C `traceparent` an event was sent in, if any.
+    r#"
+ALTER TABLE fanfare_events ADD COLUMN traceparent text;
+"#,
 ];
 
 impl Shared {

@@ -9,14 +9,15 @@ pub(super) const MAX_BATCH: usize = 1024;
 /// Parallel committers of sends.
 pub(super) const COMMITTERS: usize = 4;
 
-/// Stores events (`$1`..`$4`) with one run per subscribed function of every app, due at
+/// Stores events (`$1`..`$4`, `$8` their trace contexts) with one run per subscribed
+/// function of every app, due at
 /// `$7` at the earliest (a delayed send; 0 for now), and resolves the waits they match;
 /// returns per event the runs created and how many are this process's (`$5` app, `$6`
 /// functions).
 pub(crate) const SEND: &str = "
 WITH e AS (
-    INSERT INTO fanfare_events (id, name, data, ts)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+    INSERT INTO fanfare_events (id, name, data, ts, traceparent)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $8::text[])
     ON CONFLICT (id) DO NOTHING
     RETURNING id, name, data),
 r AS (
@@ -102,6 +103,10 @@ impl Shared {
         let names: Vec<&str> = events.iter().map(|e| &*e.name).collect();
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
         let ts: Vec<i64> = events.iter().map(|e| e.ts as i64).collect();
+        let traces: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.trace.as_ref().map(|t| t.as_str()))
+            .collect();
         let dues: Vec<i64> = events
             .iter()
             .map(|e| e.not_before.unwrap_or(0) as i64)
@@ -124,8 +129,16 @@ impl Shared {
             .map_err(err)?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
         let lock = tx.execute(&lock_stmt, &lock_params);
-        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-            [&ids, &names, &data, &ts, &self.app, &self.functions, &dues];
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &ids,
+            &names,
+            &data,
+            &ts,
+            &self.app,
+            &self.functions,
+            &dues,
+            &traces,
+        ];
         let insert = tx.query(&stmt, &insert_params);
         let (_, rows) = tokio::try_join!(lock, insert).map_err(err)?;
         // Wakes every worker: for the new runs, and for waits this send resolved.
@@ -164,7 +177,8 @@ impl Shared {
         let n = tx
             .execute(
                 "WITH e AS (
-                     INSERT INTO fanfare_events (id, name, data, ts) VALUES ($1, $2, $3, $4)
+                     INSERT INTO fanfare_events (id, name, data, ts, traceparent)
+                     VALUES ($1, $2, $3, $4, $7)
                      ON CONFLICT (id) DO NOTHING
                      RETURNING id)
                  INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
@@ -176,6 +190,7 @@ impl Shared {
                     &(event.ts as i64),
                     &self.app,
                     function,
+                    &event.trace.as_ref().map(|t| t.as_str()),
                 ],
             )
             .await

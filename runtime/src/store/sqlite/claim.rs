@@ -64,7 +64,7 @@ impl Ctx<'_> {
             )
             .map_err(&err)?;
         let mut load = tx
-            .prepare_cached("SELECT name, data, ts FROM fanfare_events WHERE id = ?1")
+            .prepare_cached("SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = ?1")
             .map_err(&err)?;
         let mut runs = Vec::with_capacity(rows.len());
         let mut gated = false;
@@ -78,12 +78,15 @@ impl Ctx<'_> {
             let event = match cache.take(&event_id) {
                 Some(env) => env,
                 None => {
-                    let (name, data, ts): (String, String, i64) = load
+                    let (name, data, ts, trace): (String, String, i64, Option<String>) = load
                         .query_row([event_id.as_uuid().as_bytes()], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                         })
                         .map_err(&err)?;
-                    Arc::new(Envelope::stored(event_id, name, data, ts as u64))
+                    Arc::new(
+                        Envelope::stored(event_id, name, data, ts as u64)
+                            .with_trace(trace.as_deref()),
+                    )
                 }
             };
             let def = self.registry.defs[function as usize];

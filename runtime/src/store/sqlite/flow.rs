@@ -65,23 +65,21 @@ impl Ctx<'_> {
     /// The events of batch `batch`, in the order their runs were stored.
     pub(super) fn batch_events(&self, tx: &Connection, batch: i64) -> Result<Vec<Arc<Envelope>>> {
         let err = self.err("cannot read a batch's events");
-        let rows: Vec<(Vec<u8>, String, String, i64)> = tx
+        let rows: Vec<BatchEventRow> = tx
             .prepare_cached(BATCH_EVENTS)
             .and_then(|mut s| {
                 s.query_map([batch], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect()
             })
             .map_err(&err)?;
         rows.into_iter()
-            .map(|(id, name, data, ts)| {
-                Ok(Arc::new(Envelope::stored(
-                    EventId::from_uuid(uuid_from(&id)?),
-                    name,
-                    data,
-                    ts as u64,
-                )))
+            .map(|(id, name, data, ts, trace)| {
+                Ok(Arc::new(
+                    Envelope::stored(EventId::from_uuid(uuid_from(&id)?), name, data, ts as u64)
+                        .with_trace(trace.as_deref()),
+                ))
             })
             .collect()
     }
@@ -302,8 +300,12 @@ impl Ctx<'_> {
 }
 
 /// The events of batch `?1`, in the order their runs were stored.
-pub(crate) const BATCH_EVENTS: &str = "SELECT e.id, e.name, e.data, e.ts FROM fanfare_runs r \
+pub(crate) const BATCH_EVENTS: &str =
+    "SELECT e.id, e.name, e.data, e.ts, e.traceparent FROM fanfare_runs r \
     JOIN fanfare_events e ON e.id = r.event_id WHERE r.batch = ?1 ORDER BY r.id";
+
+/// A batch's event as `BATCH_EVENTS` reads it: id, name, data, time, trace context.
+type BatchEventRow = (Vec<u8>, String, String, i64, Option<String>);
 
 /// Finishes the runs of batch `?1` but its runner `?2`, as it ended.
 pub(crate) const FINISH_BATCH: &str = "UPDATE fanfare_runs \

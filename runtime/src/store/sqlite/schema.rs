@@ -122,6 +122,10 @@ CREATE INDEX fanfare_runs_sleeping ON fanfare_runs (run_id) WHERE sleeping = 1;
 CREATE INDEX fanfare_runs_waiting_runs ON fanfare_runs (run_id) WHERE waiting = 1;
 CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
 "#,
+    // Trace context (`trace.rs`): the W3C `traceparent` an event was sent in, if any.
+    r#"
+ALTER TABLE fanfare_events ADD COLUMN traceparent TEXT;
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where

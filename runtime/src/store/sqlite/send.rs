@@ -28,14 +28,16 @@ impl Ctx<'_> {
         let err = self.err("cannot store the event");
         let inserted = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts, traceparent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     event.id.as_uuid().as_bytes(),
                     &*event.name,
                     &event.data,
-                    event.ts as i64
+                    event.ts as i64,
+                    event.trace.as_ref().map(|t| t.as_str())
                 ])
             })
             .map_err(&err)?;
