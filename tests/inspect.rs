@@ -21,6 +21,7 @@ conformance!(
     replaying_a_filter_replays_every_failed_run_of_a_function,
     cancelling_a_filter_cancels_the_runs_that_have_not_finished,
     functions_count_their_runs_by_status,
+    a_waiting_run_shows_what_it_waits_for,
 );
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -418,5 +419,61 @@ async fn functions_count_their_runs_by_status(store: Store) {
         .map(|f| f.counts.total())
         .sum();
     assert_eq!(others, 0, "runs are counted under their own function only");
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "inspect/ordered")]
+struct Ordered {
+    order_id: u64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "inspect/paid")]
+struct Paid {
+    order_id: u64,
+}
+
+#[function(trigger = "inspect/ordered")]
+async fn await_paid(ctx: Ctx<Ordered>) -> fanfare::Result<bool> {
+    let paid = ctx
+        .wait_for_event::<Paid>("paid")
+        .matching("order_id")
+        .timeout(Duration::from_secs(3600))
+        .await?;
+    Ok(paid.is_some())
+}
+
+async fn a_waiting_run_shows_what_it_waits_for(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let order_id = fastrand::u64(1..1 << 40);
+    let before = SystemTime::now();
+    let id = rt.send(Ordered { order_id }).await.unwrap();
+    until_status(&rt, id, RunStatus::Waiting).await;
+    let run = run_of(&rt, id).await;
+    let waiting = run.waiting_for.clone().expect("what the run waits for");
+    assert_eq!(waiting.event, "inspect/paid");
+    assert_eq!(
+        waiting.matching,
+        Some(("order_id".to_owned(), serde_json::json!(order_id)))
+    );
+    let in_an_hour = before + Duration::from_secs(3600);
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(waiting.timeout_at_ms);
+    assert!(at >= in_an_hour - Duration::from_secs(1), "{waiting:?}");
+    assert!(at <= in_an_hour + Duration::from_secs(60), "{waiting:?}");
+    // Listed, it shows the same; resumed, nothing.
+    let listed = rt
+        .list_runs(
+            &RunFilter::new()
+                .status(RunStatus::Waiting)
+                .function("await_paid"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.runs[0].waiting_for, Some(waiting));
+    rt.send(Paid { order_id }).await.unwrap();
+    let done = finished(&rt, id).await;
+    assert_eq!(done.output, Some(serde_json::json!(true)));
+    assert_eq!(done.waiting_for, None);
     rt.shutdown().await.unwrap();
 }

@@ -161,6 +161,11 @@ pub(crate) fn run_json(run: &RunInfo) -> Value {
         "not_before_ms": run.not_before_ms,
         "created_at_ms": run.created_at_ms,
         "replay_of": run.replay_of,
+        "waiting_for": run.waiting_for.as_ref().map(|w| json!({
+            "event": w.event,
+            "matching": w.matching.as_ref().map(|(field, value)| json!({ "field": field, "value": value })),
+            "timeout_at_ms": w.timeout_at_ms,
+        })),
         "steps": run.steps.iter().map(|s| json!({
             "id": s.id,
             "started_at_ms": s.started_at_ms,

@@ -557,6 +557,20 @@ pub struct RunInfo {
     pub created_at_ms: u64,
     /// The run this one replays ([`Runtime::replay`](crate::Runtime::replay)).
     pub replay_of: Option<RunId>,
+    /// What a [`RunStatus::Waiting`] run waits for (`ctx.wait_for_event`).
+    pub waiting_for: Option<WaitingFor>,
+}
+
+/// The event a waiting run waits for, as [`RunInfo::waiting_for`] shows it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct WaitingFor {
+    /// The awaited event's name.
+    pub event: String,
+    /// A field of its data, and the value it must have (`match_field`).
+    pub matching: Option<(String, serde_json::Value)>,
+    /// When the wait times out (and the step returns `None`), in ms since the Unix epoch.
+    pub timeout_at_ms: u64,
 }
 
 /// Where a run is in its life.

@@ -353,6 +353,24 @@ fn run_detail(authed: &Authed, run: &RunInfo, replays: &[RunInfo]) -> String {
     if let Some(reason) = &run.reason {
         row("Reason", esc(reason));
     }
+    if let Some(w) = &run.waiting_for {
+        let matching = match &w.matching {
+            Some((field, value)) => format!(
+                " with <code>{}</code> = <code>{}</code>",
+                esc(field),
+                esc(&value.to_string())
+            ),
+            None => String::new(),
+        };
+        row(
+            "Waiting for",
+            format!(
+                "<code>{}</code>{matching}, until {}",
+                esc(&w.event),
+                esc(&super::html::time(w.timeout_at_ms))
+            ),
+        );
+    }
     if let Some(of) = run.replay_of {
         row(
             "Replay of",

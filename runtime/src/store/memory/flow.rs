@@ -42,6 +42,8 @@ pub(super) struct RunFlow {
     pub cancel: Option<Box<str>>,
     /// The run this one replays.
     pub replay_of: Option<RunId>,
+    /// What it waits for, while it waits (`ctx.wait_for_event`).
+    pub waiting_for: Option<crate::store::WaitingFor>,
 }
 
 /// Why a run is held back, or how it ended without executing.

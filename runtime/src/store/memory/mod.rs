@@ -520,6 +520,14 @@ impl Store for MemoryStore {
             return ready(Ok(WaitState::Resolved("null".to_owned())));
         }
         let deadline = spec.deadline_ms;
+        if let Some(r) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) {
+            r.flow.get_or_insert_with(Default::default).waiting_for =
+                Some(crate::store::WaitingFor {
+                    event: spec.event.clone(),
+                    matching: spec.matching.clone(),
+                    timeout_at_ms: deadline,
+                });
+        }
         inner
             .waits
             .entry(spec.event.clone())
@@ -695,6 +703,11 @@ impl MemoryStore {
                 .filter(|&t| t > now_millis() && run.status == RunStatus::Queued),
             created_at_ms: run.id.created_ms(),
             replay_of: run.flow.as_ref().and_then(|f| f.replay_of),
+            waiting_for: run
+                .flow
+                .as_ref()
+                .and_then(|f| f.waiting_for.clone())
+                .filter(|_| run.status == RunStatus::Waiting),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `Runtime::runs`: the runs of an event, with their steps.
 
 use super::*;
+use crate::store::WaitingFor;
 
 /// What `runs`, `run` and `list` read of a run.
 const COLUMNS: &str = "run_id, app, function_id, status, attempts, last_error, output, id, \
@@ -209,6 +210,38 @@ impl Shared {
         Ok(Replay::Replayed(new))
     }
 
+    /// What the runs `keys` (waiting runs) wait for: their pending waits.
+    async fn waiting_for(&self, client: &Object, keys: &[i64]) -> Result<HashMap<i64, WaitingFor>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = client
+            .query(
+                "SELECT run, event, field, value::text, deadline FROM fanfare_waits \
+                 WHERE run = ANY($1) ORDER BY run, seq",
+                &[&keys],
+            )
+            .await
+            .map_err(|e| self.error("cannot read the runs' waits", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let field: Option<String> = row.get(2);
+                let value: Option<serde_json::Value> = row
+                    .get::<_, Option<String>>(3)
+                    .and_then(|v| serde_json::from_str(&v).ok());
+                (
+                    row.get(0),
+                    WaitingFor {
+                        event: row.get(1),
+                        matching: field.map(|f| (f, value.unwrap_or(serde_json::Value::Null))),
+                        timeout_at_ms: row.get::<_, i64>(4).max(0) as u64,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// The runs `sql` (selecting `COLUMNS`) reads with `params`.
     async fn read_runs(
         &self,
@@ -220,6 +253,12 @@ impl Shared {
         let rows = client.query(sql, params).await.map_err(err)?;
         let keys: Vec<i64> = rows.iter().map(|row| row.get(7)).collect();
         let mut steps = self.steps(client, &keys).await?;
+        let waiting: Vec<i64> = rows
+            .iter()
+            .filter(|row| row.get::<_, i16>(3) == 0 && row.get::<_, bool>(9))
+            .map(|row| row.get(7))
+            .collect();
+        let mut waits = self.waiting_for(client, &waiting).await?;
         Ok(rows
             .into_iter()
             .map(|row| RunInfo {
@@ -228,6 +267,7 @@ impl Shared {
                 event_id: EventId::from_uuid(row.get(13)),
                 event_name: row.get::<_, Option<String>>(14).unwrap_or_default(),
                 replay_of: row.get::<_, Option<Uuid>>(15).map(RunId::from_uuid),
+                waiting_for: waits.remove(&row.get::<_, i64>(7)),
                 app: row.get(1),
                 function_id: row.get(2),
                 status: match row.get::<_, i16>(3) {

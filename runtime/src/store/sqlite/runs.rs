@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flow::rules::flags;
+use crate::store::WaitingFor;
 
 /// A run as `runs` reads it (see `COLUMNS`).
 struct RunRow {
@@ -259,9 +260,37 @@ impl Ctx<'_> {
                         Some(id) => Some(RunId::from_uuid(uuid_from(&id)?)),
                         None => None,
                     },
+                    waiting_for: match row.suspension >= 2 && row.status == QUEUED {
+                        true => self.waiting_for(tx, row.key)?,
+                        false => None,
+                    },
                 })
             })
             .collect()
+    }
+
+    /// What run `key` waits for (its pending wait), if it waits.
+    fn waiting_for(&self, tx: &Connection, key: i64) -> Result<Option<WaitingFor>> {
+        let row: Option<(String, Option<String>, Option<String>, i64)> = tx
+            .prepare_cached(
+                "SELECT event, field, value, deadline FROM fanfare_waits WHERE run = ?1 \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
+            })
+            .map_err(self.err("cannot read a run's wait"))?;
+        Ok(row.map(|(event, field, value, deadline)| WaitingFor {
+            event,
+            matching: field.map(|f| {
+                let v = value
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                (f, v)
+            }),
+            timeout_at_ms: deadline.max(0) as u64,
+        }))
     }
 
     /// Queues a new run of a finished run's function for its event (see
