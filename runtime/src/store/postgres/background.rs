@@ -52,13 +52,18 @@ pub(crate) const PRUNE_FAILED: &str =
     prune_walk!("status = 3 AND finished_at < fanfare_now() - $5");
 
 /// Walks events past the retention in `(ts, id)` order from a mark, deleting those
-/// without runs. Returns the events read and the last one.
+/// without runs. Returns the events read and the last one. The batch is read in index
+/// order by itself (`MATERIALIZED`), and the retention applied to it after: with both
+/// conditions in one scan, a planner without statistics on a new, fast-growing table
+/// chose a bitmap scan and a sort of every event past the retention (the plan guard
+/// caught it when events grew a column).
 pub(crate) const PRUNE_EVENTS: &str = "
-WITH c AS (
+WITH s AS MATERIALIZED (
     SELECT id, ts FROM fanfare_events
-    WHERE ts < fanfare_now() - $1 AND (ts, id) > ($2, $3)
+    WHERE (ts, id) > ($2, $3)
     ORDER BY ts, id
     LIMIT $4),
+c AS (SELECT id, ts FROM s WHERE ts < fanfare_now() - $1),
 gone AS (
     DELETE FROM fanfare_events e
     WHERE e.id = ANY(ARRAY(SELECT id FROM c)) AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id))
