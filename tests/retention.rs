@@ -167,8 +167,9 @@ fn downgrade(before: i64, later: &str) -> String {
     format!(
         "DROP INDEX IF EXISTS fanfare_runs_failed; \
          DROP INDEX IF EXISTS fanfare_runs_function; \
-         DROP INDEX IF EXISTS fanfare_runs_status; \
-         DROP INDEX IF EXISTS fanfare_runs_function_status; \
+         DROP INDEX IF EXISTS fanfare_runs_failed_runs; \
+         DROP INDEX IF EXISTS fanfare_runs_held_runs; \
+         DROP INDEX IF EXISTS fanfare_runs_cancelled_runs; \
          DROP INDEX IF EXISTS fanfare_runs_sleeping; \
          DROP INDEX IF EXISTS fanfare_runs_waiting_runs; \
          DROP INDEX IF EXISTS fanfare_runs_skipped; \

@@ -110,10 +110,12 @@ mod sqlite {
             // through the run id index past what it filters out.
             let sql = list_sql(&filter);
             let lines = plan(&conn, &sql);
-            let selective = filter.function.is_some()
-                || filter
-                    .status
-                    .is_some_and(|s| s != crate::store::RunStatus::Completed);
+            // Lists read the run id index newest first (no index every run would write:
+            // by function, or of queued and running runs); the rarer states have theirs.
+            use crate::store::RunStatus::*;
+            let selective = filter
+                .status
+                .is_some_and(|s| matches!(s, Failed | Cancelled | Sleeping | Waiting | Skipped));
             if lines.iter().any(|l| {
                 l == "SCAN fanfare_runs"
                     || (selective

@@ -108,8 +108,8 @@ impl Shared {
     }
 
     /// Up to `limit` runs `filter` selects, newest first: one index range per status
-    /// code (`(status, run_id)` and `(function_id, status, run_id)` for runs that have not
-    /// completed, `(function_id, run_id)` and `run_id` otherwise), merged.
+    /// code (the partial indexes of failed, held, cancelled, sleeping, waiting and skipped
+    /// runs; the run id index otherwise), merged.
     pub(super) async fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunInfo>> {
         let client = self.client().await?;
         let function = filter.function.clone();

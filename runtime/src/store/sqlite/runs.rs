@@ -33,9 +33,6 @@ const COLUMNS: &str = "run_id, function_id, status, attempts, last_error, output
 /// condition that repeats the index's own).
 fn status_sql(code: i16, status: &StatusWhere) -> String {
     let mut sql = format!("status = {code}");
-    if code != 2 {
-        sql.push_str(" AND status <> 2");
-    }
     match status.suspension {
         Some(0) => sql.push_str(" AND sleeping = 0 AND waiting = 0"),
         Some(1) => sql.push_str(" AND sleeping = 1 AND waiting = 0"),
@@ -130,8 +127,8 @@ impl Ctx<'_> {
     }
 
     /// Up to `limit` runs `filter` selects, newest first: one index range per status
-    /// code (`(status, run_id)` and `(function_id, status, run_id)` for runs that have not
-    /// completed, `(function_id, run_id)` and `run_id` otherwise), merged.
+    /// code (the partial indexes of failed, held, cancelled, sleeping, waiting and skipped
+    /// runs; the run id index otherwise), merged.
     pub(super) fn list(
         &self,
         tx: &Connection,
