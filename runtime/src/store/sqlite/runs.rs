@@ -32,7 +32,13 @@ const COLUMNS: &str = "run_id, function_id, status, attempts, last_error, output
 /// words of the partial indexes it reads (SQLite uses a partial index only for a
 /// condition that repeats the index's own).
 fn status_sql(code: i16, status: &StatusWhere) -> String {
-    let mut sql = format!("status = {code}");
+    // Queued, running and completed runs have no index of their own: `+status` keeps
+    // SQLite from reading the claim's due index (every queued run) and sorting it, and
+    // reads the run id index newest first instead.
+    let mut sql = match code {
+        0..=2 => format!("+status = {code}"),
+        _ => format!("status = {code}"),
+    };
     match status.suspension {
         Some(0) => sql.push_str(" AND sleeping = 0 AND waiting = 0"),
         Some(1) => sql.push_str(" AND sleeping = 1 AND waiting = 0"),
