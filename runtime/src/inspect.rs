@@ -385,25 +385,16 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub async fn replay_matching(&self, filter: &RunFilter) -> Result<Vec<RunId>> {
+        let mut filter = filter.clone();
         let mut replayed = Vec::new();
-        self.each_run(filter, |run| {
-            let rt = self.clone();
-            async move {
-                if !run.status.is_finished() {
-                    return Ok(None);
-                }
-                match rt.replay(run.run_id).await {
-                    Ok(new) => Ok(Some(new)),
-                    Err(e) if e.kind() == ErrorKind::NotReplayable => Ok(None),
-                    Err(e) if e.kind() == ErrorKind::RunNotFound => Ok(None),
-                    Err(e) => Err(e),
-                }
+        loop {
+            let page = self.replay_page(&filter).await?;
+            replayed.extend(page.done.into_iter().map(|(_, new)| new));
+            match page.next {
+                Some(next) => filter.after = Some(next),
+                None => return Ok(replayed),
             }
-        })
-        .await?
-        .into_iter()
-        .for_each(|new| replayed.push(new));
-        Ok(replayed)
+        }
     }
 
     /// Cancels every run `filter` selects that has not finished (see
@@ -419,45 +410,68 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub async fn cancel_matching(&self, filter: &RunFilter) -> Result<Vec<RunId>> {
-        self.each_run(filter, |run| {
-            let rt = self.clone();
-            async move {
-                if run.status.is_finished() {
-                    return Ok(None);
-                }
-                match rt.cancel(run.run_id).await {
-                    Ok(status) if status.is_finished() && status != RunStatus::Cancelled => {
-                        Ok(None)
-                    }
-                    Ok(_) => Ok(Some(run.run_id)),
-                    Err(e) if e.kind() == ErrorKind::RunNotFound => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await
-    }
-
-    /// Calls `act` on every run `filter` selects, page after page, and collects what it
-    /// returns.
-    async fn each_run<F, Fut>(&self, filter: &RunFilter, mut act: F) -> Result<Vec<RunId>>
-    where
-        F: FnMut(RunInfo) -> Fut,
-        Fut: std::future::Future<Output = Result<Option<RunId>>>,
-    {
         let mut filter = filter.clone();
-        let mut done = Vec::new();
+        let mut cancelled = Vec::new();
         loop {
-            let page = self.list_runs(&filter).await?;
-            for run in page.runs {
-                if let Some(id) = act(run).await? {
-                    done.push(id);
-                }
-            }
+            let page = self.cancel_page(&filter).await?;
+            cancelled.extend(page.done);
             match page.next {
                 Some(next) => filter.after = Some(next),
-                None => return Ok(done),
+                None => return Ok(cancelled),
             }
         }
     }
+
+    /// Replays the finished runs of one page of `filter` (see [`Runtime::replay`]),
+    /// passing over those that cannot be replayed: the step of `replay_matching`, and of
+    /// the bulk replays of the runs API and the dashboard, which go page by page.
+    pub(crate) async fn replay_page(&self, filter: &RunFilter) -> Result<BulkPage<(RunId, RunId)>> {
+        let page = self.list_runs(filter).await?;
+        let mut done = Vec::new();
+        for run in page.runs.iter().filter(|r| r.status.is_finished()) {
+            match self.replay(run.run_id).await {
+                Ok(new) => done.push((run.run_id, new)),
+                Err(e) if matches!(e.kind(), ErrorKind::NotReplayable | ErrorKind::RunNotFound) => {
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(BulkPage {
+            done,
+            matched: page.runs.len(),
+            next: page.next,
+        })
+    }
+
+    /// Cancels the unfinished runs of one page of `filter` (see [`Runtime::cancel`]): the
+    /// step of `cancel_matching` and of the runs API's bulk cancel. A run counts as done
+    /// when it was cancelled or marked, not when it had finished meanwhile.
+    pub(crate) async fn cancel_page(&self, filter: &RunFilter) -> Result<BulkPage<RunId>> {
+        let page = self.list_runs(filter).await?;
+        let mut done = Vec::new();
+        for run in page.runs.iter().filter(|r| !r.status.is_finished()) {
+            match self.cancel(run.run_id).await {
+                Ok(status) if status.is_finished() && status != RunStatus::Cancelled => {}
+                Ok(_) => done.push(run.run_id),
+                Err(e) if e.kind() == ErrorKind::RunNotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(BulkPage {
+            done,
+            matched: page.runs.len(),
+            next: page.next,
+        })
+    }
+}
+
+/// What a bulk operation did with one page of runs.
+pub(crate) struct BulkPage<T> {
+    /// The runs acted on: for a replay the original and the new run, for a cancel the run.
+    pub done: Vec<T>,
+    /// Runs in the page.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub matched: usize,
+    /// Where the next page starts.
+    pub next: Option<RunId>,
 }

@@ -242,18 +242,18 @@ async fn cancel(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<St
 /// Replays the finished runs of one page of the filter; the client follows `next`.
 async fn replay_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Answer {
     admin(&s, &headers)?;
-    let page = s.rt.list_runs(&run_filter(&q)?).await.map_err(api_error)?;
-    let mut replayed = Vec::new();
-    for run in page.runs.iter().filter(|r| r.status.is_finished()) {
-        match s.rt.replay(run.run_id).await {
-            Ok(new) => replayed.push(json!({ "run_id": new, "replay_of": run.run_id })),
-            Err(e) if matches!(e.kind(), ErrorKind::NotReplayable | ErrorKind::RunNotFound) => {}
-            Err(e) => return Err(api_error(e)),
-        }
-    }
+    let page =
+        s.rt.replay_page(&run_filter(&q)?)
+            .await
+            .map_err(api_error)?;
+    let replayed: Vec<Value> = page
+        .done
+        .iter()
+        .map(|(original, new)| json!({ "run_id": new, "replay_of": original }))
+        .collect();
     Ok(Json(json!({
         "replayed": replayed,
-        "matched": page.runs.len(),
+        "matched": page.matched,
         "next": page.next,
     })))
 }
@@ -261,19 +261,13 @@ async fn replay_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Pa
 /// Cancels the unfinished runs of one page of the filter; the client follows `next`.
 async fn cancel_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Answer {
     admin(&s, &headers)?;
-    let page = s.rt.list_runs(&run_filter(&q)?).await.map_err(api_error)?;
-    let mut cancelled = Vec::new();
-    for run in page.runs.iter().filter(|r| !r.status.is_finished()) {
-        match s.rt.cancel(run.run_id).await {
-            Ok(status) if status.is_finished() && status != RunStatus::Cancelled => {}
-            Ok(_) => cancelled.push(run.run_id),
-            Err(e) if e.kind() == ErrorKind::RunNotFound => {}
-            Err(e) => return Err(api_error(e)),
-        }
-    }
+    let page =
+        s.rt.cancel_page(&run_filter(&q)?)
+            .await
+            .map_err(api_error)?;
     Ok(Json(json!({
-        "cancelled": cancelled,
-        "matched": page.runs.len(),
+        "cancelled": page.done,
+        "matched": page.matched,
         "next": page.next,
     })))
 }

@@ -536,18 +536,11 @@ pub(super) async fn replay_failed(
         .limit(500);
     let mut done = 0;
     while done < BULK_MAX {
-        let page = match state.rt.list_runs(&failed).await {
+        let page = match state.rt.replay_page(&failed).await {
             Ok(page) => page,
             Err(e) => return error_page(&authed, &e),
         };
-        for run in &page.runs {
-            match state.rt.replay(run.run_id).await {
-                Ok(_) => done += 1,
-                Err(e) if e.kind() == crate::ErrorKind::NotReplayable => {}
-                Err(e) if e.kind() == crate::ErrorKind::RunNotFound => {}
-                Err(e) => return error_page(&authed, &e),
-            }
-        }
+        done += page.done.len();
         match page.next {
             Some(next) => failed = failed.after(next),
             None => break,
