@@ -367,6 +367,64 @@ pub(crate) fn status_of_code(code: i64, suspension: i64, skipped: bool) -> RunSt
     }
 }
 
+/// The statement of [`Store::list`] for `filter`, in a SQL store's words: `columns`
+/// selected from `fanfare_runs`; `param` names the placeholder of each parameter, asked
+/// for `"limit"` first, then `"function"`, `"event"`, `"from"`, `"below"` (those the
+/// filter sets, in this order); `status` renders one status code's condition. Newest
+/// first: one index range per status code, each ordered and limited, merged.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn list_statement(
+    filter: &RunFilter,
+    columns: &str,
+    mut param: impl FnMut(&str) -> String,
+    status: impl Fn(i16, &StatusWhere) -> String,
+) -> String {
+    let limit = param("limit");
+    let mut conditions = Vec::new();
+    for (set, name, condition) in [
+        (filter.function.is_some(), "function", "function_id ="),
+        (filter.event.is_some(), "event", "event_id ="),
+        (filter.from().is_some(), "from", "run_id >="),
+        (filter.below().is_some(), "below", "run_id <"),
+    ] {
+        if set {
+            conditions.push(format!("{condition} {}", param(name)));
+        }
+    }
+    let select = |status: Option<String>| {
+        let all: Vec<&str> = status
+            .iter()
+            .map(String::as_str)
+            .chain(conditions.iter().map(String::as_str))
+            .collect();
+        let mut sql = format!("SELECT {columns} FROM fanfare_runs");
+        if !all.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&all.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {limit}"));
+        sql
+    };
+    match filter.status {
+        None => select(None),
+        Some(s) => {
+            let s = StatusWhere::of(s);
+            let parts: Vec<String> = s
+                .codes
+                .iter()
+                .enumerate()
+                .map(|(i, &code)| {
+                    format!("SELECT * FROM ({}) AS p{i}", select(Some(status(code, &s))))
+                })
+                .collect();
+            format!(
+                "{} ORDER BY run_id DESC LIMIT {limit}",
+                parts.join(" UNION ALL ")
+            )
+        }
+    }
+}
+
 /// What [`Store::cancel`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Cancel {

@@ -30,53 +30,12 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
 /// The statement `list` runs for `filter`: `$1` the limit, then the function, the
 /// event, the lower and the upper bound on run ids, those the filter sets, in this order.
 pub(crate) fn list_sql(filter: &RunFilter) -> String {
-    let mut conditions = Vec::new();
-    let mut n = 1;
-    let mut param = |column: &str, op: &str| {
+    let mut n = 0;
+    let param = |_: &str| {
         n += 1;
-        conditions.push(format!("{column} {op} ${n}"));
+        format!("${n}")
     };
-    if filter.function.is_some() {
-        param("function_id", "=");
-    }
-    if filter.event.is_some() {
-        param("event_id", "=");
-    }
-    if filter.from().is_some() {
-        param("run_id", ">=");
-    }
-    if filter.below().is_some() {
-        param("run_id", "<");
-    }
-    let select = |status: Option<String>| {
-        let all: Vec<&str> = status
-            .iter()
-            .map(String::as_str)
-            .chain(conditions.iter().map(String::as_str))
-            .collect();
-        let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
-        if !all.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&all.join(" AND "));
-        }
-        sql.push_str(" ORDER BY run_id DESC LIMIT $1");
-        sql
-    };
-    match filter.status {
-        None => select(None),
-        Some(status) => {
-            let status = StatusWhere::of(status);
-            let parts: Vec<String> = status
-                .codes
-                .iter()
-                .map(|&code| format!("({})", select(Some(status_sql(code, &status)))))
-                .collect();
-            format!(
-                "SELECT * FROM ({}) u ORDER BY run_id DESC LIMIT $1",
-                parts.join(" UNION ALL ")
-            )
-        }
-    }
+    crate::store::list_statement(filter, COLUMNS, param, status_sql)
 }
 
 impl Shared {

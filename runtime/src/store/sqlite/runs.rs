@@ -56,53 +56,7 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
 /// The statement `list` runs for `filter` (named parameters `:limit`, `:function`,
 /// `:event`, `:from`, `:below`, those the filter sets).
 pub(crate) fn list_sql(filter: &RunFilter) -> String {
-    let mut conditions = Vec::new();
-    if filter.function.is_some() {
-        conditions.push("function_id = :function".to_owned());
-    }
-    if filter.event.is_some() {
-        conditions.push("event_id = :event".to_owned());
-    }
-    if filter.from().is_some() {
-        conditions.push("run_id >= :from".to_owned());
-    }
-    if filter.below().is_some() {
-        conditions.push("run_id < :below".to_owned());
-    }
-    let select = |status: Option<String>| {
-        let all: Vec<&str> = status
-            .iter()
-            .map(String::as_str)
-            .chain(conditions.iter().map(String::as_str))
-            .collect();
-        let mut sql = format!("SELECT {COLUMNS} FROM fanfare_runs");
-        if !all.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&all.join(" AND "));
-        }
-        sql.push_str(" ORDER BY run_id DESC LIMIT :limit");
-        sql
-    };
-    match filter.status {
-        None => select(None),
-        Some(status) => {
-            let status = StatusWhere::of(status);
-            let parts: Vec<String> = status
-                .codes
-                .iter()
-                .map(|&code| {
-                    format!(
-                        "SELECT * FROM ({})",
-                        select(Some(status_sql(code, &status)))
-                    )
-                })
-                .collect();
-            format!(
-                "{} ORDER BY run_id DESC LIMIT :limit",
-                parts.join(" UNION ALL ")
-            )
-        }
-    }
+    crate::store::list_statement(filter, COLUMNS, |name| format!(":{name}"), status_sql)
 }
 
 impl Ctx<'_> {
