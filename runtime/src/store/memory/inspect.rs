@@ -77,23 +77,11 @@ impl MemoryStore {
         let mut flow = Box::<flow::RunFlow>::default();
         flow.place.flags = flags::ADMITTED | flags::ENTERED;
         flow.replay_of = Some(run);
-        let slot = inner.insert(Run {
-            id: RunId::new(now_millis()),
-            gen: 0,
-            event: Arc::clone(&event),
-            function,
-            status: RunStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            output: None,
-            steps: Vec::new(),
-            flow: Some(flow),
-        });
-        let Some(new) = inner.runs[slot as usize].as_mut() else {
+        let id = RunId::new(now_millis());
+        let slot = inner.insert(Run::queued(id, Arc::clone(&event), function, Some(flow)));
+        let Some(id) = inner.runs[slot as usize].as_ref().map(|r| r.id) else {
             return Replay::Unknown;
         };
-        new.id = with_slot(new.id, slot);
-        let id = new.id;
         if let Some(entry) = inner.events.get_mut(&event.id) {
             entry.runs = entry.runs.iter().copied().chain([slot]).collect();
             entry.open += 1;

@@ -72,6 +72,27 @@ struct Run {
 }
 
 impl Run {
+    /// A new run of `function` for `event`, queued, not attempted yet.
+    fn queued(
+        id: RunId,
+        event: Arc<Envelope>,
+        function: u32,
+        flow: Option<Box<flow::RunFlow>>,
+    ) -> Run {
+        Run {
+            id,
+            gen: 0,
+            event,
+            function,
+            status: RunStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            output: None,
+            steps: Vec::new(),
+            flow,
+        }
+    }
+
     /// Why the run is cancelled: the mark of a running one, or the reason of a
     /// `Cancelled` one.
     fn cancelled(&self) -> Option<&str> {
@@ -226,21 +247,7 @@ impl MemoryStore {
             .filter(|w| !w.is_zero());
         let now = Instant::now();
         for (&function, id) in subscribers.iter().zip(run_ids) {
-            let slot = inner.insert(Run {
-                id,
-                gen: 0,
-                event: Arc::clone(&event),
-                function,
-                status: RunStatus::Queued,
-                attempts: 0,
-                last_error: None,
-                output: None,
-                steps: Vec::new(),
-                flow: None,
-            });
-            if let Some(run) = inner.runs[slot as usize].as_mut() {
-                run.id = with_slot(run.id, slot);
-            }
+            let slot = inner.insert(Run::queued(id, Arc::clone(&event), function, None));
             match wait {
                 Some(wait) => {
                     let gen = inner.runs[slot as usize].as_ref().map_or(0, |r| r.gen);
@@ -749,18 +756,21 @@ impl Inner {
         }
     }
 
+    /// Puts a run in a free slot, its id tagged with the slot (see [`with_slot`]).
     fn insert(&mut self, mut run: Run) -> u32 {
-        match self.free.pop() {
+        let slot = match self.free.pop() {
             Some((slot, gen)) => {
                 run.gen = gen;
-                self.runs[slot as usize] = Some(run);
                 slot
             }
             None => {
-                self.runs.push(Some(run));
+                self.runs.push(None);
                 (self.runs.len() - 1) as u32
             }
-        }
+        };
+        run.id = with_slot(run.id, slot);
+        self.runs[slot as usize] = Some(run);
+        slot
     }
 
     fn finish(&mut self, event: EventId, failed: bool, now: Instant) {
