@@ -11,11 +11,10 @@
 
 mod common;
 
+use common::http::request;
 use common::LIMIT;
 use fanfare::{function, Ctx, Error, Event, EventId, RunId, RunStatus, Runtime};
 use fantoccini::{Client, Locator};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -229,7 +228,7 @@ async fn refused_without_a_session_or_a_token(
     assert_eq!(home.header("x-content-type-options"), "nosniff");
     assert_eq!(home.header("x-frame-options"), "DENY");
     let csrf = home
-        .body
+        .text
         .split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
@@ -257,7 +256,7 @@ async fn refused_without_a_session_or_a_token(
         ),
     ] {
         let answer = request(addr, "POST", &replay, &with(extra), body).await;
-        assert_eq!(answer.status, 403, "{why}: {}", answer.body);
+        assert_eq!(answer.status, 403, "{why}: {}", answer.text);
     }
     let no_session = request(addr, "POST", &replay, &form, format!("csrf={csrf}")).await;
     assert_eq!(no_session.status, 303, "no session: to the login page");
@@ -266,59 +265,6 @@ async fn refused_without_a_session_or_a_token(
         1,
         "a refused request replays nothing"
     );
-}
-
-/// An HTTP answer: status, headers, body as text.
-struct Answer {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<bytes::Bytes>,
-) -> Answer {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = timeout(
-        LIMIT,
-        sender.send_request(req.body(Full::new(body.into())).unwrap()),
-    )
-    .await
-    .expect("no answer in time")
-    .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
 }
 
 /// chromedriver and the Chromium it drives, found on the `PATH`.

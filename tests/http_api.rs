@@ -340,8 +340,13 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     )
     .await;
     assert_eq!(res.status, 200);
-    // The body is text, not JSON: read it again raw.
-    let text = raw_get(addr(&rt), "/metrics").await;
+    assert!(
+        res.header("content-type")
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        res.headers
+    );
+    let text = res.text;
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
     let failed = scrape
@@ -354,31 +359,6 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
         .unwrap_or_else(|| panic!("no failed counter in:\n{text}"));
     assert_eq!(failed.value, prometheus_parse::Value::Counter(1.0));
     rt.shutdown().await.unwrap();
-}
-
-/// The body of a GET with the admin key, as text.
-async fn raw_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {BEARER}\r\nconnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    timeout(LIMIT, stream.read_to_string(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    assert!(
-        raw.contains("content-type: text/plain; version=0.0.4"),
-        "{raw}"
-    );
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    body.to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! A plain HTTP/1 client for the HTTP tests: one request per connection, the answer's
-//! status and JSON body.
+//! status, headers and body (as text, and as JSON when it is).
 
 use super::LIMIT;
 use fanfare::EventId;
@@ -13,10 +13,23 @@ use tokio::time::timeout;
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
+    /// The body as text.
+    pub text: String,
+    /// The body as JSON (`null` when it is not).
     pub body: Value,
 }
 
 impl Answer {
+    /// A header's value, empty when absent.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     pub fn error(&self) -> &str {
         self.body["error"].as_str().unwrap_or_default()
     }
@@ -29,7 +42,8 @@ impl Answer {
     }
 }
 
-/// Sends one request on a new HTTP/1 connection.
+/// Sends one request on a new HTTP/1 connection; its body is JSON unless `headers` say
+/// otherwise.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -45,8 +59,13 @@ pub async fn request(
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json");
+        .header("host", addr.to_string());
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/json");
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
@@ -56,9 +75,12 @@ pub async fn request(
         .expect("no answer in time")
         .unwrap();
     let status = res.status().as_u16();
+    let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
