@@ -1,7 +1,7 @@
 //! `Runtime::runs`: the runs of an event, with their steps.
 
 use super::*;
-use crate::store::WaitingFor;
+use crate::store::{status_of_code, WaitingFor};
 
 /// What `runs`, `run` and `list` read of a run.
 const COLUMNS: &str = "run_id, app, function_id, status, attempts, last_error, output, id, \
@@ -25,6 +25,12 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
         None => {}
     }
     sql
+}
+
+/// A run's suspension as `status_of_code` reads it, from PostgreSQL's two flags (as
+/// the SQL `sleeping::int + 2 * waiting::int`: waiting counts over sleeping).
+fn suspension(sleeping: bool, waiting: bool) -> i64 {
+    i64::from(sleeping) + 2 * i64::from(waiting)
 }
 
 /// The statement `list` runs for `filter`: `$1` the limit, then the function, the
@@ -108,7 +114,7 @@ impl Shared {
         for function in &functions {
             let mut counts = RunCounts::default();
             for row in client.query(&statement, &[function]).await.map_err(err)? {
-                let status = crate::store::status_of_code(
+                let status = status_of_code(
                     i64::from(row.get::<_, i16>(0)),
                     i64::from(row.get::<_, i32>(1)),
                     row.get(2),
@@ -139,13 +145,11 @@ impl Shared {
         else {
             return Ok(Replay::Unknown);
         };
-        let status = match row.get::<_, i16>(0) {
-            0 if row.get::<_, bool>(1) => RunStatus::Sleeping,
-            0 if row.get::<_, bool>(2) => RunStatus::Waiting,
-            0 | flow::HELD => RunStatus::Queued,
-            1 => RunStatus::Running,
-            _ => RunStatus::Completed,
-        };
+        let status = status_of_code(
+            i64::from(row.get::<_, i16>(0)),
+            suspension(row.get(1), row.get(2)),
+            false,
+        );
         if !status.is_finished() {
             return Ok(Replay::Unfinished(status));
         }
@@ -229,18 +233,11 @@ impl Shared {
                 waiting_for: waits.remove(&row.get::<_, i64>(7)),
                 app: row.get(1),
                 function_id: row.get(2),
-                status: match row.get::<_, i16>(3) {
-                    0 if row.get::<_, bool>(8) => RunStatus::Sleeping,
-                    0 if row.get::<_, bool>(9) => RunStatus::Waiting,
-                    0 | flow::HELD => RunStatus::Queued,
-                    1 => RunStatus::Running,
-                    2 if row.get::<_, i16>(12) & crate::flow::rules::flags::SKIPPED != 0 => {
-                        RunStatus::Skipped
-                    }
-                    2 => RunStatus::Completed,
-                    5 => RunStatus::Cancelled,
-                    _ => RunStatus::Failed,
-                },
+                status: status_of_code(
+                    i64::from(row.get::<_, i16>(3)),
+                    suspension(row.get(8), row.get(9)),
+                    row.get::<_, i16>(12) & crate::flow::rules::flags::SKIPPED != 0,
+                ),
                 attempts: row.get::<_, i32>(4) as u32,
                 last_error: row.get(5),
                 output: row

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::flow::rules::flags;
-use crate::store::WaitingFor;
+use crate::store::{status_of_code, WaitingFor};
 
 /// A run as `runs` reads it (see `COLUMNS`).
 struct RunRow {
@@ -144,10 +144,7 @@ impl Ctx<'_> {
                     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                     .map_err(&err)?;
                 for (code, suspension, skipped, n) in rows {
-                    counts.add(
-                        super::super::status_of_code(code, suspension, skipped),
-                        n as u64,
-                    );
+                    counts.add(status_of_code(code, suspension, skipped), n as u64);
                 }
                 Ok(counts)
             })
@@ -194,14 +191,11 @@ impl Ctx<'_> {
                     event_name: row.event_name.unwrap_or_default(),
                     app: self.app.to_owned(),
                     function_id: row.function_id,
-                    status: match status_from(row.status) {
-                        RunStatus::Completed if row.flow & i64::from(flags::SKIPPED) != 0 => {
-                            RunStatus::Skipped
-                        }
-                        RunStatus::Queued if row.suspension == 1 => RunStatus::Sleeping,
-                        RunStatus::Queued if row.suspension >= 2 => RunStatus::Waiting,
-                        other => other,
-                    },
+                    status: status_of_code(
+                        row.status,
+                        row.suspension,
+                        row.flow & i64::from(flags::SKIPPED) != 0,
+                    ),
                     attempts: row.attempts,
                     last_error: row.last_error,
                     output: row.output.and_then(|o| serde_json::from_str(&o).ok()),
@@ -269,11 +263,7 @@ impl Ctx<'_> {
         let Some((status, suspension, flow, event, function)) = found else {
             return Ok(Replay::Unknown);
         };
-        let status = match status_from(status) {
-            RunStatus::Queued if suspension == 1 => RunStatus::Sleeping,
-            RunStatus::Queued if suspension >= 2 => RunStatus::Waiting,
-            other => other,
-        };
+        let status = status_of_code(status, suspension, false);
         if !status.is_finished() {
             return Ok(Replay::Unfinished(status));
         }
