@@ -125,6 +125,10 @@ async fn the_dashboard_shows_a_failure_and_its_replay_completes_live() {
         0
     );
     assert_eq!(c.find_all(Locator::Css("#error b")).await.unwrap().len(), 0);
+    // Its one attempt in the history, with its error as text.
+    let attempts = wait_text(c, "#attempts tbody", "card declined").await;
+    assert!(attempts.starts_with('1'), "{attempts:?}");
+    assert!(attempts.contains(HOSTILE), "{attempts:?}");
     let xss = c
         .execute("return typeof window.__xss;", vec![])
         .await

@@ -125,6 +125,13 @@ async fn runs_are_listed_read_replayed_and_cancelled() {
         "card declined: <b>insufficient funds</b>"
     );
     assert!(run.body["created_at_ms"].as_u64().unwrap() > 0);
+    // Its one attempt, with its error and timing.
+    let attempts = run.body["failed_attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{:?}", run.body);
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["error"], run.body["last_error"]);
+    let started = attempts[0]["started_at_ms"].as_u64().unwrap();
+    assert!(started <= attempts[0]["ended_at_ms"].as_u64().unwrap());
 
     // The functions, with their runs by status.
     let functions = get(&rt, "/api/functions").await;

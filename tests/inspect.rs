@@ -22,6 +22,7 @@ conformance!(
     cancelling_a_filter_cancels_the_runs_that_have_not_finished,
     functions_count_their_runs_by_status,
     a_waiting_run_shows_what_it_waits_for,
+    a_run_keeps_each_failed_attempt_with_its_error_and_timing,
 );
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -475,5 +476,74 @@ async fn a_waiting_run_shows_what_it_waits_for(store: Store) {
     let done = finished(&rt, id).await;
     assert_eq!(done.output, Some(serde_json::json!(true)));
     assert_eq!(done.waiting_for, None);
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "inspect/flaky")]
+struct Flaky {
+    /// A key of the test's own, counting this event's attempts.
+    key: String,
+    /// How many attempts fail before one completes (past 3, the run fails).
+    failures: u32,
+}
+
+/// Its first attempt panics; later ones return an error, until `failures` have failed.
+#[function(trigger = "inspect/flaky", retries = 2)]
+async fn flaky(ctx: Ctx<Flaky>) -> fanfare::Result<()> {
+    let attempt = hit(&ctx.event().key);
+    if attempt > ctx.event().failures {
+        return Ok(());
+    }
+    if attempt == 1 {
+        panic!("lost the connection");
+    }
+    Err(Error::msg(format!("timed out on attempt {attempt}")))
+}
+
+async fn a_run_keeps_each_failed_attempt_with_its_error_and_timing(store: Store) {
+    let rt = store.fast().start().await.unwrap();
+    let tag = key(store, "flaky");
+    let begun = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (failures, status) in [
+        (2, RunStatus::Completed),
+        (3, RunStatus::Failed),
+        (0, RunStatus::Completed),
+    ] {
+        let key = format!("{tag}-{failures}");
+        let id = rt.send(Flaky { key, failures }).await.unwrap();
+        let run = finished(&rt, id).await;
+        assert_eq!(run.status, status, "{run:?}");
+        let attempts = &run.failed_attempts;
+        assert_eq!(attempts.len(), failures as usize, "{run:?}");
+        for (i, a) in attempts.iter().enumerate() {
+            assert_eq!(a.attempt, i as u32 + 1, "{attempts:?}");
+            assert!(
+                begun <= a.started_at_ms && a.started_at_ms <= a.ended_at_ms,
+                "{a:?}"
+            );
+            if i > 0 {
+                assert!(
+                    attempts[i - 1].ended_at_ms <= a.started_at_ms,
+                    "{attempts:?}"
+                );
+                assert_eq!(a.error, format!("timed out on attempt {}", i + 1));
+            }
+        }
+        if let Some(first) = attempts.first() {
+            assert!(first.error.contains("lost the connection"), "{first:?}");
+            assert_eq!(
+                run.last_error.as_ref(),
+                Some(&attempts[attempts.len() - 1].error)
+            );
+        }
+        // Read by its id, and listed, the run shows the same history.
+        assert_eq!(rt.run(run.run_id).await.unwrap(), run);
+        let listed = all(&rt, RunFilter::new().function("flaky").event(id)).await;
+        assert_eq!(listed, vec![run]);
+    }
     rt.shutdown().await.unwrap();
 }

@@ -174,7 +174,8 @@ fn downgrade(before: i64, later: &str) -> String {
          DROP INDEX IF EXISTS fanfare_runs_waiting_runs; \
          DROP INDEX IF EXISTS fanfare_runs_skipped; \
          ALTER TABLE fanfare_runs DROP COLUMN replay_of; \
-         ALTER TABLE fanfare_events DROP COLUMN traceparent; {later} \
+         ALTER TABLE fanfare_events DROP COLUMN traceparent; \
+         DROP TABLE fanfare_attempts; {later} \
          UPDATE fanfare_meta SET value = {before} WHERE key = 'schema_version'"
     )
 }
@@ -275,4 +276,64 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
         .unwrap()
         .get(0);
     assert!(version > POSTGRES_BEFORE, "{version}");
+}
+
+/// Fails an event on `rt`, sees its failed attempt in the run, and waits until the
+/// failed retention prunes the event.
+async fn fail_and_prune(rt: &Runtime) {
+    let failed = rt.send(Fatal).await.unwrap();
+    timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
+    let run = &rt.runs(failed).await.unwrap()[0];
+    assert_eq!(run.failed_attempts.len(), 1, "{run:?}");
+    assert_eq!(run.failed_attempts[0].error, "declined");
+    until("the failed event is pruned", async || {
+        gone(rt, failed).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_prunes_a_runs_failed_attempts_with_it() {
+    let path = temp_db();
+    let rt = Runtime::builder()
+        .sqlite(&path)
+        .retention(RETENTION)
+        .failed_retention(RETENTION)
+        .start()
+        .await
+        .unwrap();
+    fail_and_prune(&rt).await;
+    rt.shutdown().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM fanfare_attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_prunes_a_runs_failed_attempts_with_it() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let rt = Runtime::builder()
+        .postgres(&url)
+        .retention(RETENTION)
+        .failed_retention(RETENTION)
+        .start()
+        .await
+        .unwrap();
+    fail_and_prune(&rt).await;
+    rt.shutdown().await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM fanfare_attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

@@ -65,7 +65,17 @@ pub struct Run {
     #[serde(default)]
     pub replay_of: Option<String>,
     #[serde(default)]
+    pub failed_attempts: Vec<Attempt>,
+    #[serde(default)]
     pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Attempt {
+    pub attempt: u64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub error: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,7 +88,7 @@ pub enum Command {
         all: bool,
     },
 
-    /// Show one run in full: status, event, attempts, error, output, steps with timing.
+    /// Show one run in full: status, event, attempts, error, output, failed attempts, steps with timing.
     Run {
         /// The run's id.
         id: String,

@@ -83,7 +83,7 @@ pub fn runs(runs: &[Run]) -> String {
     t.render()
 }
 
-/// `fanfare run ID`: every field, then the steps with their timing.
+/// `fanfare run ID`: every field, the failed attempts, then the steps with their timing.
 pub fn run(r: &Run) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: &str| {
@@ -115,6 +115,19 @@ pub fn run(r: &Run) -> String {
     }
     if let Some(o) = &r.output {
         field("output", &indent(&pretty(o)));
+    }
+    if !r.failed_attempts.is_empty() {
+        out.push_str("failed attempts\n");
+        let mut t = Table::new(&["  #", "STARTED (UTC)", "TOOK", "ERROR"]);
+        for a in &r.failed_attempts {
+            t.row(vec![
+                format!("  {}", a.attempt),
+                format_ms(a.started_at_ms),
+                format_duration_ms(a.ended_at_ms - a.started_at_ms),
+                a.error.replace('\n', " "),
+            ]);
+        }
+        out.push_str(&t.render());
     }
     if r.steps.is_empty() {
         out.push_str("steps      none\n");
@@ -181,6 +194,10 @@ mod tests {
             "last_error": "the CRM answered 503\nretry later", "output": null,
             "reason": null, "not_before_ms": null, "created_at_ms": 1_769_850_000_000i64,
             "replay_of": "0192-old",
+            "failed_attempts": [
+                {"attempt": 1, "started_at_ms": 1_769_849_990_000i64, "ended_at_ms": 1_769_849_990_300i64,
+                 "error": "the CRM answered 503\nretry later"}
+            ],
             "steps": [
                 {"id": "charge", "started_at_ms": 1_769_850_000_000i64, "completed_at_ms": 1_769_850_002_400i64},
                 {"id": "email", "started_at_ms": 1_769_850_002_500i64, "completed_at_ms": null}
@@ -209,6 +226,8 @@ mod tests {
             "error      the CRM answered 503\n           retry later\n",
             "  charge  2026-01-31 09:00:00Z  2026-01-31 09:00:02Z  2.4s",
             "  email   2026-01-31 09:00:02Z  -",
+            "failed attempts\n",
+            "  1  2026-01-31 08:59:50Z  300ms  the CRM answered 503 retry later\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -246,6 +246,11 @@ async fn every_command_against_a_runtime() {
     );
     let text = cli.run(&["run", &failed_id]).await;
     assert!(text.text().contains("the card was declined"), "{text:?}");
+    assert!(
+        text.text().contains("failed attempts\n  #  STARTED (UTC)"),
+        "{text:?}"
+    );
+    assert!(text.text().contains("  1  "), "{text:?}");
 
     // replay ID: a new run of the same event, which now completes.
     FIXED.store(true, Ordering::SeqCst);

@@ -182,6 +182,7 @@ impl Engine {
             self.trace.link(&span, parent);
         }
         let finish = Self::finish_deadline(def, started);
+        let started_ms = now_millis();
         let ended = if let Some(reason) = run.cancel.take() {
             // Marked cancelled before this attempt began (by another app's process, or
             // while its last attempt ran in a process that stopped): it does not execute.
@@ -255,9 +256,12 @@ impl Engine {
                 key: run.key,
                 function: run.function,
                 result,
+                started_ms,
+                ended_ms: now_millis(),
             });
             return;
         }
+        let ended_ms = now_millis();
         if run.event.name == crate::function::INVOKE_EVENT {
             self.report_invocation(run.event.id, &result).await;
         }
@@ -273,6 +277,8 @@ impl Engine {
             key: run.key,
             function: run.function,
             result,
+            started_ms,
+            ended_ms,
         });
     }
 

@@ -128,7 +128,7 @@ pub use runtime::{
 pub use send_options::{JsonEvent, SendOptions};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteSync;
-pub use store::{RunInfo, RunStatus, StepInfo, UnknownStatus, WaitingFor};
+pub use store::{AttemptInfo, RunInfo, RunStatus, StepInfo, UnknownStatus, WaitingFor};
 pub use stored_events::{EventFilter, EventInfo, EventPage};
 pub use trace::{InvalidTraceParent, TraceParent};
 

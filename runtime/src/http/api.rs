@@ -156,6 +156,12 @@ pub(crate) fn run_json(run: &RunInfo) -> Value {
         "status": run.status.as_str(),
         "attempts": run.attempts,
         "last_error": run.last_error,
+        "failed_attempts": run.failed_attempts.iter().map(|a| json!({
+            "attempt": a.attempt,
+            "started_at_ms": a.started_at_ms,
+            "ended_at_ms": a.ended_at_ms,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
         "output": run.output,
         "reason": run.reason,
         "not_before_ms": run.not_before_ms,

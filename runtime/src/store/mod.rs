@@ -532,12 +532,30 @@ pub struct StepInfo {
     pub completed_at_ms: u64,
 }
 
+/// A failed attempt of a run, as [`RunInfo::failed_attempts`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptInfo {
+    /// Which attempt it was: 1 for the first.
+    pub attempt: u32,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When it ended.
+    pub ended_at_ms: u64,
+    /// Why it failed: the error the function returned, its panic, or its timeout.
+    pub error: String,
+}
+
 /// The result of one attempt, as decided by the engine.
 pub(crate) struct Outcome {
     pub key: RunKey,
     /// Index of the run's function in the runtime's registry.
     pub function: u32,
     pub result: OutcomeKind,
+    /// When the attempt started and ended (ms since the Unix epoch): stored with the
+    /// error of a failed one ([`OutcomeKind::failure`]).
+    pub started_ms: u64,
+    pub ended_ms: u64,
 }
 
 #[derive(Clone)]
@@ -567,6 +585,15 @@ pub(crate) enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// The error of an attempt that failed (retried or for good): such an attempt is
+    /// kept in the run's history ([`RunInfo::failed_attempts`]).
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            OutcomeKind::Retry { error, .. } | OutcomeKind::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+
     /// Whether the run executes again after this outcome (a retry, a sleep, a wait). The
     /// rule every store applies when it records the outcome of a run marked cancelled:
     /// such an outcome becomes [`OutcomeKind::Cancelled`], with the mark's reason; a
@@ -600,6 +627,10 @@ pub struct RunInfo {
     pub attempts: u32,
     /// The error of the latest failed attempt.
     pub last_error: Option<String>,
+    /// Every attempt that failed, oldest first, with its error and timing (retried
+    /// ones, and the last one of a failed run). A completed run's successful attempt,
+    /// or one running now, is not listed: [`attempts`](Self::attempts) counts it.
+    pub failed_attempts: Vec<AttemptInfo>,
     /// What the function returned, once completed (`None` for `()`).
     pub output: Option<serde_json::Value>,
     /// The steps completed so far, in the order they ran.

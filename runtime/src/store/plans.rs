@@ -272,7 +272,8 @@ mod postgres {
                 format!(
                     "'{{{ids}}}', array_fill(2::smallint, ARRAY[512]), \
                      array_fill(NULL::text, ARRAY[512]), array_fill(NULL::text, ARRAY[512]), \
-                     array_fill(0::bigint, ARRAY[512]), {nil}, array_fill(-1, ARRAY[512])"
+                     array_fill(0::bigint, ARRAY[512]), {nil}, array_fill(-1, ARRAY[512]), \
+                     array_fill(0::bigint, ARRAY[512]), array_fill(0::bigint, ARRAY[512])"
                 ),
             ),
             (

@@ -412,6 +412,21 @@ fn run_detail(authed: &Authed, run: &RunInfo, replays: &[RunInfo]) -> String {
             esc(error)
         );
     }
+    if !run.failed_attempts.is_empty() {
+        let _ = write!(d, "<h2>Failed attempts</h2><table id=\"attempts\"><thead><tr><th class=\"num\">Attempt</th><th>Started</th><th>Ended</th><th class=\"num\">Took</th><th>Error</th></tr></thead><tbody>");
+        for a in &run.failed_attempts {
+            let _ = write!(
+                d,
+                "<tr><td class=\"num\">{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td><td><pre class=\"error\">{}</pre></td></tr>",
+                a.attempt,
+                time(a.started_at_ms),
+                time(a.ended_at_ms),
+                duration(a.ended_at_ms.saturating_sub(a.started_at_ms)),
+                esc(&a.error)
+            );
+        }
+        d.push_str("</tbody></table>");
+    }
     if let Some(output) = &run.output {
         let text = serde_json::to_string_pretty(output).unwrap_or_default();
         let _ = write!(d, "<h2>Output</h2><pre id=\"output\">{}</pre>", esc(&text));

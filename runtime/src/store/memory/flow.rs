@@ -44,6 +44,8 @@ pub(super) struct RunFlow {
     pub replay_of: Option<RunId>,
     /// What it waits for, while it waits (`ctx.wait_for_event`).
     pub waiting_for: Option<crate::store::WaitingFor>,
+    /// Its attempts that failed, oldest first.
+    pub failed_attempts: Vec<crate::store::AttemptInfo>,
 }
 
 /// Why a run is held back, or how it ended without executing.

@@ -376,6 +376,16 @@ impl Store for MemoryStore {
             let Some(run) = inner.runs.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
+            if let Some(error) = outcome.result.failure() {
+                let attempt = crate::store::AttemptInfo {
+                    attempt: run.attempts,
+                    started_at_ms: outcome.started_ms,
+                    ended_at_ms: outcome.ended_ms,
+                    error: error.to_owned(),
+                };
+                let f = run.flow.get_or_insert_with(Default::default);
+                f.failed_attempts.push(attempt);
+            }
             let result = match run.cancelled() {
                 Some(reason) if outcome.result.resumes() => OutcomeKind::Cancelled(reason.into()),
                 _ => outcome.result,
@@ -696,6 +706,10 @@ impl MemoryStore {
             status: run.status,
             attempts: run.attempts,
             last_error: run.last_error.as_deref().map(str::to_owned),
+            failed_attempts: run
+                .flow
+                .as_ref()
+                .map_or_else(Vec::new, |f| f.failed_attempts.clone()),
             output: run.output.clone(),
             steps: run.steps.iter().map(StepRecord::info).collect(),
             reason: match run.status {

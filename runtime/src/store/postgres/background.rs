@@ -10,7 +10,7 @@ pub(crate) const REAP: &str =
 
 /// A walk over finished runs: those `$runs` selects (past their cut-off), in
 /// `(finished_at, id)` order from a mark (`$2`, `$3`), `$4` at most, deleting each event
-/// (runs, steps) whose runs are all past their keep: finished before the retention's
+/// (runs, steps, failed attempts) whose runs are all past their keep: finished before the retention's
 /// cut-off (`$1` ago), and a failed one before the failed retention's (`$5` ago).
 /// Returns the runs read and the last one.
 macro_rules! prune_walk {
@@ -34,7 +34,9 @@ runs AS (
     DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))
     RETURNING r.id),
 steps AS (
-    DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs)))
+    DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs))),
+attempts AS (
+    DELETE FROM fanfare_attempts a WHERE a.run = ANY(ARRAY(SELECT id FROM runs)))
 SELECT (SELECT count(*) FROM c), last.finished_at, last.id
 FROM (SELECT 1) one
 LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true"

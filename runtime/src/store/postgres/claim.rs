@@ -204,4 +204,33 @@ impl Shared {
         }
         Ok(steps)
     }
+
+    /// The failed attempts of the runs `runs`, oldest first.
+    pub(super) async fn failed_attempts(
+        &self,
+        client: &Object,
+        runs: &[i64],
+    ) -> Result<HashMap<i64, Vec<AttemptInfo>>> {
+        if runs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = client
+            .query(
+                "SELECT run, attempt, started_at, ended_at, error FROM fanfare_attempts \
+                 WHERE run = ANY($1) ORDER BY run, attempt",
+                &[&runs],
+            )
+            .await
+            .map_err(|e| self.error("cannot read attempts", e))?;
+        let mut attempts: HashMap<i64, Vec<AttemptInfo>> = HashMap::new();
+        for row in rows {
+            attempts.entry(row.get(0)).or_default().push(AttemptInfo {
+                attempt: row.get::<_, i32>(1) as u32,
+                started_at_ms: row.get::<_, i64>(2) as u64,
+                ended_at_ms: row.get::<_, i64>(3) as u64,
+                error: row.get(4),
+            });
+        }
+        Ok(attempts)
+    }
 }

@@ -42,12 +42,12 @@ pub(crate) use {
 };
 
 use super::retention::{self, Marks, Retention};
+use super::{AttemptInfo, EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use super::{
     Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, QueueStats, RecordError,
     RecordFuture, RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions,
     Unfinished, WaitSpec, WaitState,
 };
-use super::{EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
 use crate::function::{FunctionDef, Registry};

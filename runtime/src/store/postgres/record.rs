@@ -21,9 +21,10 @@ macro_rules! cancels {
 }
 
 /// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors or
-/// cancellation reasons, `$5` delays in ms, `$7` waiting steps) of runs this process
-/// (`$6`) still owns; a cancelled run's pending wait goes. Returns the runs recorded,
-/// their status, and the time.
+/// cancellation reasons, `$5` delays in ms, `$7` waiting steps, `$8` and `$9` when
+/// they started and ended) of runs this process (`$6`) still owns; a cancelled run's
+/// pending wait goes, a failed attempt (a retry's or a failure's code) is kept in
+/// `fanfare_attempts`. Returns the runs recorded, their status, and the time.
 pub(crate) const RECORD: &str = concat!(
     "
 WITH done AS (
@@ -60,13 +61,19 @@ UPDATE fanfare_runs r SET
     " OR u.status IN (2, 3) THEN fanfare_now() END,
     lease_until = NULL,
     owner = NULL
-FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
-    AS u(id, status, output, error, delay, seq)
+FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[],
+            $8::bigint[], $9::bigint[])
+    AS u(id, status, output, error, delay, seq, started, ended)
 WHERE r.id = u.id AND r.owner = $6 AND r.status = 1
-RETURNING r.id, r.status),
+RETURNING r.id, r.status, r.attempts, u.status AS code, u.error, u.started, u.ended),
 -- A cancelled run's pending wait resumes nothing.
 waits AS (
-    DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5)))
+    DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5))),
+failures AS (
+    INSERT INTO fanfare_attempts (run, attempt, started_at, ended_at, error)
+    SELECT id, attempts, started, ended, error FROM done WHERE code IN (0, 3)
+    ON CONFLICT (run, attempt) DO UPDATE SET started_at = excluded.started_at,
+        ended_at = excluded.ended_at, error = excluded.error)
 SELECT id, status, fanfare_now() FROM done"
 );
 
@@ -79,6 +86,8 @@ impl Shared {
         let mut delays: Vec<i64> = Vec::with_capacity(outcomes.len());
         // For a wait: the waiting step's position (-1 otherwise).
         let mut seqs: Vec<i32> = Vec::with_capacity(outcomes.len());
+        let started: Vec<i64> = outcomes.iter().map(|o| o.started_ms as i64).collect();
+        let ended: Vec<i64> = outcomes.iter().map(|o| o.ended_ms as i64).collect();
         for o in outcomes {
             seqs.push(match &o.result {
                 OutcomeKind::Wait { seq, .. } => *seq as i32,
@@ -126,7 +135,7 @@ impl Shared {
         }
         let err = |e| self.error("cannot record outcomes", e);
         let mut client = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
             &ids,
             &statuses,
             &outputs,
@@ -134,6 +143,8 @@ impl Shared {
             &delays,
             &self.owner,
             &seqs,
+            &started,
+            &ended,
         ];
         // Flow control's share only for batches with runs of functions that limit
         // concurrency (their slots) or batch (their batch's other runs).

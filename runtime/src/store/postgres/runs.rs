@@ -222,6 +222,13 @@ impl Shared {
             .map(|row| row.get(7))
             .collect();
         let mut waits = self.waiting_for(client, &waiting).await?;
+        // Only a run with an error has failed attempts.
+        let failing: Vec<i64> = rows
+            .iter()
+            .filter(|row| row.get::<_, Option<&str>>(5).is_some())
+            .map(|row| row.get(7))
+            .collect();
+        let mut failures = self.failed_attempts(client, &failing).await?;
         Ok(rows
             .into_iter()
             .map(|row| RunInfo {
@@ -240,6 +247,7 @@ impl Shared {
                 ),
                 attempts: row.get::<_, i32>(4) as u32,
                 last_error: row.get(5),
+                failed_attempts: failures.remove(&row.get::<_, i64>(7)).unwrap_or_default(),
                 output: row
                     .get::<_, Option<String>>(6)
                     .and_then(|o| serde_json::from_str(&o).ok()),

@@ -170,6 +170,18 @@ CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
     r#"
 ALTER TABLE fanfare_events ADD COLUMN traceparent text;
 "#,
+    // A run's history (`RunInfo::failed_attempts`): each attempt that failed, written
+    // only then (a run that completes first time writes nothing here), pruned with it.
+    r#"
+CREATE TABLE fanfare_attempts (
+    run bigint NOT NULL,
+    attempt integer NOT NULL,
+    started_at bigint NOT NULL,
+    ended_at bigint NOT NULL,
+    error text NOT NULL,
+    PRIMARY KEY (run, attempt)
+);
+"#,
 ];
 
 impl Shared {

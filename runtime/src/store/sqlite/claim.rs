@@ -165,4 +165,25 @@ impl Ctx<'_> {
         })
         .map_err(&err)
     }
+
+    /// The failed attempts of a run, oldest first.
+    pub(super) fn failed_attempts(&self, tx: &Connection, run: i64) -> Result<Vec<AttemptInfo>> {
+        let err = self.err("cannot read attempts");
+        tx.prepare_cached(
+            "SELECT attempt, started_at, ended_at, error FROM fanfare_attempts \
+             WHERE run = ?1 ORDER BY attempt",
+        )
+        .and_then(|mut s| {
+            s.query_map([run], |r| {
+                Ok(AttemptInfo {
+                    attempt: r.get(0)?,
+                    started_at_ms: r.get::<_, i64>(1)? as u64,
+                    ended_at_ms: r.get::<_, i64>(2)? as u64,
+                    error: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(&err)
+    }
 }

@@ -34,12 +34,12 @@ pub(crate) use {
 };
 
 use super::retention::{self, Marks, Retention};
+use super::{AttemptInfo, EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey, RunStatus, Saved,
     Store, StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
-use super::{EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{now_millis, Envelope, EventId, RunId};
 use crate::function::Registry;

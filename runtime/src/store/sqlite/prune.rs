@@ -119,14 +119,17 @@ impl Ctx<'_> {
         ))
     }
 
-    /// Deletes an event with its runs and their steps.
+    /// Deletes an event with its runs, their steps and their failed attempts.
     pub(super) fn delete_event(&self, tx: &Connection, event: &[u8]) -> Result<()> {
         let err = self.err("cannot prune");
-        tx.prepare_cached(
+        for sql in [
             "DELETE FROM fanfare_steps WHERE run IN (SELECT id FROM fanfare_runs WHERE event_id = ?1)",
-        )
-        .and_then(|mut s| s.execute([event]))
-        .map_err(&err)?;
+            "DELETE FROM fanfare_attempts WHERE run IN (SELECT id FROM fanfare_runs WHERE event_id = ?1)",
+        ] {
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute([event]))
+                .map_err(&err)?;
+        }
         tx.prepare_cached("DELETE FROM fanfare_runs WHERE event_id = ?1")
             .and_then(|mut s| s.execute([event]))
             .map_err(&err)?;

@@ -49,6 +49,21 @@ impl Ctx<'_> {
         }
         for (outcome, result) in outcomes.iter().zip(&results) {
             let key = outcome.key as i64;
+            if let Some(error) = outcome.result.failure() {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO fanfare_attempts (run, attempt, started_at, ended_at, error) \
+                     SELECT id, attempts, ?2, ?3, ?4 FROM fanfare_runs WHERE id = ?1 AND status = 1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        key,
+                        outcome.started_ms as i64,
+                        outcome.ended_ms as i64,
+                        error
+                    ])
+                })
+                .map_err(&err)?;
+            }
             match result.as_ref() {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());

@@ -197,6 +197,11 @@ impl Ctx<'_> {
                         row.flow & i64::from(flags::SKIPPED) != 0,
                     ),
                     attempts: row.attempts,
+                    // A run without an error has no failed attempt to read.
+                    failed_attempts: match row.last_error {
+                        Some(_) => self.failed_attempts(tx, row.key)?,
+                        None => Vec::new(),
+                    },
                     last_error: row.last_error,
                     output: row.output.and_then(|o| serde_json::from_str(&o).ok()),
                     steps: self

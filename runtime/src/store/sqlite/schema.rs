@@ -129,6 +129,18 @@ CREATE INDEX fanfare_runs_skipped ON fanfare_runs (run_id) WHERE flow & 32 <> 0;
     r#"
 ALTER TABLE fanfare_events ADD COLUMN traceparent TEXT;
 "#,
+    // A run's history (`RunInfo::failed_attempts`): each attempt that failed, written
+    // only then (a run that completes first time writes nothing here), pruned with it.
+    r#"
+CREATE TABLE fanfare_attempts (
+    run INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (run, attempt)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where
