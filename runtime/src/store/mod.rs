@@ -56,9 +56,9 @@ impl EventCache {
     const MAX: usize = 65_536;
 
     /// Keeps `event` for the `runs` runs of it this process may claim, if there is room.
-    pub fn keep(&mut self, event: Envelope, runs: usize) {
+    pub fn keep(&mut self, event: Arc<Envelope>, runs: usize) {
         if runs > 0 && self.events.len() < Self::MAX {
-            self.events.insert(event.id, (Arc::new(event), runs));
+            self.events.insert(event.id, (event, runs));
         }
     }
 

@@ -161,7 +161,7 @@ impl Shared {
             .into_iter()
             .map(|event| {
                 let c = counts.get(&event.id.as_uuid()).copied().unwrap_or_default();
-                cache.keep(event, c.1);
+                cache.keep(Arc::new(event), c.1);
                 c
             })
             .collect())

@@ -91,9 +91,9 @@ pub(crate) struct SqliteStore {
 }
 
 enum Command {
-    Append(Envelope, Option<u32>, oneshot::Sender<Result<usize>>),
+    Append(Arc<Envelope>, Option<u32>, oneshot::Sender<Result<usize>>),
     /// Several events, all stored or none.
-    AppendAll(Vec<Envelope>, oneshot::Sender<Result<usize>>),
+    AppendAll(Vec<Arc<Envelope>>, oneshot::Sender<Result<usize>>),
     Claim(usize, oneshot::Sender<Result<Claim>>),
     Record(
         Vec<Outcome>,
@@ -273,14 +273,15 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
-        self.call(|tx| Command::Append(event, None, tx))
+        self.call(|tx| Command::Append(Arc::new(event), None, tx))
     }
 
     fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
-        self.call(|tx| Command::Append(event, Some(function), tx))
+        self.call(|tx| Command::Append(Arc::new(event), Some(function), tx))
     }
 
     fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
+        let events = events.into_iter().map(Arc::new).collect();
         self.call(|tx| Command::AppendAll(events, tx))
     }
 

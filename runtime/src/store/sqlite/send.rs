@@ -13,7 +13,7 @@ impl Ctx<'_> {
     pub(super) fn append(
         &self,
         tx: &Connection,
-        event: Envelope,
+        event: &Arc<Envelope>,
         to: Option<u32>,
         cache: &mut EventCache,
     ) -> Result<usize> {
@@ -63,8 +63,8 @@ impl Ctx<'_> {
                 ])
                 .map_err(&err)?;
         }
-        let resolved = self.resolve_waits(tx, &event)?;
-        cache.keep(event, subscribers.len());
+        let resolved = self.resolve_waits(tx, event)?;
+        cache.keep(Arc::clone(event), subscribers.len());
         // Runs made due: the new ones, and waiting ones this event resumes.
         Ok(subscribers.len() + resolved)
     }

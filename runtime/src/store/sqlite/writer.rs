@@ -55,24 +55,23 @@ impl Writer {
         }
     }
 
-    /// Runs a batch of commands in one transaction; each command in a savepoint of its own,
-    /// so one failing command leaves the others' work intact.
+    /// Runs a batch of commands in one transaction. A batch of sends, claims and records
+    /// runs first as it is (`optimistic`); if one of them fails, the transaction is
+    /// rolled back and the batch run again with each command in a savepoint of its own,
+    /// so one failing command leaves the others' work intact. (A savepoint per command
+    /// costs: SQLite copies each page a command changes again into the savepoint's
+    /// journal first.)
     pub(super) fn transaction(
         &mut self,
         batch: &mut Vec<Command>,
     ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, String)> {
-        let mut replies = Vec::with_capacity(batch.len());
         let now = now_millis();
         let prune = Instant::now() >= self.next_prune;
         let mut marks = self.marks;
         let path = self.path.clone();
-        let mut tx = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-        {
+        let mut tx = match begin(&mut self.conn, &path) {
             Ok(tx) => tx,
-            Err(e) => {
-                let msg = store_error(&path, "cannot begin a transaction", e).to_string();
+            Err(msg) => {
                 let replies = batch.drain(..).map(|c| failed_reply(c, &msg)).collect();
                 return Err((replies, msg));
             }
@@ -84,95 +83,34 @@ impl Writer {
             path: &path,
             now,
         };
-        for command in batch.drain(..) {
-            let mut sp = match tx.savepoint() {
-                Ok(sp) => sp,
-                Err(e) => {
-                    replies.push(failed_reply(
-                        command,
-                        &store_error(&path, "savepoint", e).to_string(),
-                    ));
-                    continue;
-                }
-            };
-            let reply = match command {
-                Command::Append(event, to, reply) => {
-                    let r = ctx.append(&sp, event, to, &mut self.cache);
-                    Reply::Append(reply, r)
-                }
-                Command::AppendAll(events, reply) => {
-                    // One savepoint for the batch: an error rolls all of it back. What
-                    // the cache learns is kept only once every event is stored.
-                    let mut learned = EventCache::default();
-                    let r = events
-                        .into_iter()
-                        .try_fold(0, |n, event| {
-                            Ok::<_, Error>(n + ctx.append(&sp, event, None, &mut learned)?)
-                        })
-                        .inspect(|_| self.cache.absorb(learned));
-                    Reply::Append(reply, r)
-                }
-                Command::Claim(max, reply) => {
-                    Reply::Claim(reply, ctx.claim(&sp, max, &mut self.cache))
-                }
-                Command::Record(outcomes, reply) => {
-                    let r = ctx.record(&sp, &outcomes);
-                    Reply::Record(reply, outcomes, r)
-                }
-                Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
-                Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(&sp, key, spec)),
-                Command::SaveStep(key, step, reply) => {
-                    Reply::Saved(reply, ctx.save_running_step(&sp, key, step))
-                }
-                Command::Cancel(run, reason, reply) => {
-                    Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
-                }
-                Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
-                Command::Run(run, reply) => Reply::Run(reply, Box::new(ctx.run(&sp, run))),
-                Command::List(filter, limit, reply) => {
-                    Reply::List(reply, ctx.list(&sp, &filter, limit))
-                }
-                Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
-                Command::Event(id, reply) => Reply::Event(reply, ctx.event(&sp, id)),
-                Command::Events(filter, limit, reply) => {
-                    Reply::Events(reply, ctx.events(&sp, &filter, limit))
-                }
-                Command::Count(functions, reply) => Reply::Count(reply, ctx.count(&sp, &functions)),
-                Command::Unfinished(function, limit, reply) => {
-                    Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
-                }
-                Command::QueueStats(limit, reply) => {
-                    Reply::QueueStats(reply, ctx.queue_stats(&sp, limit))
-                }
-                Command::Close(reply) => Reply::Unit(reply, Ok(())),
-            };
-            let ok = match &reply {
-                Reply::Append(_, r) => r.is_ok(),
-                Reply::Claim(_, r) => r.is_ok(),
-                Reply::Unit(_, r) | Reply::Record(_, _, r) => r.is_ok(),
-                Reply::Runs(_, r) => r.is_ok(),
-                Reply::Wait(_, r) => r.is_ok(),
-                Reply::Saved(_, r) => r.is_ok(),
-                Reply::Cancel(_, r) => r.is_ok(),
-                Reply::Unfinished(_, r) => r.is_ok(),
-                Reply::QueueStats(_, r) => r.is_ok(),
-                Reply::Run(_, r) => r.is_ok(),
-                Reply::List(_, r) => r.is_ok(),
-                Reply::Replay(_, r) => r.is_ok(),
-                Reply::Event(_, r) => r.is_ok(),
-                Reply::Events(_, r) => r.is_ok(),
-                Reply::Count(_, r) => r.is_ok(),
-            };
-            let end = if ok {
-                sp.commit()
-            } else {
-                sp.rollback().and_then(|()| sp.commit())
-            };
-            if let Err(e) = end {
-                tracing::error!(error = %e, "fanfare: SQLite savepoint failed");
+        let mut replies = None;
+        if batch.len() > 1 && batch.iter().all(Command::optimistic) {
+            replies = optimistic(&ctx, &tx, &mut self.cache, batch);
+            if replies.is_none() {
+                // What the cache learned from the rolled back work is forgotten. (An
+                // error SQLite rolled the transaction back for already ended it.)
+                self.cache.clear();
+                let _ = tx.rollback();
+                let again = match self.conn.is_autocommit() {
+                    true => begin(&mut self.conn, &path),
+                    false => Err(format!(
+                        "{}: cannot roll back a failed batch",
+                        path.display()
+                    )),
+                };
+                tx = match again {
+                    Ok(tx) => tx,
+                    Err(msg) => {
+                        let replies = batch.drain(..).map(|c| failed_reply(c, &msg)).collect();
+                        return Err((replies, msg));
+                    }
+                };
             }
-            replies.push(reply);
         }
+        let replies = match replies {
+            Some(replies) => replies,
+            None => one_by_one(&ctx, &mut tx, &mut self.cache, batch),
+        };
         // One batch of the history per transaction at most, between the commands' work.
         let mut behind = false;
         let began = Instant::now();
@@ -207,5 +145,231 @@ impl Writer {
                 Err((replies, store_error(&path, "commit failed", e).to_string()))
             }
         }
+    }
+}
+
+impl Command {
+    /// Whether the command is run without a savepoint of its own when its batch has only
+    /// such commands (see `Writer::transaction`): the commands of the run loop.
+    fn optimistic(&self) -> bool {
+        matches!(
+            self,
+            Command::Append(..) | Command::AppendAll(..) | Command::Claim(..) | Command::Record(..)
+        )
+    }
+}
+
+/// Runs a batch of `Command::optimistic` commands without savepoints; their replies, or
+/// `None` as soon as one fails (the caller rolls the transaction back).
+fn optimistic(
+    ctx: &Ctx<'_>,
+    tx: &Connection,
+    cache: &mut EventCache,
+    batch: &mut Vec<Command>,
+) -> Option<Vec<Reply>> {
+    enum Done {
+        Appended(usize),
+        Claimed(Claim),
+        Recorded,
+    }
+    let mut done = Vec::with_capacity(batch.len());
+    for command in batch.iter() {
+        let result = match command {
+            Command::Append(event, to, _) => ctx.append(tx, event, *to, cache).map(Done::Appended),
+            Command::AppendAll(events, _) => events
+                .iter()
+                .try_fold(0, |n, event| {
+                    Ok::<_, Error>(n + ctx.append(tx, event, None, cache)?)
+                })
+                .map(Done::Appended),
+            Command::Claim(max, _) => ctx.claim(tx, *max, cache).map(Done::Claimed),
+            Command::Record(outcomes, _) => ctx.record(tx, outcomes).map(|()| Done::Recorded),
+            _ => return None,
+        };
+        done.push(result.ok()?);
+    }
+    Some(
+        batch
+            .drain(..)
+            .zip(done)
+            .map(|(command, done)| match (command, done) {
+                (
+                    Command::Append(_, _, reply) | Command::AppendAll(_, reply),
+                    Done::Appended(n),
+                ) => Reply::Append(reply, Ok(n)),
+                (Command::Claim(_, reply), Done::Claimed(claim)) => Reply::Claim(reply, Ok(claim)),
+                (Command::Record(outcomes, reply), _) => Reply::Record(reply, outcomes, Ok(())),
+                (command, _) => failed_reply(command, "internal error: a reply of another command"),
+            })
+            .collect(),
+    )
+}
+
+/// Runs a batch of commands, each in a savepoint of its own.
+fn one_by_one(
+    ctx: &Ctx<'_>,
+    tx: &mut rusqlite::Transaction<'_>,
+    cache: &mut EventCache,
+    batch: &mut Vec<Command>,
+) -> Vec<Reply> {
+    let path = ctx.path;
+    let mut replies = Vec::with_capacity(batch.len());
+    for command in batch.drain(..) {
+        let mut sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                replies.push(failed_reply(
+                    command,
+                    &store_error(path, "savepoint", e).to_string(),
+                ));
+                continue;
+            }
+        };
+        let reply = match command {
+            Command::Append(event, to, reply) => {
+                let r = ctx.append(&sp, &event, to, cache);
+                Reply::Append(reply, r)
+            }
+            Command::AppendAll(events, reply) => {
+                // One savepoint for the batch: an error rolls all of it back. What
+                // the cache learns is kept only once every event is stored.
+                let mut learned = EventCache::default();
+                let r = events
+                    .into_iter()
+                    .try_fold(0, |n, event| {
+                        Ok::<_, Error>(n + ctx.append(&sp, &event, None, &mut learned)?)
+                    })
+                    .inspect(|_| cache.absorb(learned));
+                Reply::Append(reply, r)
+            }
+            Command::Claim(max, reply) => Reply::Claim(reply, ctx.claim(&sp, max, cache)),
+            Command::Record(outcomes, reply) => {
+                let r = ctx.record(&sp, &outcomes);
+                Reply::Record(reply, outcomes, r)
+            }
+            Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
+            Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(&sp, key, spec)),
+            Command::SaveStep(key, step, reply) => {
+                Reply::Saved(reply, ctx.save_running_step(&sp, key, step))
+            }
+            Command::Cancel(run, reason, reply) => {
+                Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
+            }
+            Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
+            Command::Run(run, reply) => Reply::Run(reply, Box::new(ctx.run(&sp, run))),
+            Command::List(filter, limit, reply) => {
+                Reply::List(reply, ctx.list(&sp, &filter, limit))
+            }
+            Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
+            Command::Event(id, reply) => Reply::Event(reply, ctx.event(&sp, id)),
+            Command::Events(filter, limit, reply) => {
+                Reply::Events(reply, ctx.events(&sp, &filter, limit))
+            }
+            Command::Count(functions, reply) => Reply::Count(reply, ctx.count(&sp, &functions)),
+            Command::Unfinished(function, limit, reply) => {
+                Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
+            }
+            Command::QueueStats(limit, reply) => {
+                Reply::QueueStats(reply, ctx.queue_stats(&sp, limit))
+            }
+            Command::Close(reply) => Reply::Unit(reply, Ok(())),
+        };
+        let ok = match &reply {
+            Reply::Append(_, r) => r.is_ok(),
+            Reply::Claim(_, r) => r.is_ok(),
+            Reply::Unit(_, r) | Reply::Record(_, _, r) => r.is_ok(),
+            Reply::Runs(_, r) => r.is_ok(),
+            Reply::Wait(_, r) => r.is_ok(),
+            Reply::Saved(_, r) => r.is_ok(),
+            Reply::Cancel(_, r) => r.is_ok(),
+            Reply::Unfinished(_, r) => r.is_ok(),
+            Reply::QueueStats(_, r) => r.is_ok(),
+            Reply::Run(_, r) => r.is_ok(),
+            Reply::List(_, r) => r.is_ok(),
+            Reply::Replay(_, r) => r.is_ok(),
+            Reply::Event(_, r) => r.is_ok(),
+            Reply::Events(_, r) => r.is_ok(),
+            Reply::Count(_, r) => r.is_ok(),
+        };
+        let end = if ok {
+            sp.commit()
+        } else {
+            sp.rollback().and_then(|()| sp.commit())
+        };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "fanfare: SQLite savepoint failed");
+        }
+        replies.push(reply);
+    }
+    replies
+}
+
+/// Begins the writer's transaction (`IMMEDIATE`: it holds the write lock from the start).
+fn begin<'c>(
+    conn: &'c mut Connection,
+    path: &Path,
+) -> std::result::Result<rusqlite::Transaction<'c>, String> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| store_error(path, "cannot begin a transaction", e).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that fails in a batch run without savepoints: the batch runs again,
+    /// each command in its savepoint, and only that command fails.
+    #[test]
+    fn a_failing_command_fails_alone() {
+        let dir = std::env::temp_dir().join(format!("fanfare-writer-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = Arc::new(Registry::new(Vec::new()).unwrap());
+        let mut writer = Writer::open(
+            &dir.join("w.db"),
+            SqliteSync::Normal,
+            registry,
+            "app".into(),
+            Retention::new(Duration::from_secs(3600), Duration::from_secs(3600)),
+        )
+        .unwrap();
+        let event = || {
+            let now = now_millis();
+            let id = EventId::from_uuid(crate::event::new_uuid(now));
+            Arc::new(Envelope::stored(id, "w/event".into(), "{}".into(), now))
+        };
+        // Sends are stored, and a claim finds nothing: both succeed.
+        let (a, a_rx) = oneshot::channel();
+        let (c, c_rx) = oneshot::channel();
+        let mut batch = vec![Command::Append(event(), None, a), Command::Claim(8, c)];
+        let replies = writer
+            .transaction(&mut batch)
+            .unwrap_or_else(|(_, e)| panic!("{e}"));
+        replies.into_iter().for_each(|r| r.send(&Ok(())));
+        assert_eq!(a_rx.blocking_recv().unwrap().unwrap(), 0);
+        assert!(c_rx.blocking_recv().unwrap().unwrap().runs.is_empty());
+        // Now a send cannot be stored (a table it reads is gone); the claim in its batch
+        // still succeeds, and the transaction commits.
+        writer
+            .conn
+            .execute_batch("DROP TABLE fanfare_wait_fields")
+            .unwrap();
+        let (c, c_rx) = oneshot::channel();
+        let (a, a_rx) = oneshot::channel();
+        let mut batch = vec![Command::Claim(8, c), Command::Append(event(), None, a)];
+        let replies = writer
+            .transaction(&mut batch)
+            .unwrap_or_else(|(_, e)| panic!("{e}"));
+        replies.into_iter().for_each(|r| r.send(&Ok(())));
+        assert!(c_rx.blocking_recv().unwrap().unwrap().runs.is_empty());
+        let err = a_rx.blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("fanfare_wait_fields"), "{err}");
+        assert!(writer.conn.is_autocommit());
+        let events: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM fanfare_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events, 1, "the failed send's event is rolled back");
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
