@@ -182,7 +182,8 @@ impl Engine {
             self.trace.link(&span, parent);
         }
         let finish = Self::finish_deadline(def, started);
-        let started_ms = now_millis();
+        // How long the attempt ran (zero for one that did not run).
+        let mut took = Duration::ZERO;
         let ended = if let Some(reason) = run.cancel.take() {
             // Marked cancelled before this attempt began (by another app's process, or
             // while its last attempt ran in a process that stopped): it does not execute.
@@ -235,7 +236,8 @@ impl Engine {
                 },
                 Err(e) => Ended::Returned(Err(e)),
             };
-            self.metrics.attempt(run.function, began.elapsed());
+            took = began.elapsed();
+            self.metrics.attempt(run.function, took);
             ended
         };
         let result = span.in_scope(|| self.decide(&run, def.retries(), ended, state.cancelled()));
@@ -256,12 +258,19 @@ impl Engine {
                 key: run.key,
                 function: run.function,
                 result,
-                started_ms,
-                ended_ms: now_millis(),
+                started_ms: 0,
+                ended_ms: 0,
             });
             return;
         }
-        let ended_ms = now_millis();
+        // A failed attempt's times are kept with its error (read the clock only then).
+        let (started_ms, ended_ms) = match result.failure() {
+            Some(_) => {
+                let ended_ms = now_millis();
+                (ended_ms.saturating_sub(took.as_millis() as u64), ended_ms)
+            }
+            None => (0, 0),
+        };
         if run.event.name == crate::function::INVOKE_EVENT {
             self.report_invocation(run.event.id, &result).await;
         }

@@ -552,8 +552,8 @@ pub(crate) struct Outcome {
     /// Index of the run's function in the runtime's registry.
     pub function: u32,
     pub result: OutcomeKind,
-    /// When the attempt started and ended (ms since the Unix epoch): stored with the
-    /// error of a failed one ([`OutcomeKind::failure`]).
+    /// When a failed attempt ([`OutcomeKind::failure`]) started and ended, in ms since
+    /// the Unix epoch, stored with its error; zero for other outcomes.
     pub started_ms: u64,
     pub ended_ms: u64,
 }
