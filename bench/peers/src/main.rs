@@ -21,10 +21,11 @@
 //! measurement when the last run has executed. A run is only counted as done once the
 //! system's own tables say it completed; the program panics if a system executes a run
 //! twice, skips one, or records fewer completions than it executed. A run that exceeds
-//! `--time-limit` seconds is reported as not finished, with its rate so far.
+//! `--time-limit` seconds is reported as not finished, with its rate so far, and that
+//! configuration is not run again at a larger N.
 //!
 //! Options: `--events 4000,40000`, `--database-url URL` (or `FANFARE_PEERS_DATABASE_URL`,
-//! default `postgres://postgres@127.0.0.1:5432/peers`), `--time-limit 60`,
+//! default `postgres://postgres@127.0.0.1:5432/peers`), `--time-limit 90`,
 //! `--apalis-sqlite-max-events 4000`, `--only WORD` (only systems whose name or
 //! configuration contains WORD; fanfare always runs, as the reference).
 
@@ -203,11 +204,27 @@ pub fn share(p: u64, events: u64) -> impl Iterator<Item = u64> {
 /// One line of a table.
 struct Row {
     system: &'static str,
-    config: String,
+    label: &'static str,
     /// Which fanfare system this one is compared with (its first row, the default
     /// configuration); "" for fanfare's own rows.
     against: &'static str,
     result: Result<Outcome, String>,
+}
+
+impl Row {
+    fn peer(
+        system: &'static str,
+        label: &'static str,
+        against: &'static str,
+        result: Result<Outcome, String>,
+    ) -> Row {
+        Row {
+            system,
+            label,
+            against,
+            result,
+        }
+    }
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -259,8 +276,8 @@ fn print_table(events: u64, rows: &[Row], limit: Duration) {
         events * FANOUT
     );
     println!(
-        "  {:<17} {:<52} {:>13} {:>9} {:>9}  {}",
-        "system", "configuration", "runs", "seconds", "runs/s", "fanfare's ratio"
+        "  {:<17} {:<52} {:>13} {:>9} {:>9}  fanfare's ratio",
+        "system", "configuration", "runs", "seconds", "runs/s"
     );
     let rate_of = |label: &str| {
         rows.iter()
@@ -298,13 +315,13 @@ fn print_table(events: u64, rows: &[Row], limit: Duration) {
                 println!(
                     "  {:<17} {:<52} {:>13} {:>9} {:>9.0}  {ratio}",
                     row.system,
-                    row.config,
+                    row.label,
                     runs,
                     secs,
                     o.rate()
                 );
             }
-            Err(why) => println!("  {:<17} {:<52} {why}", row.system, row.config),
+            Err(why) => println!("  {:<17} {:<52} {why}", row.system, row.label),
         }
     }
 }
@@ -334,7 +351,7 @@ async fn main() {
     let time_limit = Duration::from_secs(
         arg(&args, "--time-limit")
             .map(|s| s.parse().expect("--time-limit: seconds"))
-            .unwrap_or(60),
+            .unwrap_or(90),
     );
     let sqlite_max: u64 = arg(&args, "--apalis-sqlite-max-events")
         .map(|s| s.parse().expect("--apalis-sqlite-max-events: a number"))
@@ -363,58 +380,69 @@ async fn main() {
         time_limit.as_secs()
     );
 
+    // A configuration that did not finish at some N is not run at larger N.
+    let mut unfinished: Vec<(&str, &str, u64)> = Vec::new();
     for &n in &events {
         let mut rows = Vec::new();
-        let fanfare_pg = fanfare_sys::PG;
-        let fanfare_sqlite = fanfare_sys::SQLITE;
         for config in fanfare_sys::CONFIGS {
             let result = fanfare_sys::run(config, n, &env).await;
             rows.push(Row {
                 system: config.system,
-                config: config.label.to_owned(),
+                label: config.label,
                 against: "",
                 result: Ok(result),
             });
         }
         for config in apalis_pg::CONFIGS {
-            if wanted("apalis-postgres", config.label) {
-                rows.push(Row {
-                    system: "apalis-postgres",
-                    config: config.label.to_owned(),
-                    against: fanfare_pg,
-                    result: Ok(apalis_pg::run(config, n, &env).await),
-                });
+            let (system, label) = ("apalis-postgres", config.label);
+            if wanted(system, label) {
+                let result = match skip(&unfinished, system, label, n) {
+                    Some(why) => Err(why),
+                    None => Ok(apalis_pg::run(config, n, &env).await),
+                };
+                rows.push(Row::peer(system, label, fanfare_sys::PG, result));
             }
         }
         for config in graphile::CONFIGS {
-            if wanted("graphile_worker", config.label) {
-                rows.push(Row {
-                    system: "graphile_worker",
-                    config: config.label.to_owned(),
-                    against: fanfare_pg,
-                    result: Ok(graphile::run(config, n, &env).await),
-                });
+            let (system, label) = ("graphile_worker", config.label);
+            if wanted(system, label) {
+                let result = match skip(&unfinished, system, label, n) {
+                    Some(why) => Err(why),
+                    None => Ok(graphile::run(config, n, &env).await),
+                };
+                rows.push(Row::peer(system, label, fanfare_sys::PG, result));
             }
         }
         for config in apalis_sqlite::CONFIGS {
-            if wanted("apalis-sqlite", config.label) {
+            let (system, label) = ("apalis-sqlite", config.label);
+            if wanted(system, label) {
                 let result = if n > sqlite_max {
                     Err(format!(
                         "not run: {n} events > --apalis-sqlite-max-events {sqlite_max} (its ack query slows with every job stored)"
                     ))
+                } else if let Some(why) = skip(&unfinished, system, label, n) {
+                    Err(why)
                 } else {
                     Ok(apalis_sqlite::run(config, n, &env).await)
                 };
-                rows.push(Row {
-                    system: "apalis-sqlite",
-                    config: config.label.to_owned(),
-                    against: fanfare_sqlite,
-                    result,
-                });
+                rows.push(Row::peer(system, label, fanfare_sys::SQLITE, result));
+            }
+        }
+        for row in &rows {
+            if matches!(row.result, Ok(o) if !o.finished) {
+                unfinished.push((row.system, row.label, n));
             }
         }
         print_table(n, &rows, time_limit);
     }
+}
+
+/// Why a configuration is not run at `n` events: it did not finish at fewer.
+fn skip(unfinished: &[(&str, &str, u64)], system: &str, label: &str, n: u64) -> Option<String> {
+    unfinished
+        .iter()
+        .find(|&&(s, l, m)| s == system && l == label && m < n)
+        .map(|&(_, _, m)| format!("not run: did not finish {m} events within the time limit"))
 }
 
 /// The URL without a password, for printing.
