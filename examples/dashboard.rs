@@ -45,7 +45,7 @@ async fn send_welcome(ctx: Ctx<UserSignup>) -> fanfare::Result<String> {
 /// Fails for every third user, after a retry.
 #[function(trigger = "user/signup", retries = 1)]
 async fn sync_crm(ctx: Ctx<UserSignup>) -> fanfare::Result<()> {
-    if ctx.event().user_id % 3 == 0 {
+    if ctx.event().user_id.is_multiple_of(3) {
         return Err(Error::msg(format!(
             "CRM answered 503 for user {} <{}>",
             ctx.event().user_id,

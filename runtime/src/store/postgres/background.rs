@@ -110,7 +110,7 @@ pub(super) async fn listen(config: tokio_postgres::Config, target: String, wake:
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(target = %target, error = %e, "fanfare: cannot connect the listener; polling meanwhile");
                 }
             }

@@ -5,10 +5,13 @@
 //! answers each after the commit. Concurrent sends therefore share a commit (group
 //! commit), and claims and outcomes ride along in the same transaction.
 //!
-//! The database is in WAL mode with `locking_mode=EXCLUSIVE`: one process owns the file
-//! while it runs. Runs left `running` by a process that died are re-queued at open.
+//! The database is in WAL mode; an exclusive lock on the file (`flock`) keeps a second
+//! runtime out while one runs. A second connection, on a thread of its own, checkpoints
+//! the log (`checkpoint.rs`). Runs left `running` by a process that died are re-queued at
+//! open.
 
 mod cancel;
+mod checkpoint;
 mod claim;
 mod events;
 mod flow;
@@ -387,6 +390,8 @@ impl Store for SqliteStore {
 /// The thread that owns the connection.
 struct Writer {
     conn: Connection,
+    /// Closed after `conn`: it checkpoints beside the writer (`checkpoint.rs`).
+    checkpointer: checkpoint::Checkpointer,
     app: String,
     path: PathBuf,
     registry: Arc<Registry>,
@@ -398,6 +403,11 @@ struct Writer {
     /// When to prune next, and where pruning got to.
     next_prune: Instant,
     marks: Marks,
+    /// The lock that keeps a second runtime off the file; dropped last, once both
+    /// connections are closed (closing another descriptor of the file while SQLite
+    /// holds its locks would release them).
+    #[allow(dead_code)]
+    lock: std::fs::File,
 }
 
 impl Writer {

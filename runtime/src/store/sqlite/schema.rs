@@ -161,6 +161,25 @@ impl Writer {
         retention: Retention,
     ) -> Result<Writer> {
         let fail = |what: &str, e: rusqlite::Error| store_error(path, what, e);
+        // One process (one runtime) at a time: an exclusive lock on the file, held until
+        // the writer is gone. (Not SQLite's `locking_mode = EXCLUSIVE`, which would keep
+        // the checkpointer's connection out too.)
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| store_error(path, "cannot open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(store_error(path, IN_USE, "the file is locked"))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(store_error(path, "cannot lock the file", e))
+            }
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -197,12 +216,15 @@ impl Writer {
         // is kept in memory instead of a temporary file, which cost a sixth of the
         // writer's time in system calls (`bench --only sqlite`, perf).
         conn.execute_batch(&format!(
-            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA busy_timeout = 0; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| fail(IN_USE, e))?;
+        let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
         let mut writer = Writer {
             conn,
+            checkpointer,
+            lock,
             app,
             path: path.to_owned(),
             functions: registry

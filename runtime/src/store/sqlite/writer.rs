@@ -130,6 +130,7 @@ impl Writer {
         }
         match tx.commit() {
             Ok(()) => {
+                self.checkpointer.after_commit(&self.conn);
                 if prune {
                     // The pruning batch's time counts its commit too (the pages it changed
                     // are written there), so that it stays within its share of the writer.
