@@ -173,7 +173,7 @@ mod postgres {
     use crate::store::postgres::{
         list_sql, BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY,
         MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, REAP, RECORD,
-        SEND,
+        RECORD_FAILURES, SEND,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
@@ -272,6 +272,16 @@ mod postgres {
                 format!(
                     "'{{{ids}}}', array_fill(2::smallint, ARRAY[512]), \
                      array_fill(NULL::text, ARRAY[512]), array_fill(NULL::text, ARRAY[512]), \
+                     array_fill(0::bigint, ARRAY[512]), {nil}, array_fill(-1, ARRAY[512])"
+                ),
+            ),
+            (
+                "record with failures",
+                RECORD_FAILURES,
+                // 512 retries.
+                format!(
+                    "'{{{ids}}}', array_fill(0::smallint, ARRAY[512]), \
+                     array_fill(NULL::text, ARRAY[512]), array_fill('boom'::text, ARRAY[512]), \
                      array_fill(0::bigint, ARRAY[512]), {nil}, array_fill(-1, ARRAY[512]), \
                      array_fill(0::bigint, ARRAY[512]), array_fill(0::bigint, ARRAY[512])"
                 ),

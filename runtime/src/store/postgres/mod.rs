@@ -35,7 +35,7 @@ pub(crate) use {
     claim::{CLAIM, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY},
     queue::QUEUE_STATS,
-    record::RECORD,
+    record::{RECORD, RECORD_FAILURES},
     runs::list_sql,
     schema::MIGRATIONS,
     send::SEND,

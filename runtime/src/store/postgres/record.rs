@@ -11,7 +11,7 @@ const SLEEP: i16 = 6;
 /// The outcome code of a wait for an event (stored as status 0 with `waiting`).
 const WAIT: i16 = 7;
 
-/// The text of [`RECORD`], for `concat!`: whether outcome `u` cancels run `r`. A run
+/// The text of `record!`, for `concat!`: whether outcome `u` cancels run `r`. A run
 /// marked cancelled while it ran (`cancel`) that would run again (a retry, a sleep, a
 /// wait) is cancelled instead (`OutcomeKind::resumes`).
 macro_rules! cancels {
@@ -20,18 +20,20 @@ macro_rules! cancels {
     };
 }
 
-/// Writes the outcomes of attempts (`$1` runs, `$2` codes, `$3` outputs, `$4` errors or
-/// cancellation reasons, `$5` delays in ms, `$7` waiting steps, `$8` and `$9` when
-/// they started and ended) of runs this process (`$6`) still owns; a cancelled run's
-/// pending wait goes, a failed attempt (a retry's or a failure's code) is kept in
-/// `fanfare_attempts`. Returns the runs recorded, their status, and the time.
-pub(crate) const RECORD: &str = concat!(
-    "
+/// The text of [`RECORD`] and [`RECORD_FAILURES`]: writes the outcomes of attempts (`$1`
+/// runs, `$2` codes, `$3` outputs, `$4` errors or cancellation reasons, `$5` delays in ms,
+/// `$7` waiting steps) of runs this process (`$6`) still owns; a cancelled run's pending
+/// wait goes. `$from` names the outcomes' columns, `$returning` what `done` returns, and
+/// `$then` the statements after it. Returns the runs recorded, their status, and the time.
+macro_rules! record {
+    ($from:literal, $returning:literal, $then:literal) => {
+        concat!(
+            "
 WITH done AS (
 UPDATE fanfare_runs r SET
     status = CASE WHEN ",
-    cancels!(),
-    " THEN 5 WHEN u.status IN (6, 7) THEN 0 ELSE u.status END,
+            cancels!(),
+            " THEN 5 WHEN u.status IN (6, 7) THEN 0 ELSE u.status END,
     sleeping = u.status = 6 AND r.cancel IS NULL,
     -- A wait is still pending unless a send resolved it meanwhile, which
     -- stored its step: the row is read again after such a concurrent
@@ -40,41 +42,67 @@ UPDATE fanfare_runs r SET
     attempts = r.attempts - CASE WHEN u.status IN (6, 7) AND r.cancel IS NULL THEN 1 ELSE 0 END,
     output = u.output,
     last_error = CASE WHEN ",
-    cancels!(),
-    " THEN r.last_error ELSE coalesce(u.error, r.last_error) END,
+            cancels!(),
+            " THEN r.last_error ELSE coalesce(u.error, r.last_error) END,
     reason = CASE WHEN ",
-    cancels!(),
-    " THEN coalesce(r.cancel, u.error) ELSE r.reason END,
+            cancels!(),
+            " THEN coalesce(r.cancel, u.error) ELSE r.reason END,
     cancel = CASE WHEN ",
-    cancels!(),
-    " THEN NULL ELSE r.cancel END,
+            cancels!(),
+            " THEN NULL ELSE r.cancel END,
     due_at = CASE
         WHEN ",
-    cancels!(),
-    " THEN r.due_at
+            cancels!(),
+            " THEN r.due_at
         WHEN u.status IN (0, 6) THEN fanfare_now() + u.delay
         WHEN u.status = 7 AND r.steps <= u.seq THEN fanfare_now() + u.delay
         WHEN u.status = 7 THEN fanfare_now()
         ELSE r.due_at END,
     finished_at = CASE WHEN ",
-    cancels!(),
-    " OR u.status IN (2, 3) THEN fanfare_now() END,
+            cancels!(),
+            " OR u.status IN (2, 3) THEN fanfare_now() END,
     lease_until = NULL,
     owner = NULL
-FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[],
-            $8::bigint[], $9::bigint[])
-    AS u(id, status, output, error, delay, seq, started, ended)
+FROM ",
+            $from,
+            "
 WHERE r.id = u.id AND r.owner = $6 AND r.status = 1
-RETURNING r.id, r.status, r.attempts, u.status AS code, u.error, u.started, u.ended),
+RETURNING ",
+            $returning,
+            "),
 -- A cancelled run's pending wait resumes nothing.
 waits AS (
-    DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5))),
+    DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5)))",
+            $then,
+            "
+SELECT id, status, fanfare_now() FROM done"
+        )
+    };
+}
+
+/// Records a batch of outcomes none of which is a failed attempt (see `record!`).
+pub(crate) const RECORD: &str = record!(
+    "unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[])
+    AS u(id, status, output, error, delay, seq)",
+    "r.id, r.status",
+    ""
+);
+
+/// Records a batch with failed attempts (a retry's or a failure's code), each also kept
+/// in `fanfare_attempts` with when it started (`$8`) and ended (`$9`): the history of
+/// `RunInfo::failed_attempts`. (A batch without one takes [`RECORD`], which writes
+/// nothing more.)
+pub(crate) const RECORD_FAILURES: &str = record!(
+    "unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[], $7::integer[],
+            $8::bigint[], $9::bigint[])
+    AS u(id, status, output, error, delay, seq, started, ended)",
+    "r.id, r.status, r.attempts, u.status AS code, u.error, u.started, u.ended",
+    ",
 failures AS (
     INSERT INTO fanfare_attempts (run, attempt, started_at, ended_at, error)
     SELECT id, attempts, started, ended, error FROM done WHERE code IN (0, 3)
     ON CONFLICT (run, attempt) DO UPDATE SET started_at = excluded.started_at,
-        ended_at = excluded.ended_at, error = excluded.error)
-SELECT id, status, fanfare_now() FROM done"
+        ended_at = excluded.ended_at, error = excluded.error)"
 );
 
 impl Shared {
@@ -135,7 +163,7 @@ impl Shared {
         }
         let err = |e| self.error("cannot record outcomes", e);
         let mut client = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        let all: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
             &ids,
             &statuses,
             &outputs,
@@ -146,6 +174,10 @@ impl Shared {
             &started,
             &ended,
         ];
+        let (sql, params) = match outcomes.iter().any(|o| o.result.failure().is_some()) {
+            true => (RECORD_FAILURES, &all[..]),
+            false => (RECORD, &all[..7]),
+        };
         // Flow control's share only for batches with runs of functions that limit
         // concurrency (their slots) or batch (their batch's other runs).
         let (mut releasing, mut batching) = (false, false);
@@ -156,15 +188,15 @@ impl Shared {
             }
         }
         if !releasing && !batching {
-            let stmt = client.prepare_cached(RECORD).await.map_err(err)?;
-            client.query(&stmt, &params).await.map_err(err)?;
+            let stmt = client.prepare_cached(sql).await.map_err(err)?;
+            client.query(&stmt, params).await.map_err(err)?;
             return Ok(());
         }
         // The runs' concurrency slots are given back in the transaction that records
         // their outcomes: never one without the other.
         let tx = client.transaction().await.map_err(err)?;
-        let stmt = tx.prepare_cached(RECORD).await.map_err(err)?;
-        let rows = tx.query(&stmt, &params).await.map_err(err)?;
+        let stmt = tx.prepare_cached(sql).await.map_err(err)?;
+        let rows = tx.query(&stmt, params).await.map_err(err)?;
         let now_ms = rows.first().map_or(0, |r| r.get::<_, i64>(2) as u64);
         let recorded: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         let promoted = releasing && self.free_slots(&tx, &recorded, now_ms).await?;
