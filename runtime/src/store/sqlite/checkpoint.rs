@@ -111,3 +111,43 @@ impl Drop for Checkpointer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the writer's own checkpoints off, the log reaches the database file only
+    /// through the checkpointer: commits past `NUDGE_PAGES` wake it, and it copies them.
+    #[test]
+    fn the_checkpointer_copies_the_log_into_the_database() {
+        let dir = std::env::temp_dir().join(format!("fanfare-ckpt-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (b BLOB)")
+            .unwrap();
+        let checkpointer = Checkpointer::start(&writer, &path).unwrap();
+        let db_size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let before = db_size();
+        // About 2,000 pages of 4 KiB, a commit at a time, as the writer commits.
+        for _ in 0..250 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(32768))", [])
+                .unwrap();
+            checkpointer.after_commit(&writer);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db_size() < before + 4_000_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the database file stayed at {} bytes: nothing was checkpointed",
+                db_size()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(checkpointer);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
