@@ -200,10 +200,12 @@ impl Engine {
                 ),
             )
             .never_retry()))
-        } else if let Some(reason) = self
-            .ends_before(def, &run.event, started, finish.as_ref())
-            .await
-        {
+        } else if let Some(reason) = match def.lifetime() {
+            // Boxed, as the other rare paths below: the task of every run holds this
+            // future, and tokio copies it as a whole when it starts and ends the task.
+            Some(_) => Box::pin(self.ends_before(def, &run.event, started, finish.as_ref())).await,
+            None => None,
+        } {
             // A timeout passed, or a cancelling event was sent since the run's event.
             state.cancel(reason);
             Ended::Suspended(Suspend::Cancel)
@@ -272,13 +274,12 @@ impl Engine {
             None => (0, 0),
         };
         if run.event.name == crate::function::INVOKE_EVENT {
-            self.report_invocation(run.event.id, &result).await;
+            Box::pin(self.report_invocation(run.event.id, &result)).await;
         }
         // A cancelled run's handler does not run: it did not fail.
         if let OutcomeKind::Failed(error) = &result {
             if let Some(handler) = self.registry.failure_handler(run.function) {
-                self.start_failure_handler(&run, def.id(), handler, error)
-                    .await;
+                Box::pin(self.start_failure_handler(&run, def.id(), handler, error)).await;
             }
         }
         // The receiver is gone only after shutdown gave up on this run and released it.
@@ -661,11 +662,12 @@ impl Future for CatchUnwind {
 }
 
 /// Resolves with the reason at the `finish` deadline, if there is one; never otherwise.
+/// (The timer is boxed: most functions have no deadline, and every run's task holds this.)
 async fn finish_timer(finish: Option<(u64, String)>) -> String {
     match finish {
         Some((deadline_ms, reason)) => {
             let left = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
-            tokio::time::sleep(left).await;
+            Box::pin(tokio::time::sleep(left)).await;
             reason
         }
         None => std::future::pending().await,
