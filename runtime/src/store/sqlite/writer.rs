@@ -160,6 +160,61 @@ impl Command {
     }
 }
 
+/// What a run-loop command (`Command::optimistic`) did.
+enum Done {
+    Appended(usize),
+    Claimed(Claim),
+    Recorded,
+}
+
+/// Runs a run-loop command, which it leaves in place to be answered (or run again);
+/// `None` for any other command. A batch of sends keeps what the cache learns only once
+/// every event is stored.
+fn run_loop(
+    ctx: &Ctx<'_>,
+    tx: &Connection,
+    cache: &mut EventCache,
+    command: &Command,
+) -> Option<Result<Done>> {
+    Some(match command {
+        Command::Append(event, to, _) => ctx.append(tx, event, *to, cache).map(Done::Appended),
+        Command::AppendAll(events, _) => {
+            let mut learned = EventCache::default();
+            events
+                .iter()
+                .try_fold(0, |n, event| {
+                    Ok::<_, Error>(n + ctx.append(tx, event, None, &mut learned)?)
+                })
+                .map(|n| {
+                    cache.absorb(learned);
+                    Done::Appended(n)
+                })
+        }
+        Command::Claim(max, _) => ctx.claim(tx, *max, cache).map(Done::Claimed),
+        Command::Record(outcomes, _) => ctx.record(tx, outcomes).map(|()| Done::Recorded),
+        _ => return None,
+    })
+}
+
+/// The answer to a run-loop command, from what `run_loop` made of it.
+fn answer(command: Command, done: Result<Done>) -> Reply {
+    match (command, done) {
+        (Command::Append(_, _, reply) | Command::AppendAll(_, reply), Ok(Done::Appended(n))) => {
+            Reply::Append(reply, Ok(n))
+        }
+        (Command::Append(_, _, reply) | Command::AppendAll(_, reply), Err(e)) => {
+            Reply::Append(reply, Err(e))
+        }
+        (Command::Claim(_, reply), Ok(Done::Claimed(claim))) => Reply::Claim(reply, Ok(claim)),
+        (Command::Claim(_, reply), Err(e)) => Reply::Claim(reply, Err(e)),
+        (Command::Record(outcomes, reply), Ok(Done::Recorded)) => {
+            Reply::Record(reply, outcomes, Ok(()))
+        }
+        (Command::Record(outcomes, reply), Err(e)) => Reply::Record(reply, outcomes, Err(e)),
+        (command, _) => failed_reply(command, "internal error: a reply of another command"),
+    }
+}
+
 /// Runs a batch of `Command::optimistic` commands without savepoints; their replies, or
 /// `None` as soon as one fails (the caller rolls the transaction back).
 fn optimistic(
@@ -168,42 +223,44 @@ fn optimistic(
     cache: &mut EventCache,
     batch: &mut Vec<Command>,
 ) -> Option<Vec<Reply>> {
-    enum Done {
-        Appended(usize),
-        Claimed(Claim),
-        Recorded,
-    }
     let mut done = Vec::with_capacity(batch.len());
     for command in batch.iter() {
-        let result = match command {
-            Command::Append(event, to, _) => ctx.append(tx, event, *to, cache).map(Done::Appended),
-            Command::AppendAll(events, _) => events
-                .iter()
-                .try_fold(0, |n, event| {
-                    Ok::<_, Error>(n + ctx.append(tx, event, None, cache)?)
-                })
-                .map(Done::Appended),
-            Command::Claim(max, _) => ctx.claim(tx, *max, cache).map(Done::Claimed),
-            Command::Record(outcomes, _) => ctx.record(tx, outcomes).map(|()| Done::Recorded),
-            _ => return None,
-        };
-        done.push(result.ok()?);
+        done.push(run_loop(ctx, tx, cache, command)?.ok()?);
     }
     Some(
         batch
             .drain(..)
             .zip(done)
-            .map(|(command, done)| match (command, done) {
-                (
-                    Command::Append(_, _, reply) | Command::AppendAll(_, reply),
-                    Done::Appended(n),
-                ) => Reply::Append(reply, Ok(n)),
-                (Command::Claim(_, reply), Done::Claimed(claim)) => Reply::Claim(reply, Ok(claim)),
-                (Command::Record(outcomes, reply), _) => Reply::Record(reply, outcomes, Ok(())),
-                (command, _) => failed_reply(command, "internal error: a reply of another command"),
-            })
+            .map(|(command, done)| answer(command, Ok(done)))
             .collect(),
     )
+}
+
+/// Runs a command other than the run loop's (see `run_loop`).
+fn other(ctx: &Ctx<'_>, sp: &Connection, command: Command) -> Reply {
+    match command {
+        Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(sp, keys)),
+        Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(sp, key, spec)),
+        Command::SaveStep(key, step, reply) => {
+            Reply::Saved(reply, ctx.save_running_step(sp, key, step))
+        }
+        Command::Cancel(run, reason, reply) => Reply::Cancel(reply, ctx.cancel(sp, run, reason)),
+        Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(sp, event)),
+        Command::Run(run, reply) => Reply::Run(reply, Box::new(ctx.run(sp, run))),
+        Command::List(filter, limit, reply) => Reply::List(reply, ctx.list(sp, &filter, limit)),
+        Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(sp, run)),
+        Command::Event(id, reply) => Reply::Event(reply, ctx.event(sp, id)),
+        Command::Events(filter, limit, reply) => {
+            Reply::Events(reply, ctx.events(sp, &filter, limit))
+        }
+        Command::Count(functions, reply) => Reply::Count(reply, ctx.count(sp, &functions)),
+        Command::Unfinished(function, limit, reply) => {
+            Reply::Unfinished(reply, ctx.unfinished(sp, function, limit))
+        }
+        Command::QueueStats(limit, reply) => Reply::QueueStats(reply, ctx.queue_stats(sp, limit)),
+        Command::Close(reply) => Reply::Unit(reply, Ok(())),
+        command => failed_reply(command, "internal error: a run-loop command"),
+    }
 }
 
 /// Runs a batch of commands, each in a savepoint of its own.
@@ -226,54 +283,9 @@ fn one_by_one(
                 continue;
             }
         };
-        let reply = match command {
-            Command::Append(event, to, reply) => {
-                let r = ctx.append(&sp, &event, to, cache);
-                Reply::Append(reply, r)
-            }
-            Command::AppendAll(events, reply) => {
-                // One savepoint for the batch: an error rolls all of it back. What
-                // the cache learns is kept only once every event is stored.
-                let mut learned = EventCache::default();
-                let r = events
-                    .into_iter()
-                    .try_fold(0, |n, event| {
-                        Ok::<_, Error>(n + ctx.append(&sp, &event, None, &mut learned)?)
-                    })
-                    .inspect(|_| cache.absorb(learned));
-                Reply::Append(reply, r)
-            }
-            Command::Claim(max, reply) => Reply::Claim(reply, ctx.claim(&sp, max, cache)),
-            Command::Record(outcomes, reply) => {
-                let r = ctx.record(&sp, &outcomes);
-                Reply::Record(reply, outcomes, r)
-            }
-            Command::Release(keys, reply) => Reply::Unit(reply, ctx.release(&sp, keys)),
-            Command::Wait(key, spec, reply) => Reply::Wait(reply, ctx.wait(&sp, key, spec)),
-            Command::SaveStep(key, step, reply) => {
-                Reply::Saved(reply, ctx.save_running_step(&sp, key, step))
-            }
-            Command::Cancel(run, reason, reply) => {
-                Reply::Cancel(reply, ctx.cancel(&sp, run, reason))
-            }
-            Command::Runs(event, reply) => Reply::Runs(reply, ctx.runs(&sp, event)),
-            Command::Run(run, reply) => Reply::Run(reply, Box::new(ctx.run(&sp, run))),
-            Command::List(filter, limit, reply) => {
-                Reply::List(reply, ctx.list(&sp, &filter, limit))
-            }
-            Command::Replay(run, reply) => Reply::Replay(reply, ctx.replay(&sp, run)),
-            Command::Event(id, reply) => Reply::Event(reply, ctx.event(&sp, id)),
-            Command::Events(filter, limit, reply) => {
-                Reply::Events(reply, ctx.events(&sp, &filter, limit))
-            }
-            Command::Count(functions, reply) => Reply::Count(reply, ctx.count(&sp, &functions)),
-            Command::Unfinished(function, limit, reply) => {
-                Reply::Unfinished(reply, ctx.unfinished(&sp, function, limit))
-            }
-            Command::QueueStats(limit, reply) => {
-                Reply::QueueStats(reply, ctx.queue_stats(&sp, limit))
-            }
-            Command::Close(reply) => Reply::Unit(reply, Ok(())),
+        let reply = match run_loop(ctx, &sp, cache, &command) {
+            Some(done) => answer(command, done),
+            None => other(ctx, &sp, command),
         };
         let ok = match &reply {
             Reply::Append(_, r) => r.is_ok(),
