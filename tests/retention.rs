@@ -278,32 +278,31 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
     assert!(version > POSTGRES_BEFORE, "{version}");
 }
 
-/// Fails an event on `rt`, sees its failed attempt in the run, and waits until the
-/// failed retention prunes the event.
-async fn fail_and_prune(rt: &Runtime) {
+/// Starts `builder` with short retentions, fails an event, sees its failed attempt in
+/// the run, waits until the failed retention prunes the event, and shuts down.
+async fn fail_and_prune(builder: fanfare::Builder) {
+    let rt = builder
+        .retention(RETENTION)
+        .failed_retention(RETENTION)
+        .start()
+        .await
+        .unwrap();
     let failed = rt.send(Fatal).await.unwrap();
     timeout(LIMIT, rt.wait(failed)).await.unwrap().unwrap();
     let run = &rt.runs(failed).await.unwrap()[0];
     assert_eq!(run.failed_attempts.len(), 1, "{run:?}");
     assert_eq!(run.failed_attempts[0].error, "declined");
     until("the failed event is pruned", async || {
-        gone(rt, failed).await
+        gone(&rt, failed).await
     })
     .await;
+    rt.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_prunes_a_runs_failed_attempts_with_it() {
     let path = temp_db();
-    let rt = Runtime::builder()
-        .sqlite(&path)
-        .retention(RETENTION)
-        .failed_retention(RETENTION)
-        .start()
-        .await
-        .unwrap();
-    fail_and_prune(&rt).await;
-    rt.shutdown().await.unwrap();
+    fail_and_prune(Runtime::builder().sqlite(&path)).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let left: i64 = conn
         .query_row("SELECT count(*) FROM fanfare_attempts", [], |r| r.get(0))
@@ -317,15 +316,7 @@ async fn postgres_prunes_a_runs_failed_attempts_with_it() {
         return;
     }
     let url = postgres_schema();
-    let rt = Runtime::builder()
-        .postgres(&url)
-        .retention(RETENTION)
-        .failed_retention(RETENTION)
-        .start()
-        .await
-        .unwrap();
-    fail_and_prune(&rt).await;
-    rt.shutdown().await.unwrap();
+    fail_and_prune(Runtime::builder().postgres(&url)).await;
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
