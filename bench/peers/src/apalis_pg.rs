@@ -22,7 +22,10 @@
 //!   (slower; with `lock_tasks(false)` too, the last acknowledgements wait for the 30 s
 //!   heartbeat).
 
-use crate::{measure, produce_with, share, trivial_work, BoxError, Env, Outcome, FANOUT};
+use crate::{
+    measure, produce_with, share, trivial_work, BoxError, Env, Kind, Outcome, PeerConfig as Config,
+    FANOUT,
+};
 use apalis::prelude::*;
 use apalis_postgres::{PgPool, PostgresStorage};
 use serde::{Deserialize, Serialize};
@@ -65,16 +68,6 @@ pub fn jobs_of(n: u64) -> Vec<FanoutJob> {
     (0..FANOUT as u8)
         .map(|handler| FanoutJob { n, handler })
         .collect()
-}
-
-pub enum Kind {
-    Default,
-    Fastest,
-}
-
-pub struct Config {
-    pub label: &'static str,
-    kind: Kind,
 }
 
 pub const FASTEST_BATCH: usize = 1000;

@@ -12,21 +12,11 @@
 //!   with `batch_size(1000)`, as for PostgreSQL.
 
 use crate::apalis_pg::{dispatch, jobs_of, FanoutJob, FASTEST_BATCH};
-use crate::{measure, produce_with, share, BoxError, Env, Outcome};
+use crate::{measure, produce_with, share, BoxError, Env, Kind, Outcome, PeerConfig as Config};
 use apalis::prelude::*;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use futures::StreamExt;
 use std::time::Duration;
-
-pub enum Kind {
-    Default,
-    Fastest,
-}
-
-pub struct Config {
-    pub label: &'static str,
-    kind: Kind,
-}
 
 pub const CONFIGS: &[Config] = &[
     Config {

@@ -14,7 +14,9 @@
 //!   `complete_job_batch_delay(5 ms)` (completions flushed in batches),
 //!   `local_queue(LocalQueueConfig::default().with_size(5000))` (jobs fetched in batches).
 
-use crate::{measure, produce_with, share, trivial_work, BoxError, Env, Outcome};
+use crate::{
+    measure, produce_with, share, trivial_work, BoxError, Env, Kind, Outcome, PeerConfig as Config,
+};
 use graphile_worker::{
     IntoTaskHandlerResult, JobSpec, LocalQueueConfig, RawJobSpec, TaskHandler, WorkerContext,
     WorkerOptions,
@@ -44,16 +46,6 @@ macro_rules! task_kinds {
 }
 
 task_kinds!(F1 = "f1", 0; F2 = "f2", 1; F3 = "f3", 2; F4 = "f4", 3; F5 = "f5", 4);
-
-pub enum Kind {
-    Default,
-    Fastest,
-}
-
-pub struct Config {
-    pub label: &'static str,
-    kind: Kind,
-}
 
 pub const CONFIGS: &[Config] = &[
     Config {

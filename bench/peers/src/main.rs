@@ -46,6 +46,18 @@ pub const FANOUT: u64 = 5;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which of a peer's configurations: its default, or its fastest documented one.
+pub enum Kind {
+    Default,
+    Fastest,
+}
+
+/// A peer's configuration, as the table labels it.
+pub struct PeerConfig {
+    pub label: &'static str,
+    pub kind: Kind,
+}
+
 static DONE: AtomicU64 = AtomicU64::new(0);
 static PER_HANDLER: [AtomicU64; FANOUT as usize] = [const { AtomicU64::new(0) }; FANOUT as usize];
 static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
