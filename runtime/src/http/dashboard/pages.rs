@@ -492,6 +492,24 @@ pub(super) async fn event(
     ))
 }
 
+/// The run a `POST` about one run acts on, once the form is checked (`check_post`); the
+/// answer otherwise.
+fn posted_run(
+    headers: &HeaderMap,
+    authed: &Authed,
+    csrf: &str,
+    id: &str,
+) -> Result<RunId, Box<Response>> {
+    check_post(headers, authed, csrf).map_err(|refused| Box::new(refused.into_response()))?;
+    id.parse::<RunId>().map_err(|_| {
+        Box::new(message_page(
+            authed,
+            StatusCode::NOT_FOUND,
+            "that is not a run id",
+        ))
+    })
+}
+
 /// `POST /runs/{id}/replay`: a new run, shown next.
 pub(super) async fn replay(
     State(state): State<AppState>,
@@ -500,11 +518,9 @@ pub(super) async fn replay(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = check_post(&headers, &authed, &form.csrf) {
-        return refused.into_response();
-    }
-    let Ok(id) = id.parse::<RunId>() else {
-        return message_page(&authed, StatusCode::NOT_FOUND, "that is not a run id");
+    let id = match posted_run(&headers, &authed, &form.csrf, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match state.rt.replay(id).await {
         Ok(new) => Redirect::to(&format!("{}/runs/{new}", authed.base)).into_response(),
@@ -520,11 +536,9 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = check_post(&headers, &authed, &form.csrf) {
-        return refused.into_response();
-    }
-    let Ok(id) = id.parse::<RunId>() else {
-        return message_page(&authed, StatusCode::NOT_FOUND, "that is not a run id");
+    let id = match posted_run(&headers, &authed, &form.csrf, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match state.rt.cancel(id).await {
         Ok(_) => Redirect::to(&format!("{}/runs/{id}", authed.base)).into_response(),
