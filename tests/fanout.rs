@@ -17,6 +17,7 @@ conformance!(
     one_send_runs_every_subscribed_function_once,
     outputs_are_kept_and_run_ids_are_distinct,
     subscribed_functions_run_in_parallel,
+    a_function_that_blocks_its_thread_holds_back_no_other_run,
     ctx_exposes_event_run_and_attempt,
     send_json_runs_typed_functions,
     an_event_without_subscribers_is_accepted_with_zero_runs,
@@ -129,6 +130,61 @@ async fn subscribed_functions_run_in_parallel(store: Store) {
         .expect("runs did not execute concurrently")
         .unwrap();
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+    rt.shutdown().await.unwrap();
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/blocking")]
+struct Blocking {
+    key: u64,
+}
+
+/// The keys of the `Blocking` events whose `left` or `right` run has started.
+fn started() -> &'static Mutex<HashSet<(u64, &'static str)>> {
+    static S: OnceLock<Mutex<HashSet<(u64, &'static str)>>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// Marks `me` started, then blocks its thread — never awaiting — until `other` has
+/// started too: whether it saw it within 10 s.
+fn block_until_started(key: u64, me: &'static str, other: &'static str) -> bool {
+    started().lock().unwrap().insert((key, me));
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(10) {
+        if started().lock().unwrap().contains(&(key, other)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[function(trigger = "test/blocking")]
+async fn left(ctx: Ctx<Blocking>) -> fanfare::Result<bool> {
+    Ok(block_until_started(ctx.event().key, "left", "right"))
+}
+
+#[function(trigger = "test/blocking")]
+async fn right(ctx: Ctx<Blocking>) -> fanfare::Result<bool> {
+    Ok(block_until_started(ctx.event().key, "right", "left"))
+}
+
+/// Each of the two functions blocks its worker thread until the other has started: both
+/// see the other only if neither run waits for the other to start (two worker threads).
+async fn a_function_that_blocks_its_thread_holds_back_no_other_run(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let key = store as u64;
+    let id = rt.send(Blocking { key }).await.unwrap();
+    let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert_eq!(
+            run.output,
+            Some(serde_json::json!(true)),
+            "`{}` ran while the other had not started",
+            run.function_id
+        );
+    }
     rt.shutdown().await.unwrap();
 }
 

@@ -1,8 +1,9 @@
 //! The engine: claim → run → record.
 //!
 //! - [`Engine::dispatch`] claims due runs in batches, up to the free worker slots, and
-//!   spawns each in its own task.
-//! - [`Engine::execute`] runs one attempt in that task, catching panics, and decides
+//!   starts them, a task per chunk of runs; a run that awaits moves into its own task
+//!   (`start`).
+//! - [`Engine::execute`] runs one attempt, catching panics, and decides
 //!   what happens next: completed, retried after a delay, or failed for good.
 //! - [`Engine::record`] writes the outcomes back to the store in batches and frees the
 //!   slots.
@@ -28,6 +29,7 @@ use tracing::Instrument;
 
 mod cancel;
 mod lifetime;
+mod start;
 
 use lifetime::Started;
 
@@ -143,12 +145,7 @@ impl Engine {
                 }
                 continue;
             }
-            let mut inflight = self.inflight();
-            for run in claim.runs {
-                let key = run.key;
-                let task = tokio::spawn(Arc::clone(&self).execute(run));
-                inflight.tasks.insert(key, task.abort_handle());
-            }
+            self.start(claim.runs);
         }
     }
 
@@ -621,7 +618,8 @@ impl Engine {
 /// The runs executing in this process.
 #[derive(Default)]
 struct Inflight {
-    /// Each one's task.
+    /// The task that holds each: its chunk's until it starts and finishes there, then
+    /// its own if it awaits (`start`).
     tasks: HashMap<RunKey, AbortHandle>,
     /// Those marked cancelled, with the reason, until their outcome is recorded; an
     /// attempt reads its mark at its next step (`RunState::cancelled`).

@@ -1,0 +1,107 @@
+//! Starting claimed runs: a task per chunk of runs, not per run.
+//!
+//! Most attempts of most functions finish in their first poll, or reach their first
+//! await soon. A tokio task per run costs an allocation (the task, with the run's
+//! future in it, allocated where the dispatcher runs and freed where the run ends),
+//! registration with the scheduler, and a wake-up of another worker thread. So the
+//! dispatcher spawns one task per [`CHUNK`] claimed runs, which polls each run once in
+//! turn: a run that finishes there costs one boxed future; one that awaits something
+//! still pending moves into a task of its own, as every run did before, and runs in
+//! parallel with the others from then on.
+//!
+//! The difference from a task per run is that the runs of a chunk start one after the
+//! other, so a function that blocks its thread before its first await holds back the
+//! runs after it in its chunk. Hence chunks only form under load: a claim is spread over
+//! at least [`SPREAD`] tasks, so a claim of a few runs (one event's, say) starts each in
+//! a task of its own, all in parallel; and a chunk that has taken [`CHUNK_TIME`] hands
+//! the runs it has not started to a new task, which another worker thread can take.
+//!
+//! Every run keeps an entry in the engine's in-flight map from claim to record, with
+//! the handle that aborts whichever task holds it, so shutdown aborts and releases it
+//! wherever it is. A run whose entry shutdown has already taken is not started.
+
+use super::{Engine, Inflight};
+use crate::store::ClaimedRun;
+use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// Most runs a chunk's task starts.
+const CHUNK: usize = 16;
+
+/// Fewest tasks a claim's runs are spread over (when it has as many runs).
+const SPREAD: usize = 32;
+
+/// How long a chunk's task starts runs before it hands the rest to another task.
+const CHUNK_TIME: Duration = Duration::from_millis(1);
+
+impl Engine {
+    /// Spawns the tasks that start `runs`, a chunk each, and records which holds each run.
+    pub(super) fn start(self: &Arc<Self>, runs: Vec<ClaimedRun>) {
+        let size = (runs.len() / SPREAD).clamp(1, CHUNK);
+        let mut inflight = self.inflight();
+        let mut runs = runs.into_iter().peekable();
+        while runs.peek().is_some() {
+            self.spawn_chunk(&mut inflight, runs.by_ref().take(size).collect());
+        }
+    }
+
+    /// Spawns the task that starts `chunk`, and makes it the holder of its runs.
+    fn spawn_chunk(self: &Arc<Self>, inflight: &mut Inflight, chunk: Vec<ClaimedRun>) {
+        let keys: Vec<_> = chunk.iter().map(|r| r.key).collect();
+        let task = tokio::spawn(Arc::clone(self).start_chunk(chunk));
+        for key in keys {
+            inflight.tasks.insert(key, task.abort_handle());
+        }
+    }
+
+    /// Polls each run of the chunk once; moves the runs still pending to tasks of their
+    /// own, and the runs not started to a new chunk once this one took too long.
+    async fn start_chunk(self: Arc<Self>, runs: Vec<ClaimedRun>) {
+        let began = Instant::now();
+        let mut runs = runs.into_iter();
+        while let Some(run) = runs.next() {
+            let key = run.key;
+            let mut attempt: Pin<Box<_>> = Box::pin(Arc::clone(&self).execute(run));
+            // `execute` catches the function's panics; this catches the engine's own,
+            // so that one cannot take the other runs of the chunk with it.
+            let polled = poll_fn(|cx| {
+                Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    attempt.as_mut().poll(cx)
+                })))
+            })
+            .await;
+            match polled {
+                Ok(Poll::Ready(())) => {}
+                Ok(Poll::Pending) => {
+                    // Its next poll, in its own task, registers that task's waker.
+                    let mut inflight = self.inflight();
+                    if let Some(handle) = inflight.tasks.get_mut(&key) {
+                        *handle = tokio::spawn(attempt).abort_handle();
+                    }
+                }
+                Err(_) => tracing::error!(run = key, "fanfare: the engine panicked running a run"),
+            }
+            if runs.len() > 0 && began.elapsed() >= CHUNK_TIME {
+                self.hand_on(runs.collect());
+                return;
+            }
+        }
+    }
+
+    /// Moves runs a chunk has not started to a new chunk's task; drops those that
+    /// shutdown released meanwhile.
+    fn hand_on(self: &Arc<Self>, runs: Vec<ClaimedRun>) {
+        let mut inflight = self.inflight();
+        let runs: Vec<ClaimedRun> = runs
+            .into_iter()
+            .filter(|r| inflight.tasks.contains_key(&r.key))
+            .collect();
+        if !runs.is_empty() {
+            self.spawn_chunk(&mut inflight, runs);
+        }
+    }
+}
