@@ -227,25 +227,24 @@ impl MemoryStore {
     /// Stores the event with one queued run per function of `functions`; 0 if an event
     /// with its id is already stored.
     fn insert_event(&self, event: Envelope, subscribers: &[u32]) -> usize {
+        let event = NewEvent::new(event, subscribers);
         let mut inner = self.lock();
         Self::insert_locked(&mut inner, event, subscribers)
     }
 
     /// As `insert_event`, under the lock the caller holds.
-    fn insert_locked(inner: &mut Inner, event: Envelope, subscribers: &[u32]) -> usize {
-        let run_ids: Vec<RunId> = subscribers.iter().map(|_| RunId::new(event.ts)).collect();
-        let event = Arc::new(event);
+    fn insert_locked(inner: &mut Inner, new: NewEvent, subscribers: &[u32]) -> usize {
+        let NewEvent {
+            event,
+            run_ids,
+            wait,
+            now,
+            mut slots,
+        } = new;
         if inner.events.contains_key(&event.id) {
             // A replayed `ctx.send`: the event was stored the first time.
             return 0;
         }
-        let mut slots = Vec::with_capacity(subscribers.len());
-        // A delayed send's runs wait for its time.
-        let wait = event
-            .not_before
-            .map(|at| Duration::from_millis(at.saturating_sub(now_millis())))
-            .filter(|w| !w.is_zero());
-        let now = Instant::now();
         for (&function, id) in subscribers.iter().zip(run_ids) {
             let slot = inner.insert(Run::queued(id, Arc::clone(&event), function, None));
             match wait {
@@ -268,12 +267,40 @@ impl MemoryStore {
             },
         );
         if n == 0 {
-            inner.completed.push_back((Instant::now(), event.id));
+            inner.completed.push_back((now, event.id));
         }
         if !inner.waits.is_empty() {
             inner.resolve_waits(&event);
         }
         n
+    }
+}
+
+/// An event about to be stored, with what its runs need that does not need the lock:
+/// made before taking it, so that senders hold the lock for less.
+struct NewEvent {
+    event: Arc<Envelope>,
+    run_ids: Vec<RunId>,
+    /// A delayed send's: how long its runs wait.
+    wait: Option<Duration>,
+    now: Instant,
+    /// Room for its runs' slots.
+    slots: Vec<u32>,
+}
+
+impl NewEvent {
+    fn new(event: Envelope, subscribers: &[u32]) -> NewEvent {
+        let wait = event
+            .not_before
+            .map(|at| Duration::from_millis(at.saturating_sub(now_millis())))
+            .filter(|w| !w.is_zero());
+        NewEvent {
+            run_ids: subscribers.iter().map(|_| RunId::new(event.ts)).collect(),
+            event: Arc::new(event),
+            wait,
+            now: Instant::now(),
+            slots: Vec::with_capacity(subscribers.len()),
+        }
     }
 }
 
@@ -288,14 +315,18 @@ impl Store for MemoryStore {
     }
 
     fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
+        let events: Vec<(NewEvent, &[u32])> = events
+            .into_iter()
+            .map(|event| {
+                let subscribers = self.registry.subscribers(&event.name);
+                (NewEvent::new(event, subscribers), subscribers)
+            })
+            .collect();
         // Under one lock: no claim sees part of the batch.
         let mut inner = self.lock();
         let runs = events
             .into_iter()
-            .map(|event| {
-                let subscribers = self.registry.subscribers(&event.name);
-                Self::insert_locked(&mut inner, event, subscribers)
-            })
+            .map(|(event, subscribers)| Self::insert_locked(&mut inner, event, subscribers))
             .sum();
         ready(Ok(runs))
     }
