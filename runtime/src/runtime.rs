@@ -1018,6 +1018,13 @@ impl Runtime {
         }
         // The database file, its lock and the connections are free from here on.
         engine.store.close().await?;
+        // Gone once shutdown returns: none of the engine's own tasks outlives it.
+        for task in [tasks.recorder, tasks.heartbeat, tasks.watch]
+            .into_iter()
+            .chain(tasks.cron)
+        {
+            let _ = task.await;
+        }
         // Wakes `wait` callers, which now see `stopping`.
         engine.progress.send_modify(|n| *n += 1);
         tracing::info!("fanfare: runtime shut down");
