@@ -423,6 +423,9 @@ struct Ctx<'a> {
     functions: &'a HashMap<&'static str, u32>,
     path: &'a Path,
     now: u64,
+    /// Whether `fanfare_waits` has rows, once this transaction looked (or stored one):
+    /// sends skip resolving waits while there are none.
+    waits: std::cell::Cell<Option<bool>>,
 }
 
 impl Ctx<'_> {

@@ -47,6 +47,12 @@ impl Ctx<'_> {
         if !batching.is_empty() {
             self.finish_batches(tx, &batching)?;
         }
+        // The common outcome's statement, looked up once for the batch.
+        let mut complete = tx
+            .prepare_cached(
+                "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+            )
+            .map_err(&err)?;
         for (outcome, result) in outcomes.iter().zip(&results) {
             let key = outcome.key as i64;
             if let Some(error) = outcome.result.failure() {
@@ -67,11 +73,7 @@ impl Ctx<'_> {
             match result.as_ref() {
                 OutcomeKind::Completed(output) => {
                     let output = (!output.is_null()).then(|| output.to_string());
-                    tx.prepare_cached(
-                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
-                    )
-                    .and_then(|mut s| s.execute(params![key, output, now]))
-                    .map_err(&err)?;
+                    complete.execute(params![key, output, now]).map_err(&err)?;
                 }
                 OutcomeKind::Retry { delay, error } => {
                     let due = now + crate::store::sql_millis(*delay);

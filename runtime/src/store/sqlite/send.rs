@@ -74,6 +74,20 @@ impl Ctx<'_> {
     /// of the name matches on, those whose value is the event's.
     pub(super) fn resolve_waits(&self, tx: &Connection, event: &Envelope) -> Result<usize> {
         let err = self.err("cannot resolve waits");
+        let any = match self.waits.get() {
+            Some(any) => any,
+            None => {
+                let any = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM fanfare_waits)")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(&err)?;
+                self.waits.set(Some(any));
+                any
+            }
+        };
+        if !any {
+            return Ok(0);
+        }
         let fields: Vec<String> = tx
             .prepare_cached("SELECT field FROM fanfare_wait_fields WHERE event = ?1")
             .and_then(|mut s| s.query_map([&*event.name], |r| r.get(0))?.collect())

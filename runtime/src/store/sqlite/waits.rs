@@ -65,6 +65,7 @@ impl Ctx<'_> {
             .and_then(|mut s| s.execute(params![spec.event, field]))
             .map_err(&err)?;
         }
+        self.waits.set(Some(true));
         tx.prepare_cached(
             "INSERT INTO fanfare_waits (run, seq, step_id, event, field, value, deadline) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

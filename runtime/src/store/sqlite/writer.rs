@@ -82,14 +82,16 @@ impl Writer {
             functions: &self.functions,
             path: &path,
             now,
+            waits: Default::default(),
         };
         let mut replies = None;
-        if batch.len() > 1 && batch.iter().all(Command::optimistic) {
+        if !batch.is_empty() && batch.iter().all(Command::optimistic) {
             replies = optimistic(&ctx, &tx, &mut self.cache, batch);
             if replies.is_none() {
                 // What the cache learned from the rolled back work is forgotten. (An
                 // error SQLite rolled the transaction back for already ended it.)
                 self.cache.clear();
+                ctx.waits.set(None);
                 let _ = tx.rollback();
                 let again = match self.conn.is_autocommit() {
                     true => begin(&mut self.conn, &path),
@@ -364,7 +366,7 @@ mod tests {
         // still succeeds, and the transaction commits.
         writer
             .conn
-            .execute_batch("DROP TABLE fanfare_wait_fields")
+            .execute_batch("DROP TABLE fanfare_waits")
             .unwrap();
         let (c, c_rx) = oneshot::channel();
         let (a, a_rx) = oneshot::channel();
@@ -375,7 +377,7 @@ mod tests {
         replies.into_iter().for_each(|r| r.send(&Ok(())));
         assert!(c_rx.blocking_recv().unwrap().unwrap().runs.is_empty());
         let err = a_rx.blocking_recv().unwrap().unwrap_err();
-        assert!(err.to_string().contains("fanfare_wait_fields"), "{err}");
+        assert!(err.to_string().contains("fanfare_waits"), "{err}");
         assert!(writer.conn.is_autocommit());
         let events: i64 = writer
             .conn
