@@ -91,7 +91,7 @@ async fn outputs_are_kept_and_run_ids_are_distinct(store: Store) {
     rt.shutdown().await.unwrap();
 }
 
-// --- runs execute concurrently, each in its own task ----------------------------------
+// --- runs execute concurrently --------------------------------------------------------
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "test/rendezvous")]

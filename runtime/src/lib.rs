@@ -34,7 +34,8 @@
 //!
 //! ## What runs, and how often
 //! - `send` stores the event and one run per subscribed function before it returns.
-//! - Each run executes in its own tokio task; a panic fails that attempt of that run only.
+//! - Each run executes on its own, in parallel with the others; a panic fails that attempt
+//!   of that run only.
 //! - A failed attempt is retried `retries` times (default 4) with [`Backoff`];
 //!   [`Error::non_retriable`] fails the run at once, [`Error::retry_after`] sets the delay.
 //! - A run that exhausts its retries is [`RunStatus::Failed`] and kept, with its
