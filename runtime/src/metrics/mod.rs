@@ -115,8 +115,10 @@ pub struct FunctionMetrics {
     /// How long this process's attempts of the function took, until they returned,
     /// suspended (a sleep, a wait) or were stopped.
     pub attempt_duration: Histogram,
-    /// Runs due now and waiting for a worker (see the [module](self)): from the store,
-    /// every process's.
+    /// Runs due now and waiting for a worker: queued (a first attempt, a retry whose
+    /// backoff has passed, a sleep or wait that has woken) and due at or before now; not
+    /// the delayed, held, sleeping, waiting or running ones. From the store, every
+    /// process's.
     pub queue_due: u64,
     /// How long the oldest due run has been due (zero without due runs).
     pub oldest_due_age: Duration,
