@@ -18,7 +18,11 @@
 //!
 //! Every run keeps an entry in the engine's in-flight map from claim to record, with
 //! the handle that aborts whichever task holds it, so shutdown aborts and releases it
-//! wherever it is. A run whose entry shutdown has already taken is not started.
+//! wherever it is. A run whose entry shutdown has already taken is not started. (A task
+//! that is being polled when it is aborted finishes that poll: a chunk that is starting
+//! runs when shutdown aborts it starts no run past its [`CHUNK_TIME`], and hands on
+//! none. Its runs were released, and run again by the next process, as a released run
+//! always is.)
 
 use super::{Engine, Inflight};
 use crate::store::ClaimedRun;
