@@ -907,8 +907,26 @@ fn rate(events: u64, d: Duration) -> f64 {
 }
 
 /// A fresh file path for a benchmark database.
+/// The bench's database files of this process, removed when it ends (`remove_temp_dbs`).
+fn temp_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("fanfare-bench")
+}
+
+/// Removes this process's database files (every runtime on them is shut down by then).
+fn remove_temp_dbs() {
+    let mine = format!("-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(&mine) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn temp_db(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("fanfare-bench");
+    let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("cannot create the bench directory");
     let path = dir.join(format!(
         "{tag}-{}-{:x}.db",
@@ -994,16 +1012,23 @@ async fn main() -> fanfare::Result<()> {
     }
 
     if wants("sqlite") {
-        let base = tokio::task::block_in_place(|| {
-            sqlite_baseline::throughput(&temp_db("base"), sqlite_events)
-        });
-        let normal = fanfare_throughput(
-            Runtime::builder()
-                .sqlite(temp_db("normal"))
-                .sqlite_sync(fanfare::SqliteSync::Normal),
-            sqlite_events,
-        )
-        .await?;
+        // The hand-written batches and fanfare alternate; the medians are compared.
+        let (mut bases, mut normals) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            bases.push(tokio::task::block_in_place(|| {
+                sqlite_baseline::throughput(&temp_db(&format!("base{round}")), sqlite_events)
+            }));
+            normals.push(
+                fanfare_throughput(
+                    Runtime::builder()
+                        .sqlite(temp_db(&format!("normal{round}")))
+                        .sqlite_sync(fanfare::SqliteSync::Normal),
+                    sqlite_events,
+                )
+                .await?,
+            );
+        }
+        let (base, normal) = (median(bases), median(normals));
         let full =
             fanfare_throughput(Runtime::builder().sqlite(temp_db("full")), sqlite_events).await?;
         let single_events = sqlite_events / 10;
@@ -1015,7 +1040,7 @@ async fn main() -> fanfare::Result<()> {
             single_events,
         )
         .await?;
-        println!("SQLite store (WAL): throughput, {sqlite_events} events (completed runs/s, outcomes committed)");
+        println!("SQLite store (WAL): throughput, {sqlite_events} events (completed runs/s, outcomes committed; hand-written and NORMAL: median of {ROUNDS} alternating rounds)");
         println!(
             "  hand-written batched SQL, NORMAL  {:>10.0}",
             rate(sqlite_events, base)
@@ -1054,12 +1079,16 @@ async fn main() -> fanfare::Result<()> {
     }
     if wants("postgres") {
         let pg_events = arg("--pg-events", 20_000);
-        let base = pg::baseline_throughput(pg_events).await;
-        let one = pg::throughput(pg_events, 0, true).await?;
-        let two = pg::throughput(pg_events, 1, true).await?;
+        let (mut bases, mut ones, mut twos) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            bases.push(pg::baseline_throughput(pg_events).await);
+            ones.push(pg::throughput(pg_events, 0, true).await?);
+            twos.push(pg::throughput(pg_events, 1, true).await?);
+        }
+        let (base, one, two) = (median(bases), median(ones), median(twos));
         let single_events = pg_events / 10;
         let single = pg::throughput(single_events, 0, false).await?;
-        println!("PostgreSQL store: throughput, {pg_events} events (completed runs/s, outcomes committed)");
+        println!("PostgreSQL store: throughput, {pg_events} events (completed runs/s, outcomes committed; all but the last line: median of {ROUNDS} alternating rounds)");
         println!(
             "  hand-written batched SQL          {:>10.0}",
             rate(pg_events, base)
@@ -1161,5 +1190,6 @@ async fn main() -> fanfare::Result<()> {
         })
         .await?;
     }
+    remove_temp_dbs();
     Ok(())
 }
