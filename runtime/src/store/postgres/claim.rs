@@ -184,25 +184,21 @@ impl Shared {
         client: &Object,
         runs: &[i64],
     ) -> Result<HashMap<i64, Vec<StepRecord>>> {
-        let rows = client
-            .query(
-                "SELECT run, seq, step_id, output, started_at, completed_at FROM fanfare_steps \
-                 WHERE run = ANY($1) ORDER BY run, seq",
-                &[&runs],
-            )
-            .await
-            .map_err(|e| self.error("cannot read steps", e))?;
-        let mut steps: HashMap<i64, Vec<StepRecord>> = HashMap::new();
-        for row in rows {
-            steps.entry(row.get(0)).or_default().push(StepRecord {
+        self.by_run(
+            client,
+            "SELECT run, seq, step_id, output, started_at, completed_at FROM fanfare_steps \
+             WHERE run = ANY($1) ORDER BY run, seq",
+            runs,
+            "cannot read steps",
+            |row| StepRecord {
                 seq: row.get::<_, i32>(1) as u32,
                 id: row.get(2),
                 output: row.get(3),
                 started_ms: row.get::<_, i64>(4) as u64,
                 completed_ms: row.get::<_, i64>(5) as u64,
-            });
-        }
-        Ok(steps)
+            },
+        )
+        .await
     }
 
     /// The failed attempts of the runs `runs`, oldest first.
@@ -211,26 +207,43 @@ impl Shared {
         client: &Object,
         runs: &[i64],
     ) -> Result<HashMap<i64, Vec<AttemptInfo>>> {
-        if runs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = client
-            .query(
-                "SELECT run, attempt, started_at, ended_at, error FROM fanfare_attempts \
-                 WHERE run = ANY($1) ORDER BY run, attempt",
-                &[&runs],
-            )
-            .await
-            .map_err(|e| self.error("cannot read attempts", e))?;
-        let mut attempts: HashMap<i64, Vec<AttemptInfo>> = HashMap::new();
-        for row in rows {
-            attempts.entry(row.get(0)).or_default().push(AttemptInfo {
+        self.by_run(
+            client,
+            "SELECT run, attempt, started_at, ended_at, error FROM fanfare_attempts \
+             WHERE run = ANY($1) ORDER BY run, attempt",
+            runs,
+            "cannot read attempts",
+            |row| AttemptInfo {
                 attempt: row.get::<_, i32>(1) as u32,
                 started_at_ms: row.get::<_, i64>(2) as u64,
                 ended_at_ms: row.get::<_, i64>(3) as u64,
                 error: row.get(4),
-            });
+            },
+        )
+        .await
+    }
+
+    /// The rows `sql` selects for the runs `runs` (`$1`; the run id first in each row),
+    /// made into items by `item` and grouped by run, in the query's order.
+    async fn by_run<T>(
+        &self,
+        client: &Object,
+        sql: &str,
+        runs: &[i64],
+        what: &str,
+        item: impl Fn(&tokio_postgres::Row) -> T,
+    ) -> Result<HashMap<i64, Vec<T>>> {
+        let mut by_run: HashMap<i64, Vec<T>> = HashMap::new();
+        if runs.is_empty() {
+            return Ok(by_run);
         }
-        Ok(attempts)
+        let rows = client
+            .query(sql, &[&runs])
+            .await
+            .map_err(|e| self.error(what, e))?;
+        for row in rows {
+            by_run.entry(row.get(0)).or_default().push(item(&row));
+        }
+        Ok(by_run)
     }
 }
