@@ -120,9 +120,8 @@ mod tests {
     /// through the checkpointer: commits past `NUDGE_PAGES` wake it, and it copies them.
     #[test]
     fn the_checkpointer_copies_the_log_into_the_database() {
-        let dir = std::env::temp_dir().join(format!("fanfare-ckpt-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.db");
+        let dir = TestDir::new("ckpt");
+        let path = dir.file("c.db");
         let writer = Connection::open(&path).unwrap();
         writer
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (b BLOB)")
@@ -148,6 +147,5 @@ mod tests {
         }
         drop(checkpointer);
         drop(writer);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -454,3 +454,29 @@ fn status_from(status: i64) -> RunStatus {
         _ => RunStatus::Failed,
     }
 }
+
+/// A fresh directory for a unit test's database files, removed with everything in it
+/// when it goes (declare it first, so that it goes after the connections).
+#[cfg(test)]
+struct TestDir(PathBuf);
+
+#[cfg(test)]
+impl TestDir {
+    fn new(tag: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("fanfare-{tag}-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("cannot create the test directory");
+        TestDir(dir)
+    }
+
+    /// The path of a file in it.
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

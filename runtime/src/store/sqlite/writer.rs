@@ -336,11 +336,10 @@ mod tests {
     /// each command in its savepoint, and only that command fails.
     #[test]
     fn a_failing_command_fails_alone() {
-        let dir = std::env::temp_dir().join(format!("fanfare-writer-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new("writer");
         let registry = Arc::new(Registry::new(Vec::new()).unwrap());
         let mut writer = Writer::open(
-            &dir.join("w.db"),
+            &dir.file("w.db"),
             SqliteSync::Normal,
             registry,
             "app".into(),
@@ -385,6 +384,5 @@ mod tests {
             .unwrap();
         assert_eq!(events, 1, "the failed send's event is rolled back");
         drop(writer);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
