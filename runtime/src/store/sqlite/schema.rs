@@ -148,6 +148,9 @@ CREATE TABLE fanfare_attempts (
 /// the pruner walk stay in memory instead of being read again from the OS on every batch.
 const CACHE_KIB: i64 = -64 * 1024;
 
+/// How long the writer waits for another connection's lock on the file (ms).
+pub(super) const BUSY_MS: u32 = 5_000;
+
 pub(super) const IN_USE: &str =
     "cannot open: another process is using it (a SQLite database serves one \
     process at a time; use PostgreSQL to share work between processes)";
@@ -215,9 +218,12 @@ impl Writer {
         // `temp_store = MEMORY`: a savepoint's journal (the writer's slow path, pruning)
         // is kept in memory instead of a temporary file, which cost a sixth of the
         // writer's time in system calls (`bench --only sqlite`, perf).
+        // `busy_timeout`: another connection to the file may hold its write lock for an
+        // instant — the checkpointer's does when it finds the log's index mid-update and
+        // checks it — and the writer then waits for it instead of failing the batch.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-             PRAGMA busy_timeout = 0; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+             PRAGMA busy_timeout = {BUSY_MS}; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| fail(IN_USE, e))?;
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;

@@ -385,4 +385,44 @@ mod tests {
         assert_eq!(events, 1, "the failed send's event is rolled back");
         drop(writer);
     }
+
+    /// Another connection holds the write lock (as the checkpointer's may, for an
+    /// instant): the writer's next transaction waits for it and commits, instead of
+    /// failing its sends with "database is locked".
+    #[test]
+    fn a_batch_waits_for_a_write_lock_held_by_another_connection() {
+        let dir = TestDir::new("writer-busy");
+        let path = dir.file("w.db");
+        let registry = Arc::new(Registry::new(Vec::new()).unwrap());
+        let mut writer = Writer::open(
+            &path,
+            SqliteSync::Normal,
+            registry,
+            "app".into(),
+            Retention::new(Duration::from_secs(3600), Duration::from_secs(3600)),
+        )
+        .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let now = now_millis();
+        let event = Envelope::stored(
+            EventId::from_uuid(crate::event::new_uuid(now)),
+            "w/event".into(),
+            "{}".into(),
+            now,
+        );
+        let (a, a_rx) = oneshot::channel();
+        let mut batch = vec![Command::Append(Arc::new(event), None, a)];
+        let replies = writer
+            .transaction(&mut batch)
+            .unwrap_or_else(|(_, e)| panic!("{e}"));
+        replies.into_iter().for_each(|r| r.send(&Ok(())));
+        assert_eq!(a_rx.blocking_recv().unwrap().unwrap(), 0);
+        holder.join().unwrap();
+        drop(writer);
+    }
 }
