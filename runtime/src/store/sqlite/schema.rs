@@ -149,7 +149,7 @@ CREATE TABLE fanfare_attempts (
 const CACHE_KIB: i64 = -64 * 1024;
 
 /// How long the writer waits for another connection's lock on the file (ms).
-pub(super) const BUSY_MS: u32 = 5_000;
+const BUSY_MS: u32 = 5_000;
 
 pub(super) const IN_USE: &str =
     "cannot open: another process is using it (a SQLite database serves one \
@@ -219,8 +219,8 @@ impl Writer {
         // is kept in memory instead of a temporary file, which cost a sixth of the
         // writer's time in system calls (`bench --only sqlite`, perf).
         // `busy_timeout`: another connection to the file may hold its write lock for an
-        // instant — the checkpointer's does when it finds the log's index mid-update and
-        // checks it — and the writer then waits for it instead of failing the batch.
+        // instant (the checkpointer's, as SQLite's WAL code reads, when it finds the log's
+        // index mid-update and checks it); the writer then waits instead of failing the batch.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA busy_timeout = {BUSY_MS}; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"

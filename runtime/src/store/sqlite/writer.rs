@@ -332,25 +332,32 @@ fn begin<'c>(
 mod tests {
     use super::*;
 
-    /// A command that fails in a batch run without savepoints: the batch runs again,
-    /// each command in its savepoint, and only that command fails.
-    #[test]
-    fn a_failing_command_fails_alone() {
-        let dir = TestDir::new("writer");
+    /// A writer on `path`, with no functions.
+    fn open(path: &Path) -> Writer {
         let registry = Arc::new(Registry::new(Vec::new()).unwrap());
-        let mut writer = Writer::open(
-            &dir.file("w.db"),
+        Writer::open(
+            path,
             SqliteSync::Normal,
             registry,
             "app".into(),
             Retention::new(Duration::from_secs(3600), Duration::from_secs(3600)),
         )
-        .unwrap();
-        let event = || {
-            let now = now_millis();
-            let id = EventId::from_uuid(crate::event::new_uuid(now));
-            Arc::new(Envelope::stored(id, "w/event".into(), "{}".into(), now))
-        };
+        .unwrap()
+    }
+
+    /// A new event to send.
+    fn event() -> Arc<Envelope> {
+        let now = now_millis();
+        let id = EventId::from_uuid(crate::event::new_uuid(now));
+        Arc::new(Envelope::stored(id, "w/event".into(), "{}".into(), now))
+    }
+
+    /// A command that fails in a batch run without savepoints: the batch runs again,
+    /// each command in its savepoint, and only that command fails.
+    #[test]
+    fn a_failing_command_fails_alone() {
+        let dir = TestDir::new("writer");
+        let mut writer = open(&dir.file("w.db"));
         // Sends are stored, and a claim finds nothing: both succeed.
         let (a, a_rx) = oneshot::channel();
         let (c, c_rx) = oneshot::channel();
@@ -393,30 +400,15 @@ mod tests {
     fn a_batch_waits_for_a_write_lock_held_by_another_connection() {
         let dir = TestDir::new("writer-busy");
         let path = dir.file("w.db");
-        let registry = Arc::new(Registry::new(Vec::new()).unwrap());
-        let mut writer = Writer::open(
-            &path,
-            SqliteSync::Normal,
-            registry,
-            "app".into(),
-            Retention::new(Duration::from_secs(3600), Duration::from_secs(3600)),
-        )
-        .unwrap();
+        let mut writer = open(&path);
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let holder = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             other.execute_batch("COMMIT").unwrap();
         });
-        let now = now_millis();
-        let event = Envelope::stored(
-            EventId::from_uuid(crate::event::new_uuid(now)),
-            "w/event".into(),
-            "{}".into(),
-            now,
-        );
         let (a, a_rx) = oneshot::channel();
-        let mut batch = vec![Command::Append(Arc::new(event), None, a)];
+        let mut batch = vec![Command::Append(event(), None, a)];
         let replies = writer
             .transaction(&mut batch)
             .unwrap_or_else(|(_, e)| panic!("{e}"));
