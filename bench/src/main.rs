@@ -937,7 +937,6 @@ fn rate(events: u64, d: Duration) -> f64 {
     (events * FANOUT) as f64 / d.as_secs_f64()
 }
 
-/// A fresh file path for a benchmark database.
 /// The bench's database files of this process, removed when it ends (`remove_temp_dbs`).
 fn temp_dir() -> std::path::PathBuf {
     std::env::temp_dir().join("fanfare-bench")
@@ -956,6 +955,7 @@ fn remove_temp_dbs() {
     }
 }
 
+/// A fresh file path for a benchmark database.
 fn temp_db(tag: &str) -> std::path::PathBuf {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("cannot create the bench directory");
