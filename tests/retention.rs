@@ -253,7 +253,12 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
         .unwrap();
     tokio::spawn(conn);
     client
-        .batch_execute(&downgrade(POSTGRES_BEFORE, "DROP FUNCTION fanfare_run_id;"))
+        .batch_execute(&downgrade(
+            POSTGRES_BEFORE,
+            "DROP FUNCTION fanfare_run_id; \
+             ALTER TABLE fanfare_runs DROP CONSTRAINT fanfare_runs_owned; \
+             CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;",
+        ))
         .await
         .unwrap();
     prunes_after_the_upgrade(fanfare::Runtime::builder().postgres(&url), failed).await;

@@ -173,15 +173,31 @@ mod postgres {
     use crate::store::postgres::{
         list_sql, BATCH_EVENTS, CLAIM, FIND, FINISH_BATCHES, HELD_BY_FUNCTION, HELD_BY_KEY,
         MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, REAP, RECORD,
-        RECORD_FAILURES, SEND,
+        RECORD_FAILURES, SEND, SESSION,
     };
     use serde_json::Value;
     use tokio_postgres::NoTls;
 
     /// Plan nodes that read a whole big table or sort more than a batch, with the reason.
-    fn offenders(node: &Value, out: &mut Vec<String>) {
+    /// Below an update or delete of runs (`updating`), runs are reached by an index
+    /// condition: not by walking a whole index, even a partial one (of every running run,
+    /// say).
+    fn offenders(node: &Value, updating: bool, out: &mut Vec<String>) {
         let kind = node["Node Type"].as_str().unwrap_or_default();
         let relation = node["Relation Name"].as_str().unwrap_or_default();
+        let updating = updating || (kind == "ModifyTable" && relation == "fanfare_runs");
+        if updating
+            && kind.contains("Index")
+            && node["Index Name"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("fanfare_runs"))
+            && node.get("Index Cond").is_none()
+        {
+            out.push(format!(
+                "a walk of index {} to update runs",
+                node["Index Name"]
+            ));
+        }
         if kind == "Seq Scan"
             && [
                 "fanfare_runs",
@@ -197,7 +213,7 @@ mod postgres {
             out.push(format!("Sort of {} rows", node["Plan Rows"]));
         }
         for child in node["Plans"].as_array().into_iter().flatten() {
-            offenders(child, out);
+            offenders(child, updating, out);
         }
     }
 
@@ -223,12 +239,24 @@ mod postgres {
         );
         client
             .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; SET search_path TO {schema}"
+                "CREATE SCHEMA {schema}; SET search_path TO {schema}; {SESSION}"
             ))
             .await
             .expect("schema");
         for m in MIGRATIONS {
             client.batch_execute(m).await.expect("migration");
+        }
+        let statements = statements();
+        // A process that starts on a new database prepares its statements on empty
+        // tables, and keeps the generic plans made then while the tables fill.
+        for (i, (name, sql, args)) in statements.iter().enumerate() {
+            client
+                .batch_execute(&format!(
+                    "PREPARE empty_{i} AS {sql}; SET plan_cache_mode = force_generic_plan"
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("PREPARE {name}: {e}"));
+            explain(&client, &format!("empty_{i}"), name, args).await;
         }
         client
             .batch_execute(&format!(
@@ -254,6 +282,39 @@ mod postgres {
             ))
             .await
             .expect("fill");
+        let mut bad = Vec::new();
+        for (i, (name, sql, args)) in statements.iter().enumerate() {
+            let mut found = Vec::new();
+            let plan = explain(&client, &format!("empty_{i}"), name, args).await;
+            offenders(&plan, false, &mut found);
+            if !found.is_empty() {
+                bad.push(format!(
+                    "{name} (planned on empty tables, run on full ones): {}\n{sql}\n{plan:#}",
+                    found.join(", ")
+                ));
+            }
+        }
+        // Before statistics exist (a new database growing faster than autovacuum looks at
+        // it), and after.
+        for stats in ["no statistics", "analyzed"] {
+            if stats == "analyzed" {
+                client.batch_execute("ANALYZE").await.expect("ANALYZE");
+            }
+            explain_all(&client, &statements, stats, &mut bad).await;
+        }
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop schema");
+        assert!(
+            bad.is_empty(),
+            "statements that read a whole table or sort it:\n{}",
+            bad.join("\n\n")
+        );
+    }
+
+    /// The statements checked, each with a name and the arguments it is explained with.
+    fn statements() -> Vec<(String, String, String)> {
         let nil = "'00000000-0000-0000-0000-000000000000'";
         let functions = "'{f1,f2,f3,f4,f5}'";
         let ids = (1..=512)
@@ -319,10 +380,10 @@ mod postgres {
             ),
         ];
         let lists = super::lists();
-        let statements = statements
+        statements
             .into_iter()
-            .map(|(name, sql, args)| (name, sql.to_owned(), args))
-            .chain(lists.iter().map(|(name, filter)| {
+            .map(|(name, sql, args)| (name.to_owned(), sql.to_owned(), args))
+            .chain(lists.into_iter().map(|(name, filter)| {
                 // `$1` the limit, then the function, event and bounds the filter sets.
                 let mut args = vec!["51".to_owned()];
                 if filter.function.is_some() {
@@ -343,34 +404,17 @@ mod postgres {
                         filter.below().map(|r| r.to_string()).unwrap_or_default()
                     ));
                 }
-                (name.as_str(), list_sql(filter), args.join(", "))
+                let sql = list_sql(&filter);
+                (name, sql, args.join(", "))
             }))
-            .collect::<Vec<_>>();
-        let mut bad = Vec::new();
-        // Before statistics exist (a new database growing faster than autovacuum looks at
-        // it), and after.
-        for stats in ["no statistics", "analyzed"] {
-            if stats == "analyzed" {
-                client.batch_execute("ANALYZE").await.expect("ANALYZE");
-            }
-            explain_all(&client, &statements, stats, &mut bad).await;
-        }
-        client
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .await
-            .expect("drop schema");
-        assert!(
-            bad.is_empty(),
-            "statements that read a whole table or sort it:\n{}",
-            bad.join("\n\n")
-        );
+            .collect::<Vec<_>>()
     }
 
     /// Explains each statement with its arguments, custom and generic; adds what offends
     /// to `bad`.
     async fn explain_all(
         client: &tokio_postgres::Client,
-        statements: &[(&str, String, String)],
+        statements: &[(String, String, String)],
         stats: &str,
         bad: &mut Vec<String>,
     ) {
@@ -387,29 +431,32 @@ mod postgres {
                     .batch_execute(&format!("SET plan_cache_mode = {mode}"))
                     .await
                     .expect("SET");
-                let text = client
-                    .simple_query(&format!("EXPLAIN (FORMAT JSON) EXECUTE plan_{i}({args})"))
-                    .await
-                    .unwrap_or_else(|e| panic!("EXPLAIN {name}: {e}"))
-                    .into_iter()
-                    .find_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(row) => {
-                            row.get(0).map(str::to_owned)
-                        }
-                        _ => None,
-                    })
-                    .expect("a plan");
-                let plan: Value = serde_json::from_str(&text).expect("a JSON plan");
+                let plan = explain(client, &format!("plan_{i}"), name, args).await;
                 let mut found = Vec::new();
-                offenders(&plan[0]["Plan"], &mut found);
+                offenders(&plan, false, &mut found);
                 if !found.is_empty() {
                     bad.push(format!(
-                        "{name} ({stats}, {mode}): {}\n{sql}\n{:#}",
-                        found.join(", "),
-                        plan[0]["Plan"]
+                        "{name} ({stats}, {mode}): {}\n{sql}\n{plan:#}",
+                        found.join(", ")
                     ));
                 }
             }
         }
+    }
+
+    /// The plan of prepared statement `stmt` (`name`) for arguments `args`.
+    async fn explain(client: &tokio_postgres::Client, stmt: &str, name: &str, args: &str) -> Value {
+        let text = client
+            .simple_query(&format!("EXPLAIN (FORMAT JSON) EXECUTE {stmt}({args})"))
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {name}: {e}"))
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a plan");
+        let plan: Value = serde_json::from_str(&text).expect("a JSON plan");
+        plan[0]["Plan"].clone()
     }
 }

@@ -66,6 +66,17 @@ const CHANNEL: &str = "fanfare_runs";
 /// How often an idle worker looks for due runs without being notified.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Run on each new connection. A prepared statement keeps the plan made for its sixth
+/// execution, from the tables' sizes then: made on a new, near-empty table, a claim's
+/// plan reads the whole table to find its rows by key (a sequential scan looks cheaper
+/// than index lookups in a table of a few pages), and keeps doing so as the backlog
+/// grows into the hundreds of thousands, until autovacuum analyzes the table (up to a
+/// minute or more later). Every statement of fanfare's finds its rows through an index
+/// (`store::plans` checks each, planned on empty tables and run on full ones), so its
+/// connections rule sequential scans out; a table without a usable index is still read
+/// whole.
+pub(crate) const SESSION: &str = "SET enable_seqscan = off";
+
 /// Connections in the pool.
 const POOL_SIZE: usize = 12;
 
@@ -164,6 +175,14 @@ impl PgStore {
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(SESSION)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
         // A process that only sends hosts no functions: nothing is claimed or cached.

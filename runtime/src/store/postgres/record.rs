@@ -22,9 +22,10 @@ macro_rules! cancels {
 
 /// The text of [`RECORD`] and [`RECORD_FAILURES`]: writes the outcomes of attempts (`$1`
 /// runs, `$2` codes, `$3` outputs, `$4` errors or cancellation reasons, `$5` delays in ms,
-/// `$7` waiting steps) of runs this process (`$6`) still owns; a cancelled run's pending
-/// wait goes. `$from` names the outcomes' columns, `$returning` what `done` returns, and
-/// `$then` the statements after it. Returns the runs recorded, their status, and the time.
+/// `$7` waiting steps) of runs this process (`$6`) still owns (an owned run is running:
+/// `fanfare_runs_owned`); a cancelled run's pending wait goes. `$from` names the
+/// outcomes' columns, `$returning` what `done` returns, and `$then` the statements after
+/// it. Returns the runs recorded, their status, and the time.
 macro_rules! record {
     ($from:literal, $returning:literal, $then:literal) => {
         concat!(
@@ -66,7 +67,7 @@ UPDATE fanfare_runs r SET
 FROM ",
             $from,
             "
-WHERE r.id = u.id AND r.owner = $6 AND r.status = 1
+WHERE r.id = u.id AND r.owner = $6
 RETURNING ",
             $returning,
             "),
@@ -218,7 +219,7 @@ impl Shared {
         client
             .execute(
                 "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, lease_until = NULL, owner = NULL \
-                 WHERE id = ANY($1) AND owner = $2 AND status = 1",
+                 WHERE id = ANY($1) AND owner = $2",
                 &[&ids, &self.owner],
             )
             .await
@@ -279,7 +280,7 @@ impl Shared {
             .query(
                 "WITH r AS (
                      UPDATE fanfare_runs SET lease_until = fanfare_now() + $1
-                     WHERE id = ANY($2) AND owner = $3 AND status = 1 RETURNING id, cancel)
+                     WHERE id = ANY($2) AND owner = $3 RETURNING id, cancel)
                  SELECT id, cancel FROM r WHERE cancel IS NOT NULL",
                 &[&crate::store::sql_millis(self.lease), &ids, &self.owner],
             )
