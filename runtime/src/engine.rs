@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
@@ -149,8 +149,10 @@ impl Engine {
         }
     }
 
-    /// Runs one attempt and reports its outcome.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun) {
+    /// Runs one attempt and reports its outcome. `began` is when the attempt began (the
+    /// caller's last reading of the clock); returns when it ended, so that a chunk of
+    /// runs reads the clock once a run.
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun, began: Instant) -> Instant {
         let def = self.registry.defs[run.function as usize];
         let steps = std::mem::take(&mut run.steps);
         // What `timeouts` measure from (read only by functions that have them).
@@ -181,6 +183,7 @@ impl Engine {
         let finish = Self::finish_deadline(def, started);
         // How long the attempt ran (zero for one that did not run).
         let mut took = Duration::ZERO;
+        let mut ended_at = None;
         let ended = if let Some(reason) = run.cancel.take() {
             // Marked cancelled before this attempt began (by another app's process, or
             // while its last attempt ran in a process that stopped): it does not execute.
@@ -218,7 +221,6 @@ impl Engine {
             if started.fresh {
                 self.metrics.count(run.function, Count::Started);
             }
-            let began = std::time::Instant::now();
             let ended = match span.in_scope(|| def.call(input)) {
                 // A durable sleep or wait, or a cancellation, suspends the run: the
                 // attempt's future is dropped where it stands, and the run goes back to
@@ -235,7 +237,9 @@ impl Engine {
                 },
                 Err(e) => Ended::Returned(Err(e)),
             };
-            took = began.elapsed();
+            let now = Instant::now();
+            took = now.saturating_duration_since(began);
+            ended_at = Some(now);
             self.metrics.attempt(run.function, took);
             ended
         };
@@ -260,7 +264,7 @@ impl Engine {
                 started_ms: 0,
                 ended_ms: 0,
             });
-            return;
+            return ended_at.unwrap_or_else(Instant::now);
         }
         // A failed attempt's times are kept with its error (read the clock only then).
         let (started_ms, ended_ms) = match result.failure() {
@@ -287,6 +291,7 @@ impl Engine {
             started_ms,
             ended_ms,
         });
+        ended_at.unwrap_or_else(Instant::now)
     }
 
     /// What the end of an attempt means for its run: completed, retried, failed for good,

@@ -66,10 +66,12 @@ impl Engine {
     /// own, and the runs not started to a new chunk once this one took too long.
     async fn start_chunk(self: Arc<Self>, runs: Vec<ClaimedRun>) {
         let began = Instant::now();
+        // The clock's last reading: when the run before ended (an attempt says when).
+        let mut now = began;
         let mut runs = runs.into_iter();
         while let Some(run) = runs.next() {
             let key = run.key;
-            let mut attempt: Pin<Box<_>> = Box::pin(Arc::clone(&self).execute(run));
+            let mut attempt: Pin<Box<_>> = Box::pin(Arc::clone(&self).execute(run, now));
             // `execute` catches the function's panics; this catches the engine's own,
             // so that one cannot take the other runs of the chunk with it.
             let polled = poll_fn(|cx| {
@@ -78,18 +80,22 @@ impl Engine {
                 })))
             })
             .await;
-            match polled {
-                Ok(Poll::Ready(())) => {}
+            now = match polled {
+                Ok(Poll::Ready(ended)) => ended,
                 Ok(Poll::Pending) => {
                     // Its next poll, in its own task, registers that task's waker.
                     let mut inflight = self.inflight();
                     if let Some(handle) = inflight.tasks.get_mut(&key) {
                         *handle = tokio::spawn(attempt).abort_handle();
                     }
+                    Instant::now()
                 }
-                Err(_) => tracing::error!(run = key, "fanfare: the engine panicked running a run"),
-            }
-            if runs.len() > 0 && began.elapsed() >= CHUNK_TIME {
+                Err(_) => {
+                    tracing::error!(run = key, "fanfare: the engine panicked running a run");
+                    Instant::now()
+                }
+            };
+            if runs.len() > 0 && now.saturating_duration_since(began) >= CHUNK_TIME {
                 self.hand_on(runs.collect());
                 return;
             }
