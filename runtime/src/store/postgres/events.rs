@@ -28,7 +28,7 @@ impl Shared {
             },
             None => None,
         };
-        let client = self.client().await?;
+        let client = self.inspect_client().await?;
         let since = filter.since_ms.map(|t| t as i64);
         let until = filter.until_ms.map(|t| t as i64);
         let limit = limit as i64;

@@ -73,12 +73,25 @@ const POLL: Duration = Duration::from_secs(1);
 /// hundreds of thousands, until autovacuum analyzed the table (a minute or more later).
 /// Every statement of fanfare's finds its rows through an index (`store::plans` checks
 /// each, planned on empty tables and run on full ones), so its connections rule
-/// sequential scans out (a table without a usable index is still read whole), and plan
-/// each statement once, generically: without sequential scans, PostgreSQL would judge
-/// some generic plans dearer than plans made for each call's values, and plan a send
-/// anew each time (0.4 ms, a quarter of a lone send's latency).
-pub(crate) const SESSION: &str =
-    "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
+/// sequential scans out (a table without a usable index is still read whole). And no
+/// JIT compilation: none of these statements runs long enough to repay it, and a plan
+/// whose estimate is high (a generic list page, which cannot know its limit, or a
+/// disabled sequential scan) would be compiled at every execution (6–75 ms a page).
+pub(crate) const SESSION: &str = "SET enable_seqscan = off; SET jit = off";
+
+/// Run on each new connection of the main pool, after [`SESSION`]: each statement is
+/// planned once per connection. Without sequential scans PostgreSQL judges some generic
+/// plans dearer than plans made for each call's values and plans those statements anew
+/// at every call: a send (0.4 ms, a quarter of a lone send's latency), and by the bench
+/// more: with this for sends only, 0.36–0.43 of the hand-written runs/s (one process)
+/// against 0.42–0.45 with it for all. The pages of the runs and events APIs go through a
+/// pool of their own without it ([`INSPECT_POOL_SIZE`]): the generic plan of a page of
+/// one function's runs walks the run id index and skips the other functions' runs, most
+/// of the history for a rare function; a plan made for the function reads its index.
+const GENERIC: &str = "SET plan_cache_mode = force_generic_plan";
+
+/// Connections of the pool that reads pages of runs and events (`runs.rs`, `events.rs`).
+const INSPECT_POOL_SIZE: usize = 4;
 
 /// Connections in the pool.
 const POOL_SIZE: usize = 12;
@@ -94,6 +107,8 @@ pub(crate) struct PgStore {
 
 struct Shared {
     pool: Pool,
+    /// Connections that read pages of runs and events, planned for their values.
+    inspect_pool: Pool,
     app: String,
     /// This process, as the owner of the runs it claims.
     owner: Uuid,
@@ -166,28 +181,35 @@ impl PgStore {
         }
         config.application_name("fanfare");
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client
-                        .batch_execute(SESSION)
-                        .await
-                        .map_err(deadpool_postgres::HookError::Backend)
-                })
-            }))
-            .build()
-            .map_err(|e| pg_error(&target, "cannot build the connection pool", e))?;
+        let pool = |size, session: &'static [&'static str]| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(5)))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                    Box::pin(async move {
+                        for sql in session {
+                            client
+                                .batch_execute(sql)
+                                .await
+                                .map_err(deadpool_postgres::HookError::Backend)?;
+                        }
+                        Ok(())
+                    })
+                }))
+                .build()
+                .map_err(|e| pg_error(&target, "cannot build the connection pool", e))
+        };
+        let inspect_pool = pool(INSPECT_POOL_SIZE, &[SESSION])?;
+        let pool = pool(POOL_SIZE, &[SESSION, GENERIC])?;
         // A process that only sends hosts no functions: nothing is claimed or cached.
         let StoreOptions {
             app,
@@ -210,6 +232,7 @@ impl PgStore {
             flow: defs.iter().any(|d| d.flow().is_some()),
             defs,
             pool,
+            inspect_pool,
             app,
             owner: crate::event::new_uuid(crate::event::now_millis()),
             index: functions
@@ -269,7 +292,16 @@ impl Shared {
     }
 
     async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| match e {
+        self.connection(&self.pool).await
+    }
+
+    /// A connection of the pool that reads pages of runs and events.
+    async fn inspect_client(&self) -> Result<Object> {
+        self.connection(&self.inspect_pool).await
+    }
+
+    async fn connection(&self, pool: &Pool) -> Result<Object> {
+        pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => super::closed("PostgreSQL"),
             e => self.error("unreachable", e),
         })
@@ -404,6 +436,7 @@ impl Store for PgStore {
             task.abort();
         }
         self.shared.pool.close();
+        self.shared.inspect_pool.close();
         Box::pin(std::future::ready(Ok(())))
     }
 }

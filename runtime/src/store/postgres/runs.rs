@@ -47,7 +47,7 @@ pub(crate) fn list_sql(filter: &RunFilter) -> String {
 impl Shared {
     pub(super) async fn runs(&self, event: EventId) -> Result<Option<Vec<RunInfo>>> {
         let err = |e| self.error("cannot read runs", e);
-        let client = self.client().await?;
+        let client = self.inspect_client().await?;
         let id = event.as_uuid();
         if client
             .query_opt("SELECT 1 FROM fanfare_events WHERE id = $1", &[&id])
@@ -63,7 +63,7 @@ impl Shared {
 
     /// One run, by its id (the `run_id` index).
     pub(super) async fn run(&self, run: RunId) -> Result<Option<RunInfo>> {
-        let client = self.client().await?;
+        let client = self.inspect_client().await?;
         let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE run_id = $1");
         Ok(self
             .read_runs(&client, &sql, &[&run.as_uuid()])
@@ -76,7 +76,7 @@ impl Shared {
     /// code (the partial indexes of failed, held, cancelled, sleeping, waiting and skipped
     /// runs; the run id index otherwise), merged.
     pub(super) async fn list(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunInfo>> {
-        let client = self.client().await?;
+        let client = self.inspect_client().await?;
         let function = filter.function.clone();
         let event = filter.event.map(|e| e.as_uuid());
         let from = filter.from().map(|r| r.as_uuid());
@@ -103,7 +103,7 @@ impl Shared {
     /// function's `(function_id, run_id)` index entries and their rows, grouped.
     pub(super) async fn count(&self, functions: Vec<String>) -> Result<Vec<RunCounts>> {
         let err = |e| self.error("cannot count runs", e);
-        let client = self.client().await?;
+        let client = self.inspect_client().await?;
         let sql = format!(
             "SELECT status, sleeping::int + 2 * waiting::int, flow & {} <> 0, count(*) \
              FROM fanfare_runs WHERE function_id = $1 GROUP BY 1, 2, 3",
