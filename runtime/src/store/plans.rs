@@ -248,12 +248,15 @@ mod postgres {
         }
         let statements = statements();
         // A process that starts on a new database prepares its statements on empty
-        // tables, and keeps the generic plans made then while the tables fill.
+        // tables, and keeps the generic plans made then while the tables fill: explaining
+        // each once makes that plan.
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .expect("SET");
         for (i, (name, sql, args)) in statements.iter().enumerate() {
             client
-                .batch_execute(&format!(
-                    "PREPARE empty_{i} AS {sql}; SET plan_cache_mode = force_generic_plan"
-                ))
+                .batch_execute(&format!("PREPARE empty_{i} AS {sql}"))
                 .await
                 .unwrap_or_else(|e| panic!("PREPARE {name}: {e}"));
             explain(&client, &format!("empty_{i}"), name, args).await;
@@ -284,15 +287,13 @@ mod postgres {
             .expect("fill");
         let mut bad = Vec::new();
         for (i, (name, sql, args)) in statements.iter().enumerate() {
-            let mut found = Vec::new();
             let plan = explain(&client, &format!("empty_{i}"), name, args).await;
-            offenders(&plan, false, &mut found);
-            if !found.is_empty() {
-                bad.push(format!(
-                    "{name} (planned on empty tables, run on full ones): {}\n{sql}\n{plan:#}",
-                    found.join(", ")
-                ));
-            }
+            check(
+                &plan,
+                || format!("{name} (planned on empty tables, run on full ones)"),
+                sql,
+                &mut bad,
+            );
         }
         // Before statistics exist (a new database growing faster than autovacuum looks at
         // it), and after.
@@ -432,15 +433,17 @@ mod postgres {
                     .await
                     .expect("SET");
                 let plan = explain(client, &format!("plan_{i}"), name, args).await;
-                let mut found = Vec::new();
-                offenders(&plan, false, &mut found);
-                if !found.is_empty() {
-                    bad.push(format!(
-                        "{name} ({stats}, {mode}): {}\n{sql}\n{plan:#}",
-                        found.join(", ")
-                    ));
-                }
+                check(&plan, || format!("{name} ({stats}, {mode})"), sql, bad);
             }
+        }
+    }
+
+    /// Adds what offends in `plan` (of `sql`, described by `what`) to `bad`.
+    fn check(plan: &Value, what: impl FnOnce() -> String, sql: &str, bad: &mut Vec<String>) {
+        let mut found = Vec::new();
+        offenders(plan, false, &mut found);
+        if !found.is_empty() {
+            bad.push(format!("{}: {}\n{sql}\n{plan:#}", what(), found.join(", ")));
         }
     }
 

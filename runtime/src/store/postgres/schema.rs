@@ -183,9 +183,9 @@ CREATE TABLE fanfare_attempts (
 );
 "#,
     // A run has an owner only while it runs (status 1), a rule the database holds every
-    // statement to, so a statement that finds a run by its owner needs no `status = 1` beside it
-    // (which would let a plan walk every running run through an index of them). The
-    // owner index went unused: each statement that names an owner also names the runs.
+    // statement to, so a statement that finds a run by its owner needs no `status = 1`
+    // beside it (which would let a plan walk every running run through an index of them).
+    // The owner index went unused: each statement that names an owner also names the runs.
     r#"
 UPDATE fanfare_runs SET owner = NULL WHERE owner IS NOT NULL AND status <> 1;
 ALTER TABLE fanfare_runs ADD CONSTRAINT fanfare_runs_owned CHECK (owner IS NULL OR status = 1);
