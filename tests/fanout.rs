@@ -15,6 +15,7 @@ use tokio::time::timeout;
 
 conformance!(
     one_send_runs_every_subscribed_function_once,
+    an_event_with_twenty_functions_runs_each_once,
     outputs_are_kept_and_run_ids_are_distinct,
     subscribed_functions_run_in_parallel,
     a_function_that_blocks_its_thread_holds_back_no_other_run,
@@ -73,6 +74,52 @@ async fn one_send_runs_every_subscribed_function_once(store: Store) {
         }
         for f in ["welcome", "crm", "count"] {
             assert_eq!(hits(format!("{f} {id}")), 1, "{f} ran once for {id}");
+        }
+    }
+    rt.shutdown().await.unwrap();
+}
+
+// --- more functions than a store writes in one statement ------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "test/crowd")]
+struct Crowd {
+    n: u64,
+}
+
+/// Twenty functions of `test/crowd`, `crowd_0` to `crowd_19`: more than the SQLite store
+/// inserts in one statement (16), so one event's runs take two.
+macro_rules! crowd {
+    ($($name:ident)*) => {$(
+        #[function(trigger = "test/crowd")]
+        async fn $name(ctx: Ctx<Crowd>) -> fanfare::Result<u64> {
+            hit(format!("{} {}", stringify!($name), ctx.event_id()));
+            Ok(ctx.event().n)
+        }
+    )*};
+}
+
+crowd!(crowd_0 crowd_1 crowd_2 crowd_3 crowd_4 crowd_5 crowd_6 crowd_7 crowd_8 crowd_9
+    crowd_10 crowd_11 crowd_12 crowd_13 crowd_14 crowd_15 crowd_16 crowd_17 crowd_18 crowd_19);
+
+async fn an_event_with_twenty_functions_runs_each_once(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(rt.send(Crowd { n }).await.unwrap());
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let runs = timeout(LIMIT, rt.wait(*id)).await.unwrap().unwrap();
+        let fns: HashSet<_> = runs.iter().map(|r| r.function_id.clone()).collect();
+        let all: HashSet<_> = (0..20).map(|i| format!("crowd_{i}")).collect();
+        assert_eq!(fns, all);
+        let run_ids: HashSet<_> = runs.iter().map(|r| r.run_id).collect();
+        assert_eq!(run_ids.len(), 20, "each run has an id of its own");
+        for run in &runs {
+            assert_eq!(run.status, RunStatus::Completed);
+            assert_eq!(run.event_id, *id);
+            assert_eq!(run.output, Some(serde_json::json!(n)));
+            assert_eq!(hits(format!("{} {id}", run.function_id)), 1);
         }
     }
     rt.shutdown().await.unwrap();

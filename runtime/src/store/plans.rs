@@ -47,8 +47,9 @@ fn lists() -> Vec<(String, crate::inspect::RunFilter)> {
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        list_sql, BATCH_EVENTS, CLAIM, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY,
-        MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, WAITS_OF,
+        list_sql, BATCH_EVENTS, CLAIM, COMPLETE, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION,
+        HELD_BY_KEY, MARK, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS,
+        QUEUE_STATS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -73,6 +74,7 @@ mod sqlite {
             fastrand::u64(..)
         ));
         let conn = Connection::open(&path).expect("open");
+        rusqlite::vtab::array::load_module(&conn).expect("rarray");
         for m in MIGRATIONS {
             conn.execute_batch(m).expect("migration");
         }
@@ -126,6 +128,8 @@ mod sqlite {
         }
         for (name, sql) in [
             ("claim", CLAIM),
+            ("mark claimed runs running", MARK),
+            ("complete runs", COMPLETE),
             ("next due", NEXT_DUE),
             ("waits of an event", WAITS_OF),
             ("prune runs", PRUNE_RUNS),

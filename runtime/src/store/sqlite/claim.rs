@@ -12,6 +12,10 @@ pub(crate) const CLAIM: &str =
     WHERE status = 0 AND due_at <= ?1 AND +function_id IN (SELECT id FROM temp.fanfare_local) \
     ORDER BY due_at, id LIMIT ?2";
 
+/// Marks the claimed runs (`rarray` of their row ids) running.
+pub(crate) const MARK: &str =
+    "UPDATE fanfare_runs SET status = 1, attempts = attempts + 1 WHERE id IN rarray(?1)";
+
 /// When the earliest queued run of this process's functions is due.
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
     AND +function_id IN (SELECT id FROM temp.fanfare_local)";
@@ -58,11 +62,6 @@ impl Ctx<'_> {
             })
             .and_then(|rows| rows.collect())
             .map_err(&err)?;
-        let mut mark = tx
-            .prepare_cached(
-                "UPDATE fanfare_runs SET status = 1, attempts = attempts + 1 WHERE id = ?1",
-            )
-            .map_err(&err)?;
         let mut load = tx
             .prepare_cached("SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = ?1")
             .map_err(&err)?;
@@ -106,7 +105,6 @@ impl Ctx<'_> {
                     batch = self.batch_events(tx, b)?;
                 }
             }
-            mark.execute([key]).map_err(&err)?;
             let steps = if steps > 0 {
                 self.steps(tx, key)?
             } else {
@@ -122,6 +120,13 @@ impl Ctx<'_> {
                 batch,
                 cancel,
             });
+        }
+        // The runs claimed, marked running in one statement.
+        if !runs.is_empty() {
+            let keys = runs.iter().map(|r| r.key as i64).collect();
+            tx.prepare_cached(MARK)
+                .and_then(|mut s| s.execute([ids(keys)]))
+                .map_err(&err)?;
         }
         let next_due = if gated {
             // Runs were held or delayed instead of claimed: others may be due.

@@ -27,10 +27,11 @@ mod writer;
 #[cfg(test)]
 pub(crate) use {
     cancel::FIND,
-    claim::{CLAIM, NEXT_DUE},
+    claim::{CLAIM, MARK, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
     prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
     queue::QUEUE_STATS,
+    record::COMPLETE,
     runs::list_sql,
     schema::MIGRATIONS,
     send::WAITS_OF,
@@ -433,6 +434,17 @@ impl Ctx<'_> {
         let what = what.to_owned();
         move |e| store_error(self.path, &what, e)
     }
+}
+
+/// Row ids as one `rarray(?)` parameter: a statement then marks or finishes a batch of
+/// runs at once, where a statement per run opened a cursor on each of the runs table's
+/// indexes every time.
+fn ids(keys: Vec<i64>) -> rusqlite::vtab::array::Array {
+    std::rc::Rc::new(
+        keys.into_iter()
+            .map(rusqlite::types::Value::Integer)
+            .collect(),
+    )
 }
 
 fn uuid_from(bytes: &[u8]) -> Result<Uuid> {

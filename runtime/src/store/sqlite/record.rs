@@ -3,6 +3,10 @@
 use super::*;
 use std::borrow::Cow;
 
+/// Completes the runs (`rarray` of their row ids) that ended without output.
+pub(crate) const COMPLETE: &str = "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, \
+    output = NULL, finished_at = ?2 WHERE id IN rarray(?1) AND status = 1";
+
 impl Ctx<'_> {
     pub(super) fn record(&self, tx: &Connection, outcomes: &[Outcome]) -> Result<()> {
         let err = self.err("cannot record outcomes");
@@ -47,12 +51,8 @@ impl Ctx<'_> {
         if !batching.is_empty() {
             self.finish_batches(tx, &batching)?;
         }
-        // The common outcome's statement, looked up once for the batch.
-        let mut complete = tx
-            .prepare_cached(
-                "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
-            )
-            .map_err(&err)?;
+        // The common outcome, completed without output, is one statement for the batch.
+        let mut completed = Vec::new();
         for (outcome, result) in outcomes.iter().zip(&results) {
             let key = outcome.key as i64;
             if let Some(error) = outcome.result.failure() {
@@ -71,9 +71,13 @@ impl Ctx<'_> {
                 .map_err(&err)?;
             }
             match result.as_ref() {
+                OutcomeKind::Completed(output) if output.is_null() => completed.push(key),
                 OutcomeKind::Completed(output) => {
-                    let output = (!output.is_null()).then(|| output.to_string());
-                    complete.execute(params![key, output, now]).map_err(&err)?;
+                    tx.prepare_cached(
+                        "UPDATE fanfare_runs SET status = 2, sleeping = 0, waiting = 0, output = ?2, finished_at = ?3 WHERE id = ?1 AND status = 1",
+                    )
+                    .and_then(|mut s| s.execute(params![key, output.to_string(), now]))
+                    .map_err(&err)?;
                 }
                 OutcomeKind::Retry { delay, error } => {
                     let due = now + crate::store::sql_millis(*delay);
@@ -125,6 +129,11 @@ impl Ctx<'_> {
                         .map_err(&err)?;
                 }
             }
+        }
+        if !completed.is_empty() {
+            tx.prepare_cached(COMPLETE)
+                .and_then(|mut s| s.execute(params![ids(completed), now]))
+                .map_err(&err)?;
         }
         Ok(())
     }

@@ -226,6 +226,8 @@ impl Writer {
              PRAGMA busy_timeout = {BUSY_MS}; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| fail(IN_USE, e))?;
+        // `rarray(?)`: one statement marks or finishes a batch of runs (`ids`).
+        rusqlite::vtab::array::load_module(&conn).map_err(|e| fail("cannot open", e))?;
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
         let mut writer = Writer {
             conn,

@@ -6,6 +6,31 @@ use super::*;
 pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
     WHERE event = ?1 AND field IS ?2 AND value IS ?3";
 
+/// Most runs one statement inserts.
+const INSERT_ROWS: usize = 16;
+
+/// The statement inserting `n` (1 to [`INSERT_ROWS`]) runs of an event: the event id is
+/// `?1`, when they are due `?2`, then each run's id and function id. One statement per
+/// event instead of one per run: each execution opens a cursor on every index of the
+/// runs table.
+fn insert_runs(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=INSERT_ROWS)
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| format!("(?{}, ?1, ?{}, 0, ?2)", 2 * i + 3, 2 * i + 4))
+                    .collect();
+                format!(
+                    "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[n - 1]
+}
+
 /// A pending wait: run, step position, step id.
 pub(super) type WaitRow = (i64, u32, String);
 
@@ -45,22 +70,20 @@ impl Ctx<'_> {
             // A replayed `ctx.send`: the event and its runs were stored the first time.
             return Ok(0);
         }
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES (?1, ?2, ?3, 0, ?4)",
-            )
-            .map_err(&err)?;
         // A delayed send's runs are due at its time.
         let due = self.now.max(event.not_before.unwrap_or(0)) as i64;
-        for &f in subscribers {
-            let run_id = RunId::new(event.ts);
-            insert
-                .execute(params![
-                    run_id.as_uuid().as_bytes(),
-                    event.id.as_uuid().as_bytes(),
-                    self.registry.defs[f as usize].id(),
-                    due
-                ])
+        for functions in subscribers.chunks(INSERT_ROWS) {
+            tx.prepare_cached(insert_runs(functions.len()))
+                .and_then(|mut s| {
+                    s.raw_bind_parameter(1, event.id.as_uuid().as_bytes())?;
+                    s.raw_bind_parameter(2, due)?;
+                    for (i, &f) in functions.iter().enumerate() {
+                        let run_id = RunId::new(event.ts);
+                        s.raw_bind_parameter(2 * i + 3, run_id.as_uuid().as_bytes())?;
+                        s.raw_bind_parameter(2 * i + 4, self.registry.defs[f as usize].id())?;
+                    }
+                    s.raw_execute()
+                })
                 .map_err(&err)?;
         }
         let resolved = self.resolve_waits(tx, event)?;
