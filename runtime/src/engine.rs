@@ -4,7 +4,8 @@
 //!   starts them, a task per chunk of runs; a run that awaits moves into its own task
 //!   (`start`).
 //! - [`Engine::execute`] runs one attempt, catching panics, and decides
-//!   what happens next: completed, retried after a delay, or failed for good.
+//!   what happens next: completed, retried after a delay, or failed for good. A chunk
+//!   reports the outcomes of the runs that finished in it together.
 //! - [`Engine::record`] writes the outcomes back to the store in batches and frees the
 //!   slots.
 
@@ -57,7 +58,8 @@ pub(crate) struct Engine {
     /// Whether any executing run is marked cancelled (`Inflight::marks` is not empty):
     /// attempts read their marks only then.
     marked: AtomicBool,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Outcomes to record: a chunk's together (`start`), or one run's.
+    outcomes: mpsc::UnboundedSender<Vec<Outcome>>,
     /// Bumped after every recorded batch; `Runtime::wait` and shutdown watch it.
     pub progress: watch::Sender<u64>,
     /// This process's counters (`Runtime::metrics`).
@@ -75,7 +77,7 @@ impl Engine {
         max_event_size: usize,
         wake: Arc<Notify>,
         trace: crate::trace::Hooks,
-    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Outcome>) {
+    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Vec<Outcome>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Counters::new(&registry);
         let engine = Engine {
@@ -149,10 +151,10 @@ impl Engine {
         }
     }
 
-    /// Runs one attempt and reports its outcome. `began` is when the attempt began (the
-    /// caller's last reading of the clock); returns when it ended, so that a chunk of
-    /// runs reads the clock once a run.
-    async fn execute(self: Arc<Self>, mut run: ClaimedRun, began: Instant) -> Instant {
+    /// Runs one attempt and returns its outcome, for the caller to [`report`](Self::report).
+    /// `began` is when the attempt began (the caller's last reading of the clock); returns
+    /// when it ended too, so that a chunk of runs reads the clock once a run.
+    async fn execute(self: Arc<Self>, mut run: ClaimedRun, began: Instant) -> (Outcome, Instant) {
         let def = self.registry.defs[run.function as usize];
         let steps = std::mem::take(&mut run.steps);
         // What `timeouts` measure from (read only by functions that have them).
@@ -257,14 +259,14 @@ impl Engine {
         }
         if let OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } = result {
             // Suspended: nothing to report, no handler to start.
-            let _ = self.outcomes.send(Outcome {
+            let outcome = Outcome {
                 key: run.key,
                 function: run.function,
                 result,
                 started_ms: 0,
                 ended_ms: 0,
-            });
-            return ended_at.unwrap_or_else(Instant::now);
+            };
+            return (outcome, ended_at.unwrap_or_else(Instant::now));
         }
         // A failed attempt's times are kept with its error (read the clock only then).
         let (started_ms, ended_ms) = match result.failure() {
@@ -283,15 +285,20 @@ impl Engine {
                 Box::pin(self.start_failure_handler(&run, def.id(), handler, error)).await;
             }
         }
-        // The receiver is gone only after shutdown gave up on this run and released it.
-        let _ = self.outcomes.send(Outcome {
+        let outcome = Outcome {
             key: run.key,
             function: run.function,
             result,
             started_ms,
             ended_ms,
-        });
-        ended_at.unwrap_or_else(Instant::now)
+        };
+        (outcome, ended_at.unwrap_or_else(Instant::now))
+    }
+
+    /// Hands outcomes to the recorder.
+    fn report(&self, outcomes: Vec<Outcome>) {
+        // The receiver is gone only after shutdown gave up on these runs and released them.
+        let _ = self.outcomes.send(outcomes);
     }
 
     /// What the end of an attempt means for its run: completed, retried, failed for good,
@@ -350,12 +357,20 @@ impl Engine {
         }
     }
 
-    /// Writes outcomes back in batches, freeing the runs' slots.
-    pub async fn record(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    /// Writes outcomes back in batches (of [`BATCH`], or what is waiting), freeing the
+    /// runs' slots.
+    pub async fn record(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
         // A networked store takes several batches at once; the others one at a time.
         let writers = Arc::new(tokio::sync::Semaphore::new(self.store.parallel_writes()));
         let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
+        while let Some(first) = rx.recv().await {
+            batch.extend(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
             let Ok(permit) = Arc::clone(&writers).acquire_owned().await else {
                 return;
             };

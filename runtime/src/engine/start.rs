@@ -63,9 +63,14 @@ impl Engine {
     }
 
     /// Polls each run of the chunk once; moves the runs still pending to tasks of their
-    /// own, and the runs not started to a new chunk once this one took too long.
+    /// own, and the runs not started to a new chunk once this one took too long. The
+    /// outcomes of the runs that finished here go to the recorder together, when the
+    /// chunk stops: a send on the outcome channel per chunk, not per run. (The chunk
+    /// never yields between its runs, so it is never aborted between an outcome and its
+    /// report.)
     async fn start_chunk(self: Arc<Self>, runs: Vec<ClaimedRun>) {
         let began = Instant::now();
+        let mut finished = Vec::with_capacity(runs.len());
         // The clock's last reading: when the run before ended (an attempt says when).
         let mut now = began;
         let mut runs = runs.into_iter();
@@ -81,12 +86,20 @@ impl Engine {
             })
             .await;
             now = match polled {
-                Ok(Poll::Ready(ended)) => ended,
+                Ok(Poll::Ready((outcome, ended))) => {
+                    finished.push(outcome);
+                    ended
+                }
                 Ok(Poll::Pending) => {
                     // Its next poll, in its own task, registers that task's waker.
                     let mut inflight = self.inflight();
                     if let Some(handle) = inflight.tasks.get_mut(&key) {
-                        *handle = tokio::spawn(attempt).abort_handle();
+                        let engine = Arc::clone(&self);
+                        let task = tokio::spawn(async move {
+                            let (outcome, _) = attempt.await;
+                            engine.report(vec![outcome]);
+                        });
+                        *handle = task.abort_handle();
                     }
                     Instant::now()
                 }
@@ -97,8 +110,11 @@ impl Engine {
             };
             if runs.len() > 0 && now.saturating_duration_since(began) >= CHUNK_TIME {
                 self.hand_on(runs.collect());
-                return;
+                break;
             }
+        }
+        if !finished.is_empty() {
+            self.report(finished);
         }
     }
 
