@@ -123,9 +123,9 @@ impl Ctx<'_> {
         }
         // The runs claimed, marked running in one statement.
         if !runs.is_empty() {
-            let keys = runs.iter().map(|r| r.key as i64).collect();
+            let keys = ids(runs.iter().map(|r| r.key as i64));
             tx.prepare_cached(MARK)
-                .and_then(|mut s| s.execute([ids(keys)]))
+                .and_then(|mut s| s.execute([keys]))
                 .map_err(&err)?;
         }
         let next_due = if gated {

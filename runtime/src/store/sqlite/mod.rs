@@ -439,7 +439,7 @@ impl Ctx<'_> {
 /// Row ids as one `rarray(?)` parameter: a statement then marks or finishes a batch of
 /// runs at once, where a statement per run opened a cursor on each of the runs table's
 /// indexes every time.
-fn ids(keys: Vec<i64>) -> rusqlite::vtab::array::Array {
+fn ids(keys: impl IntoIterator<Item = i64>) -> rusqlite::vtab::array::Array {
     std::rc::Rc::new(
         keys.into_iter()
             .map(rusqlite::types::Value::Integer)
