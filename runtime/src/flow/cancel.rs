@@ -197,8 +197,8 @@ mod tests {
         RunFlow {
             flags,
             ckey: Some("k".into()),
-            rank: 0,
             batch,
+            ..RunFlow::default()
         }
     }
 

@@ -14,7 +14,8 @@
 //! - `rate_limit` and `throttle` are GCRA (as Inngest's): per key, a theoretical arrival
 //!   time (`tat`); the period is cut in `limit` intervals of `period / limit`.
 //!   - `throttle` starts one run per interval, in arrival order, and delays the others
-//!     to their turn: never more than `limit` starts in any window of `period`.
+//!     to their turn: never more than `limit` starts in any window of `period`. A run
+//!     claimed after its turn also waits one interval from the key's last start.
 //!   - `rate_limit` lets a burst of up to `limit` runs through, refilled at one per
 //!     interval, and skips the runs beyond it.
 //!
@@ -46,6 +47,8 @@ pub(crate) mod flags {
     pub const SKIPPED: i16 = 32;
     /// Past its filter and idempotency key (applied on its first pass only).
     pub const ENTERED: i16 = 64;
+    /// Throttled: its start waits for its turn and the key's last start.
+    pub const THROTTLED: i16 = 128;
 }
 
 use flags::*;
@@ -71,15 +74,26 @@ pub(crate) struct RunFlow {
     pub rank: i64,
     /// The batch the run belongs to: the store's key of the batch's first run.
     pub batch: Option<i64>,
+    /// When its event was sent (unix ms), then its order among the runs of that
+    /// millisecond: set by [`prepare`] on each pass, not stored.
+    pub arrival: (i64, i64),
 }
 
 /// A run's keys, when it still has to pass more than concurrency (computed from its
 /// event; keys that cannot be computed, from an event that does not decode, are empty:
-/// the run then fails on decoding, as any other). Sets its `ckey` and `rank`.
-pub(crate) fn prepare(flow: &Flow, run: &mut RunFlow, event: &Envelope) -> Option<FlowKeys> {
-    if run.flags & ADMITTED != 0 {
+/// the run then fails on decoding, as any other). Sets its `ckey`, `rank` and `arrival`:
+/// `seq` orders the runs of one millisecond, the store's key where keys grow with each
+/// run, `i64::MAX` where runs pass the gate in the order they arrived.
+pub(crate) fn prepare(
+    flow: &Flow,
+    run: &mut RunFlow,
+    event: &Envelope,
+    seq: i64,
+) -> Option<FlowKeys> {
+    if run.flags & ADMITTED != 0 && run.flags & THROTTLED == 0 {
         return None;
     }
+    run.arrival = (event.ts as i64, seq);
     let mut keys = (flow.keys)(event).unwrap_or_default();
     run.ckey = keys.concurrency.take();
     if flow.keyed_concurrency.is_some() {
@@ -146,7 +160,9 @@ pub(crate) fn slots(
         kind,
         key: key.clone().unwrap_or_default(),
     };
-    if let Some(keys) = keys {
+    if let (Some(keys), true) = (keys, run.flags & ADMITTED != 0) {
+        slots.push(slot(Kind::Throttle, &keys.throttle));
+    } else if let Some(keys) = keys {
         if flow.idempotency && run.flags & ENTERED == 0 {
             slots.push(slot(Kind::Idempotency, &keys.idempotency));
         }
@@ -228,15 +244,22 @@ pub(crate) fn admit(
         if let Some(d) = flow.debounce {
             let s = state(states, function, Kind::Debounce, keys.debounce.as_deref());
             if run.flags & DEBOUNCING == 0 {
+                run.flags |= DEBOUNCING;
+                // Replicas can pass a burst's runs out of order: one whose event came
+                // before the waiting run's was already replaced.
+                if s.run != 0 && (s.tat_us, s.active) > run.arrival {
+                    run.flags |= SKIPPED;
+                    return Verdict::Skip("debounced: a later event took its place".to_owned());
+                }
                 // The latest event of the burst waits; earlier ones see it took their place.
                 if s.run == 0 {
-                    s.since_ms = now;
+                    s.since = now;
                 }
                 s.run = id;
-                run.flags |= DEBOUNCING;
+                (s.tat_us, s.active) = run.arrival;
                 let cap = d
                     .timeout_ms
-                    .map_or(i64::MAX, |t| s.since_ms.saturating_add(t as i64));
+                    .map_or(i64::MAX, |t| s.since.saturating_add(t as i64));
                 let at = (now + d.period_ms as i64).min(cap).max(now);
                 return Verdict::Delay(at as u64, Why::Debounce);
             }
@@ -252,7 +275,7 @@ pub(crate) fn admit(
                 run.flags |= BATCHED;
                 if s.run == 0 {
                     s.run = id;
-                    s.since_ms = now;
+                    s.since = now;
                 }
                 s.active += 1;
                 run.batch = Some(s.run);
@@ -303,12 +326,27 @@ pub(crate) fn admit(
             let (t_us, _) = gcra(rate);
             start_us = start_us.max(s.tat_us);
             s.tat_us = start_us + t_us;
+            run.flags |= THROTTLED;
         }
         run.flags |= ADMITTED;
         if start_us > now * 1000 {
             // Concurrency is taken when the delay is over.
             return Verdict::Delay((start_us as u64).div_ceil(1000), Why::Throttle);
         }
+    }
+    if let (Some(keys), Some(rate), true) = (keys, flow.throttle, run.flags & THROTTLED != 0) {
+        // Its turn came, but a claim made late may bring several turns at once: one
+        // start per interval after the key's last, whenever the runs are claimed.
+        let s = state(states, function, Kind::Throttle, keys.throttle.as_deref());
+        let (t_us, _) = gcra(rate);
+        let next_us = s.since.saturating_add(t_us);
+        if s.since > 0 && now * 1000 < next_us {
+            return Verdict::Delay((next_us as u64).div_ceil(1000), Why::Throttle);
+        }
+        s.since = now * 1000;
+        // Runs that come later take their turns after this start.
+        s.tat_us = s.tat_us.max(s.since + t_us);
+        run.flags &= !THROTTLED;
     }
     if run.flags & SLOTS != 0 {
         return Verdict::Go;

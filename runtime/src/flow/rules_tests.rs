@@ -75,7 +75,7 @@ fn first(
 
 /// A later pass of the same run.
 fn again(flow: &Flow, id: i64, run: &mut RunFlow, now: u64, states: &mut States) -> Verdict {
-    let keys = (run.flags & ADMITTED == 0).then(FlowKeys::default);
+    let keys = (run.flags & ADMITTED == 0 || run.flags & THROTTLED != 0).then(FlowKeys::default);
     admit("f", flow, id, run, keys.as_ref(), now, states)
 }
 
@@ -203,4 +203,69 @@ fn a_batch_is_executed_by_the_run_that_fills_it_or_by_its_first_after_the_timeou
     assert_eq!(r5.batch, Some(4));
     assert_eq!(again(&BATCH, 4, &mut r4, 5000, &mut states), Verdict::Go);
     assert_ne!(r4.flags & RUNNER, 0);
+}
+
+#[test]
+fn a_debounce_passed_out_of_order_still_runs_the_last_event() {
+    // Two replicas: the burst's last event (run 2, sent at 20) passes the gate before
+    // the one sent at 10 (run 1), and a run of the same millisecond with a smaller key.
+    let mut states = States::new();
+    let arriving = |at: i64, seq: i64| RunFlow {
+        arrival: (at, seq),
+        ..RunFlow::default()
+    };
+    let mut last = arriving(20, 2);
+    assert_eq!(
+        again(&DEBOUNCE, 2, &mut last, 30, &mut states),
+        Verdict::Delay(530, Why::Debounce)
+    );
+    for (id, at, seq) in [(1, 10, 1), (3, 20, 1)] {
+        let mut earlier = arriving(at, seq);
+        let v = again(&DEBOUNCE, id, &mut earlier, 40, &mut states);
+        assert!(matches!(v, Verdict::Skip(_)), "{v:?}");
+        assert_ne!(earlier.flags & SKIPPED, 0);
+    }
+    assert_eq!(
+        again(&DEBOUNCE, 2, &mut last, 530, &mut states),
+        Verdict::Go
+    );
+    // A later event after all takes the place of the waiting one.
+    let mut a = arriving(600, 5);
+    let mut b = arriving(600, 6);
+    again(&DEBOUNCE, 5, &mut a, 600, &mut states);
+    again(&DEBOUNCE, 6, &mut b, 601, &mut states);
+    assert!(matches!(
+        again(&DEBOUNCE, 5, &mut a, 1100, &mut states),
+        Verdict::Skip(_)
+    ));
+    assert_eq!(again(&DEBOUNCE, 6, &mut b, 1101, &mut states), Verdict::Go);
+}
+
+#[test]
+fn a_throttle_claimed_late_still_spaces_its_starts() {
+    let mut states = States::new();
+    let now = 1_000_000;
+    let (go, _) = first(&THROTTLE, 1, None, now, &mut states);
+    assert_eq!(go, Verdict::Go);
+    let (v2, mut r2) = first(&THROTTLE, 2, None, now, &mut states);
+    let (v3, mut r3) = first(&THROTTLE, 3, None, now, &mut states);
+    assert_eq!(v2, Verdict::Delay(now + 100, Why::Throttle));
+    assert_eq!(v3, Verdict::Delay(now + 200, Why::Throttle));
+    // Claimed together, 500 ms late: one starts, the other waits an interval more.
+    let at = now + 700;
+    assert_eq!(again(&THROTTLE, 2, &mut r2, at, &mut states), Verdict::Go);
+    assert_eq!(
+        again(&THROTTLE, 3, &mut r3, at, &mut states),
+        Verdict::Delay(at + 100, Why::Throttle)
+    );
+    // A new event takes its turn after the late start's.
+    let (v4, _) = first(&THROTTLE, 4, None, at, &mut states);
+    assert!(
+        matches!(v4, Verdict::Delay(t, _) if t >= at + 100),
+        "{v4:?}"
+    );
+    assert_eq!(
+        again(&THROTTLE, 3, &mut r3, at + 100, &mut states),
+        Verdict::Go
+    );
 }

@@ -27,14 +27,17 @@ pub(crate) struct Slot {
 /// What is kept per [`Slot`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct State {
-    /// GCRA's theoretical arrival time, unix microseconds (rate limit, throttle).
+    /// GCRA's theoretical arrival time, unix microseconds (rate limit, throttle); when
+    /// the waiting run's event was sent, unix ms (debounce).
     pub tat_us: i64,
-    /// Slots taken (concurrency); runs in the open batch (batch).
+    /// Slots taken (concurrency); runs in the open batch (batch); the waiting run's
+    /// order in its millisecond (debounce, see `RunFlow::arrival`).
     pub active: i64,
     /// The latest run of a debounce's burst; the open batch (its first run). 0: none.
     pub run: i64,
-    /// When the burst or the batch began, unix ms.
-    pub since_ms: i64,
+    /// When the burst or the batch began, unix ms; the key's last start, unix
+    /// microseconds (throttle).
+    pub since: i64,
 }
 
 impl State {

@@ -85,7 +85,8 @@ impl Inner {
         };
         let f = run.flow.get_or_insert_with(Default::default);
         let was_batched = f.place.flags & flags::BATCHED != 0;
-        let keys = rules::prepare(flow, &mut f.place, &run.event);
+        // One process and one lock: a burst passes the gate in the order it came.
+        let keys = rules::prepare(flow, &mut f.place, &run.event, i64::MAX);
         let verdict = rules::admit(
             function,
             flow,

@@ -31,6 +31,7 @@ impl Shared {
             ckey: row.get(5),
             rank: row.get(6),
             batch: row.get(7),
+            ..RunFlow::default()
         };
         let held = if status == flow::HELD {
             row.get::<_, Option<i16>>(8)

@@ -160,6 +160,7 @@ impl Shared {
                         ckey: row.get(10),
                         rank: row.get(11),
                         batch: row.get(13),
+                        ..rules::RunFlow::default()
                     },
                     event: Arc::clone(&event),
                 });

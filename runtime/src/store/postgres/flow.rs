@@ -94,7 +94,7 @@ impl Shared {
         for mut run in runs {
             let def = self.defs[run.function as usize];
             let Some(flow) = def.flow() else { continue };
-            let keys = rules::prepare(flow, &mut run.place, &run.event);
+            let keys = rules::prepare(flow, &mut run.place, &run.event, run.key);
             slots.extend(rules::slots(def.id(), flow, &run.place, keys.as_ref()));
             gated.push((run, def.id(), flow, keys));
         }

@@ -42,7 +42,7 @@ impl Shared {
                     tat_us: row.get(3),
                     active: row.get(4),
                     run: row.get(5),
-                    since_ms: row.get(6),
+                    since: row.get(6),
                 },
             );
         }
@@ -77,7 +77,7 @@ impl Shared {
             rows.tats.push(state.tat_us);
             rows.actives.push(state.active);
             rows.runs.push(state.run);
-            rows.sinces.push(state.since_ms);
+            rows.sinces.push(state.since);
         }
         if !keep.functions.is_empty() {
             tx.execute(

@@ -30,6 +30,7 @@ impl Ctx<'_> {
                             ckey: r.get(4)?,
                             rank: r.get(5)?,
                             batch: r.get(6)?,
+                            ..RunFlow::default()
                         },
                         r.get(7)?,
                         r.get(8)?,

@@ -56,6 +56,7 @@ impl Ctx<'_> {
                         ckey: r.get(7)?,
                         rank: r.get(8)?,
                         batch: r.get(9)?,
+                        ..RunFlow::default()
                     },
                     r.get(10)?,
                 ))

@@ -24,7 +24,7 @@ impl Ctx<'_> {
     ) -> Result<std::result::Result<RunFlow, bool>> {
         let err = self.err("cannot apply flow control");
         let function = def.id();
-        let keys = rules::prepare(flow, &mut run, event);
+        let keys = rules::prepare(flow, &mut run, event, key);
         let mut states =
             self.load_states(tx, &rules::slots(function, flow, &run, keys.as_ref()))?;
         let verdict = rules::admit(
@@ -256,7 +256,7 @@ impl Ctx<'_> {
                         tat_us: r.get(0)?,
                         active: r.get(1)?,
                         run: r.get(2)?,
-                        since_ms: r.get(3)?,
+                        since: r.get(3)?,
                     })
                 })
                 .optional()
@@ -289,7 +289,7 @@ impl Ctx<'_> {
                         state.tat_us,
                         state.active,
                         state.run,
-                        state.since_ms
+                        state.since
                     ])
                 })
                 .map_err(&err)?;
