@@ -16,6 +16,7 @@ use tokio::time::timeout;
 conformance!(
     one_send_runs_every_subscribed_function_once,
     an_event_with_twenty_functions_runs_each_once,
+    concurrent_senders_find_their_events_stored_and_each_runs_once,
     outputs_are_kept_and_run_ids_are_distinct,
     subscribed_functions_run_in_parallel,
     a_function_that_blocks_its_thread_holds_back_no_other_run,
@@ -120,6 +121,44 @@ async fn an_event_with_twenty_functions_runs_each_once(store: Store) {
             assert_eq!(run.event_id, *id);
             assert_eq!(run.output, Some(serde_json::json!(n)));
             assert_eq!(hits(format!("{} {id}", run.function_id)), 1);
+        }
+    }
+    rt.shutdown().await.unwrap();
+}
+
+async fn concurrent_senders_find_their_events_stored_and_each_runs_once(store: Store) {
+    let rt = store.builder().start().await.unwrap();
+    // Senders on both worker threads meet the claims and the records at the store.
+    let senders: Vec<_> = (0..8)
+        .map(|p| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..40 {
+                    let id = rt
+                        .send(Signup {
+                            user_id: p * 100 + n,
+                        })
+                        .await
+                        .unwrap();
+                    // Stored when `send` returns: every run is there to be seen.
+                    let runs = rt.runs(id).await.unwrap();
+                    assert_eq!(runs.len(), 3, "{runs:?}");
+                    ids.push(id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in senders {
+        ids.extend(s.await.unwrap());
+    }
+    for id in ids {
+        let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+        assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+        for f in ["welcome", "crm", "count"] {
+            assert_eq!(hits(format!("{f} {id}")), 1, "{f} {id}");
         }
     }
     rt.shutdown().await.unwrap();

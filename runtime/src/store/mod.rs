@@ -127,7 +127,8 @@ pub(crate) type RunKey = u64;
 /// The backend contract the engine runs on.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Stores the event and one queued run per subscribed function, atomically.
-    /// Returns the number of runs created.
+    /// Returns the number of runs created (the memory store may count the runs of an
+    /// event it already has: the engine only asks whether there are any).
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize>;
 
     /// Stores several events, each as [`append`](Store::append) would, in one

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 mod cancel;
 mod flow;
+mod inbox;
 mod inspect;
 
 pub(crate) struct MemoryStore {
@@ -30,6 +31,8 @@ pub(crate) struct MemoryStore {
     app: String,
     retention: Retention,
     inner: Mutex<Inner>,
+    /// Events sent while `inner` was taken, stored by its next holder.
+    inbox: inbox::Inbox,
 }
 
 #[derive(Default)]
@@ -190,13 +193,31 @@ impl MemoryStore {
             app,
             retention,
             inner: Mutex::new(Inner::default()),
+            inbox: inbox::Inbox::default(),
         }
     }
 
+    /// The store's state, with the events senders left in the inbox stored first.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` half-updated in a way that
         // matters more than losing the store, so a poisoned lock is used as is.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.store_inbox(&mut inner);
+        inner
+    }
+
+    fn store_inbox(&self, inner: &mut Inner) {
+        for sent in self.inbox.take() {
+            let one;
+            let subscribers = match sent.to {
+                Some(function) => {
+                    one = [function];
+                    &one[..]
+                }
+                None => self.registry.subscribers(&sent.event.event.name),
+            };
+            Self::insert_locked(inner, sent.event, subscribers);
+        }
     }
 }
 
@@ -224,11 +245,30 @@ impl Inner {
 }
 
 impl MemoryStore {
-    /// Stores the event with one queued run per function of `functions`; 0 if an event
-    /// with its id is already stored.
-    fn insert_event(&self, event: Envelope, subscribers: &[u32]) -> usize {
+    /// Stores the event with one queued run per function of `subscribers` (`to`, or
+    /// every function its name triggers); 0 if an event with its id is already stored.
+    /// When another thread holds the lock, leaves it in the inbox, and counts its runs
+    /// as new.
+    fn insert_event(&self, event: Envelope, to: Option<u32>) -> usize {
+        let one;
+        let subscribers = match to {
+            Some(function) => {
+                one = [function];
+                &one[..]
+            }
+            None => self.registry.subscribers(&event.name),
+        };
         let event = NewEvent::new(event, subscribers);
-        let mut inner = self.lock();
+        let mut inner = match self.inner.try_lock() {
+            Ok(inner) => inner,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let n = subscribers.len();
+                self.inbox.push(inbox::Sent { event, to });
+                return n;
+            }
+        };
+        self.store_inbox(&mut inner);
         Self::insert_locked(&mut inner, event, subscribers)
     }
 
@@ -306,12 +346,11 @@ impl NewEvent {
 
 impl Store for MemoryStore {
     fn append(&self, event: Envelope) -> StoreFuture<'_, usize> {
-        let subscribers = self.registry.subscribers(&event.name);
-        ready(Ok(self.insert_event(event, subscribers)))
+        ready(Ok(self.insert_event(event, None)))
     }
 
     fn append_to(&self, event: Envelope, function: u32) -> StoreFuture<'_, usize> {
-        ready(Ok(self.insert_event(event, &[function])))
+        ready(Ok(self.insert_event(event, Some(function))))
     }
 
     fn append_all(&self, events: Vec<Envelope>) -> StoreFuture<'_, usize> {
