@@ -16,7 +16,6 @@ use crate::function::{Registry, RunInput};
 use crate::metrics::{Count, Counters};
 use crate::step::{RunState, Suspend};
 use crate::store::{ClaimedRun, Outcome, OutcomeKind, RunKey, Store};
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -25,13 +24,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 mod cancel;
+mod inflight;
 mod lifetime;
 mod start;
 
+use inflight::Inflight;
 use lifetime::Started;
 
 /// Longest an idle dispatcher waits before it claims again.
@@ -103,7 +103,7 @@ impl Engine {
     }
 
     pub fn inflight_count(&self) -> usize {
-        self.inflight().tasks.len()
+        self.inflight().len()
     }
 
     /// Claims and starts runs until shutdown begins.
@@ -402,7 +402,7 @@ impl Engine {
         {
             let mut inflight = self.inflight();
             for key in &keys {
-                inflight.tasks.remove(key);
+                inflight.remove(*key);
             }
             // A mark lives as long as its run executes here (a key is reused).
             if self.marked.load(Ordering::Acquire) {
@@ -601,7 +601,7 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let runs: Vec<RunKey> = self.inflight().tasks.keys().copied().collect();
+            let runs: Vec<RunKey> = self.inflight().keys().collect();
             if runs.is_empty() {
                 continue;
             }
@@ -622,28 +622,9 @@ impl Engine {
     /// Aborts every executing run and returns its key, for the store to release.
     pub fn abort_inflight(&self) -> Vec<RunKey> {
         let mut inflight = self.inflight();
-        inflight.marks.clear();
         self.marked.store(false, Ordering::Release);
-        inflight
-            .tasks
-            .drain()
-            .map(|(key, task)| {
-                task.abort();
-                key
-            })
-            .collect()
+        inflight.abort_all()
     }
-}
-
-/// The runs executing in this process.
-#[derive(Default)]
-struct Inflight {
-    /// The task that holds each: its chunk's until it starts and finishes there, then
-    /// its own if it awaits (`start`).
-    tasks: HashMap<RunKey, AbortHandle>,
-    /// Those marked cancelled, with the reason, until their outcome is recorded; an
-    /// attempt reads its mark at its next step (`RunState::cancelled`).
-    marks: HashMap<RunKey, String>,
 }
 
 /// How an attempt's future ended.

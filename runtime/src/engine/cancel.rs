@@ -60,7 +60,7 @@ impl Engine {
     /// not executing here (another process's, or its outcome is on its way).
     pub(super) fn mark_cancelled(&self, key: RunKey, reason: String) {
         let mut inflight = self.inflight();
-        if inflight.tasks.contains_key(&key) {
+        if inflight.contains(key) {
             // The first reason stays.
             inflight.marks.entry(key).or_insert(reason);
             self.marked.store(true, Ordering::Release);

@@ -57,9 +57,7 @@ impl Engine {
     fn spawn_chunk(self: &Arc<Self>, inflight: &mut Inflight, chunk: Vec<ClaimedRun>) {
         let keys: Vec<_> = chunk.iter().map(|r| r.key).collect();
         let task = tokio::spawn(Arc::clone(self).start_chunk(chunk));
-        for key in keys {
-            inflight.tasks.insert(key, task.abort_handle());
-        }
+        inflight.hold(task.abort_handle(), keys);
     }
 
     /// Polls each run of the chunk once; moves the runs still pending to tasks of their
@@ -93,13 +91,13 @@ impl Engine {
                 Ok(Poll::Pending) => {
                     // Its next poll, in its own task, registers that task's waker.
                     let mut inflight = self.inflight();
-                    if let Some(handle) = inflight.tasks.get_mut(&key) {
+                    if inflight.contains(key) {
                         let engine = Arc::clone(&self);
                         let task = tokio::spawn(async move {
                             let (outcome, _) = attempt.await;
                             engine.report(vec![outcome]);
                         });
-                        *handle = task.abort_handle();
+                        inflight.hold(task.abort_handle(), [key]);
                     }
                     Instant::now()
                 }
@@ -124,7 +122,7 @@ impl Engine {
         let mut inflight = self.inflight();
         let runs: Vec<ClaimedRun> = runs
             .into_iter()
-            .filter(|r| inflight.tasks.contains_key(&r.key))
+            .filter(|r| inflight.contains(r.key))
             .collect();
         if !runs.is_empty() {
             self.spawn_chunk(&mut inflight, runs);
