@@ -103,6 +103,13 @@ pub(crate) fn prepare(
     Some(keys)
 }
 
+/// Whether a run is past every rule and holds its slots (a held run promoted into the
+/// slots another released): the gate lets it go as it is, without reading a state, so
+/// a store neither loads nor writes anything for it.
+pub(crate) fn settled(run: &RunFlow) -> bool {
+    run.flags & (ADMITTED | SLOTS) == ADMITTED | SLOTS && run.flags & THROTTLED == 0
+}
+
 /// How long an idempotency key holds: 24 h.
 pub(crate) const IDEMPOTENCY_MS: i64 = 24 * 3600 * 1000;
 

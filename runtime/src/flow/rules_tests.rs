@@ -269,3 +269,30 @@ fn a_throttle_claimed_late_still_spaces_its_starts() {
         Verdict::Go
     );
 }
+
+#[test]
+fn a_run_promoted_into_its_slots_is_settled_and_goes_without_a_state() {
+    let mut states = States::new();
+    assert_eq!(first(&STACKED, 1, Some("a"), 0, &mut states).0, Verdict::Go);
+    let (held, mut run) = first(&STACKED, 2, Some("a"), 0, &mut states);
+    assert_eq!(held, Verdict::Hold(Stage::Key));
+    assert!(!settled(&run));
+    // Run 1 ends: run 2 takes its slots (a store sets SLOTS on the promoted run).
+    release("f", &STACKED, Some("a"), &mut states);
+    let placed = refill(
+        "f",
+        &STACKED,
+        Some("a"),
+        &mut states,
+        |stage, _| match stage {
+            Stage::Key => vec![2],
+            _ => Vec::new(),
+        },
+    );
+    assert_eq!(placed, vec![(2, Place::Ready)]);
+    run.flags |= SLOTS;
+    assert!(settled(&run));
+    let mut none = States::new();
+    assert_eq!(again(&STACKED, 2, &mut run, 10, &mut none), Verdict::Go);
+    assert_eq!(none.len(), 0, "no state read or written");
+}

@@ -79,11 +79,14 @@ impl Inner {
         function: &'static str,
         now: Instant,
     ) -> bool {
-        let now_ms = now_millis();
         let Some(run) = self.runs[slot as usize].as_mut() else {
             return false;
         };
         let f = run.flow.get_or_insert_with(Default::default);
+        if rules::settled(&f.place) {
+            return true;
+        }
+        let now_ms = now_millis();
         let was_batched = f.place.flags & flags::BATCHED != 0;
         // One process and one lock: a burst passes the gate in the order it came.
         let keys = rules::prepare(flow, &mut f.place, &run.event, i64::MAX);

@@ -91,16 +91,24 @@ impl Shared {
         runs.sort_by_key(|r| (r.event.ts, r.key));
         let mut gated = Vec::with_capacity(runs.len());
         let mut slots = BTreeSet::new();
+        let mut going = HashMap::new();
         for mut run in runs {
             let def = self.defs[run.function as usize];
             let Some(flow) = def.flow() else { continue };
+            if rules::settled(&run.place) {
+                // Its row already says so, and it stays running, as the claim marked it.
+                going.insert(run.key, run.place);
+                continue;
+            }
             let keys = rules::prepare(flow, &mut run.place, &run.event, run.key);
             slots.extend(rules::slots(def.id(), flow, &run.place, keys.as_ref()));
             gated.push((run, def.id(), flow, keys));
         }
-        let mut states = self.lock_states(tx, slots).await?;
-        let mut going = HashMap::new();
         let mut skipped = Vec::new();
+        if gated.is_empty() {
+            return Ok((going, skipped));
+        }
+        let mut states = self.lock_states(tx, slots).await?;
         let mut u = GateRows::default();
         for (mut run, function, flow, keys) in gated {
             let verdict = rules::admit(

@@ -22,6 +22,9 @@ impl Ctx<'_> {
         mut run: RunFlow,
         event: &Envelope,
     ) -> Result<std::result::Result<RunFlow, bool>> {
+        if rules::settled(&run) {
+            return Ok(Ok(run));
+        }
         let err = self.err("cannot apply flow control");
         let function = def.id();
         let keys = rules::prepare(flow, &mut run, event, key);
