@@ -142,27 +142,31 @@ impl Ctx<'_> {
     /// passes them on to the first held runs.
     pub(super) fn free_slots(&self, tx: &Connection, keys: &[i64]) -> Result<()> {
         let err = self.err("cannot release concurrency slots");
-        for &key in keys {
-            let row: Option<(String, i64, Option<String>)> = tx
-                .prepare_cached("SELECT function_id, flow, ckey FROM fanfare_runs WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
-                .map_err(&err)?;
-            let Some((function_id, run_flags, ckey)) = row else {
-                continue;
-            };
+        // One statement reads the runs that hold slots and one lets them go, for the
+        // whole batch; then each gives its slots back and promotes, one at a time.
+        let holding: Vec<(i64, String, Option<String>)> = tx
+            .prepare_cached(HOLDING)
+            .and_then(|mut s| {
+                s.query_map([ids(keys.iter().copied())], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
+            })
+            .map_err(&err)?;
+        if holding.is_empty() {
+            return Ok(());
+        }
+        tx.prepare_cached(LET_GO)
+            .and_then(|mut s| s.execute([ids(holding.iter().map(|h| h.0))]))
+            .map_err(&err)?;
+        for (_, function_id, ckey) in &holding {
             let Some(&index) = self.functions.get(function_id.as_str()) else {
                 continue;
             };
             let def = self.registry.defs[index as usize];
-            let (Some(flow), true) = (def.flow(), run_flags & i64::from(flags::SLOTS) != 0) else {
+            let Some(flow) = def.flow() else {
                 continue;
             };
-            tx.prepare_cached("UPDATE fanfare_runs SET flow = flow & ~2 WHERE id = ?1")
-                .and_then(|mut s| s.execute([key]))
-                .map_err(&err)?;
             let function = def.id();
             let ckey = ckey.as_deref();
             let mut states =
@@ -313,6 +317,13 @@ type BatchEventRow = (Vec<u8>, String, String, i64, Option<String>);
 /// Finishes the runs of batch `?1` but its runner `?2`, as it ended.
 pub(crate) const FINISH_BATCH: &str = "UPDATE fanfare_runs \
     SET status = ?3, last_error = ?4, reason = ?5, finished_at = ?6 WHERE batch = ?1 AND id != ?2";
+
+/// The runs of `rarray(?1)` that hold their concurrency slots.
+const HOLDING: &str = "SELECT id, function_id, ckey FROM fanfare_runs \
+    WHERE id IN rarray(?1) AND flow & 2 <> 0 ORDER BY id";
+
+/// Marks the runs of `rarray(?1)` as holding no slots.
+const LET_GO: &str = "UPDATE fanfare_runs SET flow = flow & ~2 WHERE id IN rarray(?1)";
 
 /// The first held runs of a function's key (stage 1), in rank order.
 pub(crate) const HELD_BY_KEY: &str = "SELECT id FROM fanfare_runs \
