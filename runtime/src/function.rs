@@ -296,6 +296,15 @@ impl Registry {
     pub fn subscribers(&self, event: &str) -> &[u32] {
         self.by_trigger.get(event).map_or(&[], |v| v)
     }
+
+    /// The functions a stored event gets a run of: `to` alone (`Store::append_to`),
+    /// else every function `event` triggers.
+    pub fn targets<'a>(&'a self, event: &str, to: Option<&'a u32>) -> &'a [u32] {
+        match to {
+            Some(function) => std::slice::from_ref(function),
+            None => self.subscribers(event),
+        }
+    }
 }
 
 /// A `#[function]`, as a type: the macro defines one per function, named like the fn

@@ -208,14 +208,9 @@ impl MemoryStore {
 
     fn store_inbox(&self, inner: &mut Inner) {
         for sent in self.inbox.take() {
-            let one;
-            let subscribers = match sent.to {
-                Some(function) => {
-                    one = [function];
-                    &one[..]
-                }
-                None => self.registry.subscribers(&sent.event.event.name),
-            };
+            let subscribers = self
+                .registry
+                .targets(&sent.event.event.name, sent.to.as_ref());
             Self::insert_locked(inner, sent.event, subscribers);
         }
     }
@@ -250,14 +245,7 @@ impl MemoryStore {
     /// When another thread holds the lock, leaves it in the inbox, and counts its runs
     /// as new.
     fn insert_event(&self, event: Envelope, to: Option<u32>) -> usize {
-        let one;
-        let subscribers = match to {
-            Some(function) => {
-                one = [function];
-                &one[..]
-            }
-            None => self.registry.subscribers(&event.name),
-        };
+        let subscribers = self.registry.targets(&event.name, to.as_ref());
         let event = NewEvent::new(event, subscribers);
         let mut inner = match self.inner.try_lock() {
             Ok(inner) => inner,

@@ -42,14 +42,7 @@ impl Ctx<'_> {
         to: Option<u32>,
         cache: &mut EventCache,
     ) -> Result<usize> {
-        let target;
-        let subscribers = match to {
-            Some(function) => {
-                target = [function];
-                &target[..]
-            }
-            None => self.registry.subscribers(&event.name),
-        };
+        let subscribers = self.registry.targets(&event.name, to.as_ref());
         let err = self.err("cannot store the event");
         let inserted = tx
             .prepare_cached(
