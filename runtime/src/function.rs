@@ -187,9 +187,9 @@ pub fn functions() -> Vec<&'static FunctionDef> {
 /// The functions of one runtime, indexed by position and by trigger.
 pub(crate) struct Registry {
     pub defs: Vec<&'static FunctionDef>,
-    by_trigger: HashMap<&'static str, Box<[u32]>>,
+    by_trigger: crate::hash::Map<&'static str, Box<[u32]>>,
     /// The `cancel_on` rules by the name of the event that cancels: (function, rule).
-    cancellers: HashMap<&'static str, Vec<(u32, &'static CancelOn)>>,
+    cancellers: crate::hash::Map<&'static str, Vec<(u32, &'static CancelOn)>>,
     /// For each function, its `on_failure` handler's index.
     failure_handlers: Vec<Option<u32>>,
 }
@@ -229,7 +229,8 @@ impl Registry {
                 }
             }
         }
-        let mut cancellers: HashMap<&'static str, Vec<(u32, &'static CancelOn)>> = HashMap::new();
+        let mut cancellers: crate::hash::Map<&'static str, Vec<(u32, &'static CancelOn)>> =
+            Default::default();
         for (i, def) in defs.iter().enumerate() {
             for rule in def.lifetime.map_or(&[][..], |l| l.cancel_on()) {
                 cancellers

@@ -99,6 +99,7 @@ mod error;
 mod event;
 mod flow;
 mod function;
+mod hash;
 #[cfg(feature = "http")]
 pub mod http;
 mod inspect;

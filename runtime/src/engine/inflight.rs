@@ -6,21 +6,21 @@
 //! thread polling the task is writing too, so one per run was a measurable share of
 //! the recorder's time.
 
+use crate::hash::Map;
 use crate::store::RunKey;
-use std::collections::HashMap;
 use tokio::task::AbortHandle;
 
 #[derive(Default)]
 pub(super) struct Inflight {
     /// The holder of each run: its chunk's task until it starts and finishes there,
     /// then its own if it awaits (`start`).
-    tasks: HashMap<RunKey, u32>,
+    tasks: Map<RunKey, u32>,
     holders: Vec<Holder>,
     /// Indexes of `holders` free for reuse.
     free: Vec<u32>,
     /// Runs marked cancelled, with the reason, until their outcome is recorded; an
     /// attempt reads its mark at its next step (`RunState::cancelled`).
-    pub marks: HashMap<RunKey, String>,
+    pub marks: Map<RunKey, String>,
 }
 
 #[derive(Default)]

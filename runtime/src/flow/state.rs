@@ -1,6 +1,6 @@
 //! Flow control's state: what the rules keep per function, kind and key.
 
-use std::collections::HashMap;
+use crate::hash::Map;
 
 /// Which state of a function a [`Slot`] names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,7 +50,7 @@ impl State {
 /// States by slot; looked up by `&str` keys without allocating.
 #[derive(Debug, Default)]
 pub(crate) struct States {
-    map: HashMap<(&'static str, Kind), HashMap<String, State>>,
+    map: Map<(&'static str, Kind), Map<String, State>>,
 }
 
 impl States {
@@ -105,6 +105,6 @@ impl States {
     }
 
     pub fn len(&self) -> usize {
-        self.map.values().map(HashMap::len).sum()
+        self.map.values().map(Map::len).sum()
     }
 }

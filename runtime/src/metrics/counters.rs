@@ -66,14 +66,14 @@ struct FunctionCounters {
 pub(crate) struct Counters {
     functions: Box<[FunctionCounters]>,
     /// Event names some function subscribes to, and their index in `sent`.
-    names: HashMap<&'static str, usize>,
+    names: crate::hash::Map<&'static str, usize>,
     /// Events sent, by name index; the last counts every other name.
     sent: Box<[AtomicU64]>,
 }
 
 impl Counters {
     pub fn new(registry: &Registry) -> Counters {
-        let mut names = HashMap::new();
+        let mut names = crate::hash::Map::default();
         for def in &registry.defs {
             for &trigger in def.triggers() {
                 if trigger != FAILURE_EVENT {

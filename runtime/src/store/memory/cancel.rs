@@ -167,7 +167,7 @@ impl Inner {
             return;
         };
         if let Some(queue) = queues.get_mut(key) {
-            queue.retain(|Reverse((_, _, s))| *s != slot);
+            queue.remove(slot);
             if queue.is_empty() {
                 queues.remove(key);
             }

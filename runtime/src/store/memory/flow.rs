@@ -14,15 +14,46 @@ pub(super) enum End {
     Cancelled(Option<Box<str>>),
 }
 
-/// A queue of held runs: (rank, arrival, slot), smallest first.
-type Queue = BinaryHeap<Reverse<(i64, u64, u32)>>;
+/// A queue of held runs: (rank, arrival, slot), kept sorted, smallest first.
+///
+/// Runs mostly come in rank order (rank is their event's send time, less their
+/// priority), so a run usually joins at the back and leaves from the front, each O(1);
+/// a run that outranks others is inserted in its place.
+#[derive(Default)]
+pub(super) struct Queue(VecDeque<(i64, u64, u32)>);
+
+impl Queue {
+    fn push(&mut self, entry: (i64, u64, u32)) {
+        match self.0.back() {
+            Some(last) if *last > entry => {
+                let at = self.0.partition_point(|e| *e < entry);
+                self.0.insert(at, entry);
+            }
+            _ => self.0.push_back(entry),
+        }
+    }
+
+    /// The first run's slot, taken out of the queue.
+    fn pop(&mut self) -> Option<u32> {
+        self.0.pop_front().map(|(_, _, slot)| slot)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Takes a run out of the queue wherever it is.
+    pub fn remove(&mut self, slot: u32) {
+        self.0.retain(|&(_, _, s)| s != slot);
+    }
+}
 
 /// The flow-control state of the store.
 #[derive(Default)]
 pub(super) struct Book {
     pub states: States,
     /// Held runs by (function, stage), then key.
-    pub held: HashMap<(u32, Stage), HashMap<String, Queue>>,
+    pub held: crate::hash::Map<(u32, Stage), crate::hash::Map<String, Queue>>,
     arrivals: u64,
     /// The runs of each batch, by the batch's first run.
     pub batches: HashMap<i64, Vec<u32>>,
@@ -219,12 +250,14 @@ impl Inner {
             Stage::Function | Stage::Batch => "",
         };
         self.book.arrivals += 1;
-        let entry = Reverse((f.place.rank, self.book.arrivals, slot));
+        let entry = (f.place.rank, self.book.arrivals, slot);
         let queues = self.book.held.entry((run.function, stage)).or_default();
         match queues.get_mut(key) {
             Some(queue) => queue.push(entry),
             None => {
-                queues.insert(key.to_owned(), Queue::from(vec![entry]));
+                let mut queue = Queue::default();
+                queue.push(entry);
+                queues.insert(key.to_owned(), queue);
             }
         }
     }
@@ -244,9 +277,16 @@ impl Inner {
             return;
         }
         f.place.flags &= !flags::SLOTS;
-        let ckey = f.place.ckey.clone();
+        // Lent to `refill` while `runs` is borrowed there, then put back.
+        let ckey = f.place.ckey.take();
         rules::release(function, flow, ckey.as_deref(), &mut book.states);
         self.refill(index, flow, function, ckey.as_deref());
+        if let Some(f) = self.runs[slot as usize]
+            .as_mut()
+            .and_then(|r| r.flow.as_deref_mut())
+        {
+            f.place.ckey = ckey;
+        }
     }
 
     /// Passes released slots of function `index` (key `ckey`) on to the first held runs.
@@ -269,9 +309,7 @@ impl Inner {
             let Some(queue) = queues.get_mut(key) else {
                 return Vec::new();
             };
-            let taken: Vec<u32> = (0..n)
-                .map_while(|_| queue.pop().map(|Reverse((_, _, slot))| slot))
-                .collect();
+            let taken: Vec<u32> = (0..n).map_while(|_| queue.pop()).collect();
             if queue.is_empty() {
                 queues.remove(key);
             }
