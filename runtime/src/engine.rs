@@ -169,7 +169,9 @@ impl Engine {
                 None => 0,
             },
         };
-        let state = Arc::new(RunState::new(run.key, run.run_id, Arc::clone(&self), steps));
+        let state = Arc::new(RunState::new(run.key, run.run_id, self, steps));
+        // The run's state holds the engine from here: one reference count for both.
+        let this = &state.engine;
         let span = tracing::info_span!(
             "fanfare.run",
             function = def.id(),
@@ -180,7 +182,7 @@ impl Engine {
             traceparent = tracing::field::Empty,
         );
         if let Some(parent) = &run.event.trace {
-            self.trace.link(&span, parent);
+            this.trace.link(&span, parent);
         }
         let finish = Self::finish_deadline(def, started);
         // How long the attempt ran (zero for one that did not run).
@@ -205,7 +207,7 @@ impl Engine {
         } else if let Some(reason) = match def.lifetime() {
             // Boxed, as the other rare paths below: the task of every run holds this
             // future, and tokio copies it as a whole when it starts and ends the task.
-            Some(_) => Box::pin(self.ends_before(def, &run.event, started, finish.as_ref())).await,
+            Some(_) => Box::pin(this.ends_before(def, &run.event, started, finish.as_ref())).await,
             None => None,
         } {
             // A timeout passed, or a cancelling event was sent since the run's event.
@@ -221,7 +223,7 @@ impl Engine {
                 batch: run.batch.clone(),
             };
             if started.fresh {
-                self.metrics.count(run.function, Count::Started);
+                this.metrics.count(run.function, Count::Started);
             }
             let ended = match span.in_scope(|| def.call(input)) {
                 // A durable sleep or wait, or a cancellation, suspends the run: the
@@ -242,10 +244,10 @@ impl Engine {
             let now = Instant::now();
             took = now.saturating_duration_since(began);
             ended_at = Some(now);
-            self.metrics.attempt(run.function, took);
+            this.metrics.attempt(run.function, took);
             ended
         };
-        let result = span.in_scope(|| self.decide(&run, def.retries(), ended, state.cancelled()));
+        let result = span.in_scope(|| this.decide(&run, def.retries(), ended, state.cancelled()));
         let result = Self::cap(result, finish.map(|(deadline, _)| deadline));
         let counted = match result {
             OutcomeKind::Completed(_) => Some(Count::Completed),
@@ -255,7 +257,7 @@ impl Engine {
             OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } => None,
         };
         if let Some(what) = counted {
-            self.metrics.count(run.function, what);
+            this.metrics.count(run.function, what);
         }
         if let OutcomeKind::Sleep { .. } | OutcomeKind::Wait { .. } = result {
             // Suspended: nothing to report, no handler to start.
@@ -277,12 +279,12 @@ impl Engine {
             None => (0, 0),
         };
         if run.event.name == crate::function::INVOKE_EVENT {
-            Box::pin(self.report_invocation(run.event.id, &result)).await;
+            Box::pin(this.report_invocation(run.event.id, &result)).await;
         }
         // A cancelled run's handler does not run: it did not fail.
         if let OutcomeKind::Failed(error) = &result {
-            if let Some(handler) = self.registry.failure_handler(run.function) {
-                Box::pin(self.start_failure_handler(&run, def.id(), handler, error)).await;
+            if let Some(handler) = this.registry.failure_handler(run.function) {
+                Box::pin(this.start_failure_handler(&run, def.id(), handler, error)).await;
             }
         }
         let outcome = Outcome {
