@@ -74,6 +74,12 @@ mod sqlite {
             fastrand::u64(..)
         ));
         let conn = Connection::open(&path).expect("open");
+        // As the store opens it: plans that do not depend on bound values.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .expect("QPSG");
         rusqlite::vtab::array::load_module(&conn).expect("rarray");
         for m in MIGRATIONS {
             conn.execute_batch(m).expect("migration");
