@@ -54,7 +54,7 @@ pub(crate) struct Engine {
     /// Set once shutdown begins: nothing more is claimed.
     pub stopping: AtomicBool,
     /// Runs executing now, with the handle that aborts each and its attempt's state.
-    inflight: Mutex<Inflight>,
+    inflight: crate::padded::Padded<Mutex<Inflight>>,
     /// Whether any executing run is marked cancelled (`Inflight::marks` is not empty):
     /// attempts read their marks only then.
     marked: AtomicBool,
@@ -89,7 +89,7 @@ impl Engine {
             max_event_size,
             wake,
             stopping: AtomicBool::new(false),
-            inflight: Mutex::new(Inflight::default()),
+            inflight: crate::padded::Padded(Mutex::new(Inflight::default())),
             marked: AtomicBool::new(false),
             outcomes: tx,
             progress: watch::Sender::new(0),

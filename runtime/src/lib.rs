@@ -105,6 +105,7 @@ pub mod http;
 mod inspect;
 mod lifetime;
 mod metrics;
+mod padded;
 mod runtime;
 mod send_options;
 mod step;

@@ -30,9 +30,9 @@ pub(crate) struct MemoryStore {
     registry: Arc<Registry>,
     app: String,
     retention: Retention,
-    inner: Mutex<Inner>,
+    inner: crate::padded::Padded<Mutex<Inner>>,
     /// Events sent while `inner` was taken, stored by its next holder.
-    inbox: inbox::Inbox,
+    inbox: crate::padded::Padded<inbox::Inbox>,
 }
 
 #[derive(Default)]
@@ -192,8 +192,8 @@ impl MemoryStore {
             registry,
             app,
             retention,
-            inner: Mutex::new(Inner::default()),
-            inbox: inbox::Inbox::default(),
+            inner: crate::padded::Padded(Mutex::new(Inner::default())),
+            inbox: Default::default(),
         }
     }
 
