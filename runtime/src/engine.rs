@@ -66,6 +66,8 @@ pub(crate) struct Engine {
     pub metrics: Counters,
     /// The builder's trace-context hooks.
     pub trace: crate::trace::Hooks,
+    /// Fewest tasks a claim's runs are spread over (`start`).
+    spread: usize,
 }
 
 impl Engine {
@@ -94,6 +96,7 @@ impl Engine {
             outcomes: tx,
             progress: watch::Sender::new(0),
             trace,
+            spread: start::spread(),
         };
         (Arc::new(engine), rx)
     }
