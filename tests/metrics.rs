@@ -60,6 +60,49 @@ async fn m_later(_ctx: Ctx<Later>) -> fanfare::Result<()> {
 #[event(name = "metrics/unheard")]
 struct Unheard {}
 
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "metrics/many")]
+struct Many {
+    n: u32,
+}
+
+#[function(trigger = "metrics/many")]
+async fn m_many(_ctx: Ctx<Many>) -> fanfare::Result<()> {
+    Ok(())
+}
+
+/// Runs finish on both worker threads, and each thread counts in its own copy of the
+/// counters: the metrics add every copy up, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_made_on_every_worker_thread_add_up() {
+    const RUNS: u32 = 2_000;
+    let rt = fanfare::Runtime::builder().start().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..RUNS {
+        ids.push(rt.send(Many { n }).await.unwrap());
+    }
+    for id in ids {
+        tokio::time::timeout(common::LIMIT, rt.wait(id))
+            .await
+            .expect("runs finish")
+            .unwrap();
+    }
+    let m = rt.metrics().await.unwrap();
+    let f = m.function("m_many").unwrap();
+    assert_eq!(
+        (f.started, f.completed, f.failed),
+        (u64::from(RUNS), u64::from(RUNS), 0)
+    );
+    assert_eq!(f.attempt_duration.count, u64::from(RUNS));
+    let events = m
+        .events_sent
+        .iter()
+        .find(|e| e.event == "metrics/many")
+        .unwrap();
+    assert_eq!(events.sent, u64::from(RUNS));
+    rt.shutdown().await.unwrap();
+}
+
 /// The text, parsed.
 fn parse(text: &str) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("the text parses")

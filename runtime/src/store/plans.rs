@@ -167,6 +167,35 @@ mod sqlite {
                 bad.push(format!("{name}:\n  {}\n  {}", sql, lines.join("\n  ")));
             }
         }
+        // Each freed slot reads its key's held runs: binding another key must not make
+        // SQLite plan the statement again (it did, before the planner's stability
+        // guarantee was on: a sixth of the writer's time under keyed concurrency).
+        conn.execute_batch(
+            "UPDATE fanfare_runs SET status = 4, hold = 1, ckey = 'key' || ((id / 2) % 4) \
+             WHERE id IN (SELECT id FROM fanfare_runs WHERE status = 0 LIMIT 100)",
+        )
+        .expect("hold runs");
+        let mut held = conn.prepare(HELD_BY_KEY).expect("prepare");
+        let function: String = conn
+            .query_row(
+                "SELECT function_id FROM fanfare_runs WHERE ckey = 'key0'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("a held run");
+        for key in ["key0", "key1", "key2", "key3"] {
+            let ids: Vec<i64> = held
+                .query_map(rusqlite::params![function, key, 10], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .expect("held runs");
+            assert!(!ids.is_empty(), "{function} has held runs of {key}");
+        }
+        assert_eq!(
+            held.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the held-runs query was planned again for a new key"
+        );
+        drop(held);
         drop(conn);
         let _ = std::fs::remove_file(&path);
         assert!(
