@@ -412,6 +412,24 @@ pub(crate) fn release(
     }
 }
 
+/// Whether a run giving its slots back hands them straight to its key's next held run
+/// (if it has one), leaving every state as it is: only a keyed limit applies, and the
+/// key is full, so the release frees the one slot that run takes. A store that knows
+/// the next held run skips [`release`] and [`refill`] then.
+pub(crate) fn hands_over(
+    function: &'static str,
+    flow: &Flow,
+    ckey: Option<&str>,
+    states: &States,
+) -> bool {
+    match (flow.keyed_concurrency, flow.concurrency) {
+        (Some(limit), None) => states
+            .get(function, Kind::Key, ckey.unwrap_or_default())
+            .is_some_and(|s| s.active == i64::from(limit)),
+        _ => false,
+    }
+}
+
 /// How many held runs of a queue may be promoted now.
 pub(crate) fn room(
     function: &'static str,

@@ -296,3 +296,42 @@ fn a_run_promoted_into_its_slots_is_settled_and_goes_without_a_state() {
     assert_eq!(again(&STACKED, 2, &mut run, 10, &mut none), Verdict::Go);
     assert_eq!(none.len(), 0, "no state read or written");
 }
+
+static KEYED: Flow = Flow {
+    keyed_concurrency: Some(2),
+    ..NONE
+};
+
+#[test]
+fn a_full_key_hands_a_released_slot_straight_to_its_next_run() {
+    let mut states = States::new();
+    assert!(!hands_over("f", &KEYED, Some("a"), &states), "no state yet");
+    assert_eq!(first(&KEYED, 1, Some("a"), 0, &mut states).0, Verdict::Go);
+    assert!(
+        !hands_over("f", &KEYED, Some("a"), &states),
+        "a slot is free: a release must be counted"
+    );
+    assert_eq!(first(&KEYED, 2, Some("a"), 0, &mut states).0, Verdict::Go);
+    assert_eq!(
+        first(&KEYED, 3, Some("a"), 0, &mut states).0,
+        Verdict::Hold(Stage::Key)
+    );
+    assert!(hands_over("f", &KEYED, Some("a"), &states));
+    assert!(!hands_over("f", &KEYED, Some("b"), &states), "another key");
+    // The hand-over is what release and refill would do: the key stays full.
+    let before = *states.get("f", Kind::Key, "a").unwrap();
+    release("f", &KEYED, Some("a"), &mut states);
+    let mut placed = refill("f", &KEYED, Some("a"), &mut states, |_, n| {
+        assert_eq!(n, 1);
+        vec![3]
+    });
+    assert_eq!(placed.pop(), Some((3, Place::Ready)));
+    assert_eq!(*states.get("f", Kind::Key, "a").unwrap(), before);
+    // A function-wide limit too: its slot must be given back through the rules.
+    let mut stacked = States::new();
+    assert_eq!(
+        first(&STACKED, 1, Some("a"), 0, &mut stacked).0,
+        Verdict::Go
+    );
+    assert!(!hands_over("f", &STACKED, Some("a"), &stacked));
+}

@@ -279,14 +279,48 @@ impl Inner {
         f.place.flags &= !flags::SLOTS;
         // Lent to `refill` while `runs` is borrowed there, then put back.
         let ckey = f.place.ckey.take();
-        rules::release(function, flow, ckey.as_deref(), &mut book.states);
-        self.refill(index, flow, function, ckey.as_deref());
+        let handed = rules::hands_over(function, flow, ckey.as_deref(), &book.states)
+            && self.hand_over(index, ckey.as_deref());
+        if !handed {
+            rules::release(function, flow, ckey.as_deref(), &mut self.book.states);
+            self.refill(index, flow, function, ckey.as_deref());
+        }
         if let Some(f) = self.runs[slot as usize]
             .as_mut()
             .and_then(|r| r.flow.as_deref_mut())
         {
             f.place.ckey = ckey;
         }
+    }
+
+    /// Gives a released key slot of function `index` to the key's first held run, if it
+    /// has one (`rules::hands_over`: the states stay as they are).
+    fn hand_over(&mut self, index: u32, ckey: Option<&str>) -> bool {
+        let key = ckey.unwrap_or_default();
+        let Some(queues) = self.book.held.get_mut(&(index, Stage::Key)) else {
+            return false;
+        };
+        let Some(queue) = queues.get_mut(key) else {
+            return false;
+        };
+        let next = queue.pop();
+        if queue.is_empty() {
+            queues.remove(key);
+        }
+        let Some(next) = next else {
+            return false;
+        };
+        let Some(f) = self.runs[next as usize]
+            .as_mut()
+            .and_then(|r| r.flow.as_deref_mut())
+        else {
+            // Gone: the slot is released as any other.
+            return false;
+        };
+        f.place.flags |= flags::SLOTS;
+        f.reason = None;
+        self.ready.push_back(next);
+        true
     }
 
     /// Passes released slots of function `index` (key `ckey`) on to the first held runs.
