@@ -421,9 +421,7 @@ async fn no_more_runs_execute_at_once_than_the_concurrency_limit(store: Store) {
         };
         ids.push(rt.send(event).await.unwrap());
     }
-    for id in ids {
-        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
-    }
+    common::all_finished(&rt, ids).await;
     assert_eq!(hits(format!("limited {}", store.name())), 30);
     assert_eq!(
         running(store.name(), 0).1,

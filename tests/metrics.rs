@@ -81,12 +81,7 @@ async fn counts_made_on_every_worker_thread_add_up() {
     for n in 0..RUNS {
         ids.push(rt.send(Many { n }).await.unwrap());
     }
-    for id in ids {
-        tokio::time::timeout(common::LIMIT, rt.wait(id))
-            .await
-            .expect("runs finish")
-            .unwrap();
-    }
+    common::all_finished(&rt, ids).await;
     let m = rt.metrics().await.unwrap();
     let f = m.function("m_many").unwrap();
     assert_eq!(
@@ -143,12 +138,7 @@ async fn counters_count_each_outcome_per_function(store: Store) {
     let run = common::run_of(&rt, id).await;
     assert_eq!(rt.cancel(run.run_id).await.unwrap(), RunStatus::Cancelled);
     rt.send(Unheard {}).await.unwrap();
-    for id in ids {
-        tokio::time::timeout(common::LIMIT, rt.wait(id))
-            .await
-            .expect("runs finish")
-            .unwrap();
-    }
+    common::all_finished(&rt, ids).await;
     // A skip is counted by the dispatcher once its claim returns, which may be just
     // after `wait` sees the skipped run.
     until("both skips are counted", async || {
@@ -326,12 +316,7 @@ async fn queue_depth_counts_due_runs_and_the_oldest_ages(store: Store) {
     assert!(age > first_age.as_secs_f64(), "{age}");
 
     gate(&tag).release.add_permits(4);
-    for id in ids {
-        tokio::time::timeout(common::LIMIT, rt.wait(id))
-            .await
-            .expect("runs finish")
-            .unwrap();
-    }
+    common::all_finished(&rt, ids).await;
     let m = rt.metrics().await.unwrap();
     assert_eq!(due(&m), (0, Duration::ZERO));
     assert_eq!(m.function("m_blocked").unwrap().completed, 4);

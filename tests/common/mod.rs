@@ -165,6 +165,16 @@ pub async fn finished(rt: &Runtime, id: EventId) -> RunInfo {
     run_of(rt, id).await
 }
 
+/// Waits until every run of each event has finished.
+pub async fn all_finished(rt: &Runtime, ids: impl IntoIterator<Item = EventId>) {
+    for id in ids {
+        timeout(LIMIT, rt.wait(id))
+            .await
+            .expect("the runs did not finish in time")
+            .unwrap();
+    }
+}
+
 /// Waits for the function of `tag` to reach its gate.
 pub async fn started(tag: &str) {
     timeout(LIMIT, gate(tag).started.notified())
