@@ -53,7 +53,7 @@ impl Queue {
 pub(super) struct Book {
     pub states: States,
     /// Held runs by (function, stage), then key.
-    pub held: crate::hash::Map<(u32, Stage), crate::hash::Map<String, Queue>>,
+    pub held: Held,
     arrivals: u64,
     /// The runs of each batch, by the batch's first run.
     pub batches: HashMap<i64, Vec<u32>>,
@@ -297,29 +297,21 @@ impl Inner {
     /// has one (`rules::hands_over`: the states stay as they are).
     fn hand_over(&mut self, index: u32, ckey: Option<&str>) -> bool {
         let key = ckey.unwrap_or_default();
-        let Some(queues) = self.book.held.get_mut(&(index, Stage::Key)) else {
-            return false;
-        };
-        let Some(queue) = queues.get_mut(key) else {
-            return false;
-        };
-        let next = queue.pop();
-        if queue.is_empty() {
-            queues.remove(key);
-        }
-        let Some(next) = next else {
-            return false;
-        };
-        let Some(f) = self.runs[next as usize]
+        // A run that is gone leaves the slot to be released as any other.
+        pop_held(&mut self.book.held, index, Stage::Key, key).is_some_and(|next| self.promote(next))
+    }
+
+    /// Queues a promoted run to execute, holding its slots; false if it is gone.
+    fn promote(&mut self, slot: u32) -> bool {
+        let Some(f) = self.runs[slot as usize]
             .as_mut()
             .and_then(|r| r.flow.as_deref_mut())
         else {
-            // Gone: the slot is released as any other.
             return false;
         };
         f.place.flags |= flags::SLOTS;
         f.reason = None;
-        self.ready.push_back(next);
+        self.ready.push_back(slot);
         true
     }
 
@@ -337,32 +329,22 @@ impl Inner {
                 Stage::Key => ckey.unwrap_or_default(),
                 Stage::Function | Stage::Batch => "",
             };
-            let Some(queues) = held.get_mut(&(index, stage)) else {
-                return Vec::new();
-            };
-            let Some(queue) = queues.get_mut(key) else {
-                return Vec::new();
-            };
-            let taken: Vec<u32> = (0..n).map_while(|_| queue.pop()).collect();
-            if queue.is_empty() {
-                queues.remove(key);
-            }
-            taken
+            (0..n)
+                .map_while(|_| pop_held(held, index, stage, key))
+                .collect()
         });
         for (slot, place) in placed {
-            let Some(f) = self.runs[slot as usize]
-                .as_mut()
-                .and_then(|r| r.flow.as_deref_mut())
-            else {
-                continue;
-            };
             match place {
                 Place::Ready => {
-                    f.place.flags |= flags::SLOTS;
-                    f.reason = None;
-                    self.ready.push_back(slot);
+                    self.promote(slot);
                 }
                 Place::Function => {
+                    let Some(f) = self.runs[slot as usize]
+                        .as_mut()
+                        .and_then(|r| r.flow.as_deref_mut())
+                    else {
+                        continue;
+                    };
                     f.reason = Some(Reason::Held(Stage::Function));
                     self.hold(slot, Stage::Function);
                 }
@@ -378,4 +360,18 @@ impl Inner {
             self.book.prune_at = self.book.states.len() * 2;
         }
     }
+}
+
+/// The held queues, by (function, stage), then key.
+type Held = crate::hash::Map<(u32, Stage), crate::hash::Map<String, Queue>>;
+
+/// Takes the first run of a held queue, forgetting the queue once it is empty.
+fn pop_held(held: &mut Held, index: u32, stage: Stage, key: &str) -> Option<u32> {
+    let queues = held.get_mut(&(index, stage))?;
+    let queue = queues.get_mut(key)?;
+    let first = queue.pop();
+    if queue.is_empty() {
+        queues.remove(key);
+    }
+    first
 }
