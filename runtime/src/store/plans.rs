@@ -47,9 +47,9 @@ fn lists() -> Vec<(String, crate::inspect::RunFilter)> {
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        list_sql, BATCH_EVENTS, CLAIM, COMPLETE, EXPIRED, FIND, FINISH_BATCH, HELD_BY_FUNCTION,
-        HELD_BY_KEY, MARK, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS,
-        QUEUE_STATS, WAITS_OF,
+        configure, list_sql, BATCH_EVENTS, CLAIM, COMPLETE, EXPIRED, FIND, FINISH_BATCH,
+        HELD_BY_FUNCTION, HELD_BY_KEY, MARK, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED,
+        PRUNE_RUNS, QUEUE_STATS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -74,13 +74,8 @@ mod sqlite {
             fastrand::u64(..)
         ));
         let conn = Connection::open(&path).expect("open");
-        // As the store opens it: plans that do not depend on bound values.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
-        .expect("QPSG");
-        rusqlite::vtab::array::load_module(&conn).expect("rarray");
+        // As the store opens it: plans that do not depend on bound values, `rarray`.
+        configure(&conn).expect("configure");
         for m in MIGRATIONS {
             conn.execute_batch(m).expect("migration");
         }

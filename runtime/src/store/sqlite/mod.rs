@@ -33,7 +33,7 @@ pub(crate) use {
     queue::QUEUE_STATS,
     record::COMPLETE,
     runs::list_sql,
-    schema::MIGRATIONS,
+    schema::{configure, MIGRATIONS},
     send::WAITS_OF,
 };
 

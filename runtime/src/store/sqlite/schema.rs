@@ -226,19 +226,7 @@ impl Writer {
              PRAGMA busy_timeout = {BUSY_MS}; PRAGMA cache_size = {CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| fail(IN_USE, e))?;
-        // The query planner stability guarantee: a statement's plan does not depend on
-        // the values bound to it. Without it, SQLite weighed a bound value against the
-        // partial indexes' conditions when planning the held-runs query, and so planned
-        // it again (`sqlite3Reprepare`) each time its key changed: a sixth of the
-        // writer's time under keyed concurrency. Every status the queries select on is
-        // written into their text, so the partial indexes serve them as before.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
-        .map_err(|e| fail("cannot open", e))?;
-        // `rarray(?)`: one statement marks or finishes a batch of runs (`ids`).
-        rusqlite::vtab::array::load_module(&conn).map_err(|e| fail("cannot open", e))?;
+        configure(&conn).map_err(|e| fail("cannot open", e))?;
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
         let mut writer = Writer {
             conn,
@@ -339,4 +327,21 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// What the store's connection needs besides its pragmas (the plan guard test opens its
+/// connection with it too):
+/// - the query planner stability guarantee: a statement's plan does not depend on the
+///   values bound to it. Without it, SQLite weighed a bound value against the partial
+///   indexes' conditions when planning the held-runs query, and so planned it again
+///   (`sqlite3Reprepare`) each time its key changed: a sixth of the writer's time under
+///   keyed concurrency. Every status the queries select on is written into their text,
+///   so the partial indexes serve them as before;
+/// - `rarray(?)`: one statement marks or finishes a batch of runs (`ids`).
+pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    rusqlite::vtab::array::load_module(conn)
 }
