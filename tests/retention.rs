@@ -6,7 +6,7 @@
 mod common;
 
 use common::{postgres_ready, postgres_schema, temp_db, until, Store, LIMIT};
-use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunStatus, Runtime};
+use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunFilter, RunStatus, Runtime};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -180,6 +180,15 @@ fn downgrade(before: i64, later: &str) -> String {
     )
 }
 
+/// Takes a SQLite database back to before run positions (migration 11), as an older
+/// fanfare left it: runs numbered from 1, indexes by run id and by event on every run,
+/// no positions in the events' rows.
+const BEFORE_POSITIONS: &str = "DROP INDEX fanfare_runs_event; DROP INDEX fanfare_runs_run_id; \
+    ALTER TABLE fanfare_events DROP COLUMN first_run; ALTER TABLE fanfare_events DROP COLUMN runs; \
+    UPDATE fanfare_runs SET id = (SELECT count(*) FROM fanfare_runs r WHERE r.id <= fanfare_runs.id); \
+    CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id); \
+    CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id);";
+
 /// Sends an event that fails, on a runtime that keeps it (the default failed retention).
 async fn store_a_failure(builder: fanfare::Builder) -> EventId {
     let rt = builder.start().await.unwrap();
@@ -212,7 +221,8 @@ async fn sqlite_upgrades_a_database_from_before_the_failed_retention() {
     let conn = timeout(LIMIT, async {
         loop {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            if conn.execute_batch(&downgrade(SQLITE_BEFORE, "")).is_ok() {
+            let before = format!("{BEFORE_POSITIONS} {}", downgrade(SQLITE_BEFORE, ""));
+            if conn.execute_batch(&before).is_ok() {
                 break conn;
             }
             tokio::task::yield_now().await;
@@ -239,6 +249,110 @@ async fn sqlite_upgrades_a_database_from_before_the_failed_retention() {
         )
         .unwrap();
     assert!(version > SQLITE_BEFORE, "{version}");
+}
+
+/// Runs stored before positions are found as before, by id, by event and in lists
+/// (merged in run id order with runs stored after, page by page), replayed, and pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_serving_runs_stored_before_positions() {
+    let path = temp_db();
+    let rt = Runtime::builder().sqlite(&path).start().await.unwrap();
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.push(rt.send(Mixed).await.unwrap());
+    }
+    let old_done = rt.send(Done).await.unwrap();
+    for &id in old.iter().chain([&old_done]) {
+        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    }
+    rt.shutdown().await.unwrap();
+    drop(rt);
+    timeout(LIMIT, async {
+        loop {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let sql = format!(
+                "BEGIN; {BEFORE_POSITIONS} \
+                 UPDATE fanfare_meta SET value = 10 WHERE key = 'schema_version'; COMMIT;"
+            );
+            if conn.execute_batch(&sql).is_ok() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let legacy_ids: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(id) FROM fanfare_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(legacy_ids, 7, "runs numbered as an older fanfare did");
+
+    let rt = Runtime::builder()
+        .sqlite(&path)
+        .retention(RETENTION)
+        .failed_retention(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut new = Vec::new();
+    for _ in 0..2 {
+        new.push(rt.send(Mixed).await.unwrap());
+    }
+    for &id in &new {
+        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+    }
+    until("the completed event stored before is pruned", async || {
+        gone(&rt, old_done).await
+    })
+    .await;
+    let mut all = Vec::new();
+    for &event in old.iter().chain(&new) {
+        let runs = rt.runs(event).await.unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        for run in runs {
+            assert_eq!(run.event_id, event);
+            let found = rt.run(run.run_id).await.unwrap();
+            assert_eq!((found.run_id, found.status), (run.run_id, run.status));
+            all.push(run.run_id);
+        }
+    }
+    all.sort();
+    all.reverse();
+    // Every run, newest first by run id, two a page.
+    let mut listed = Vec::new();
+    let mut filter = RunFilter::new().limit(2);
+    loop {
+        let page = rt.list_runs(&filter).await.unwrap();
+        listed.extend(page.runs.iter().map(|r| r.run_id));
+        match page.next {
+            Some(next) => filter = filter.after(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, all);
+    let failed = rt
+        .list_runs(&RunFilter::new().status(RunStatus::Failed))
+        .await
+        .unwrap();
+    assert_eq!(failed.runs.len(), 5);
+    // A run stored before, replayed: a run of its event.
+    let old_failed = rt
+        .runs(old[0])
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.status == RunStatus::Failed)
+        .unwrap();
+    let replayed = rt.replay(old_failed.run_id).await.unwrap();
+    until("the replayed run finishes", async || {
+        rt.run(replayed).await.unwrap().status == RunStatus::Failed
+    })
+    .await;
+    let runs = rt.runs(old[0]).await.unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().any(|r| r.run_id == replayed));
+    rt.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

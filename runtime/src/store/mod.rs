@@ -368,17 +368,25 @@ pub(crate) fn status_of_code(code: i64, suspension: i64, skipped: bool) -> RunSt
     }
 }
 
+/// Where a list's statement reads runs of one status code (or of all) from, in run id
+/// order: a condition added to the others (`None`: none), and the `ORDER BY` that walks
+/// it in run id order, newest first.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) type ListSource = (Option<String>, &'static str);
+
 /// The statement of [`Store::list`] for `filter`, in a SQL store's words: `columns`
 /// selected from `fanfare_runs`; `param` names the placeholder of each parameter, asked
 /// for `"limit"` first, then `"function"`, `"event"`, `"from"`, `"below"` (those the
-/// filter sets, in this order); `status` renders one status code's condition. Newest
-/// first: one index range per status code, each ordered and limited, merged.
+/// filter sets, in this order); `status` renders one status code's condition, and
+/// `sources` says where runs of one status code (`None`: of any) are read from. Newest
+/// first: one index range per status code and source, each ordered and limited, merged.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn list_statement(
     filter: &RunFilter,
     columns: &str,
     mut param: impl FnMut(&str) -> String,
     status: impl Fn(i16, &StatusWhere) -> String,
+    sources: impl Fn(Option<(i16, &StatusWhere)>) -> Vec<ListSource>,
 ) -> String {
     let limit = param("limit");
     let mut conditions = Vec::new();
@@ -392,9 +400,10 @@ pub(crate) fn list_statement(
             conditions.push(format!("{condition} {}", param(name)));
         }
     }
-    let select = |status: Option<String>| {
+    let select = |status: Option<String>, (source, order): ListSource| {
         let all: Vec<&str> = status
             .iter()
+            .chain(source.iter())
             .map(String::as_str)
             .chain(conditions.iter().map(String::as_str))
             .collect();
@@ -403,27 +412,37 @@ pub(crate) fn list_statement(
             sql.push_str(" WHERE ");
             sql.push_str(&all.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {limit}"));
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {limit}"));
         sql
     };
+    let mut parts = Vec::new();
     match filter.status {
-        None => select(None),
+        None => {
+            for source in sources(None) {
+                parts.push(select(None, source));
+            }
+        }
         Some(s) => {
             let s = StatusWhere::of(s);
-            let parts: Vec<String> = s
-                .codes
-                .iter()
-                .enumerate()
-                .map(|(i, &code)| {
-                    format!("SELECT * FROM ({}) AS p{i}", select(Some(status(code, &s))))
-                })
-                .collect();
-            format!(
-                "{} ORDER BY run_id DESC LIMIT {limit}",
-                parts.join(" UNION ALL ")
-            )
+            for &code in s.codes {
+                for source in sources(Some((code, &s))) {
+                    parts.push(select(Some(status(code, &s)), source));
+                }
+            }
         }
     }
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    let parts: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| format!("SELECT * FROM ({part}) AS p{i}"))
+        .collect();
+    format!(
+        "{} ORDER BY run_id DESC LIMIT {limit}",
+        parts.join(" UNION ALL ")
+    )
 }
 
 /// What [`Store::cancel`] did.

@@ -47,9 +47,9 @@ fn lists() -> Vec<(String, crate::inspect::RunFilter)> {
 mod sqlite {
     use super::BACKLOG;
     use crate::store::sqlite::{
-        configure, list_sql, BATCH_EVENTS, CLAIM, COMPLETE, EXPIRED, FIND, FINISH_BATCH,
-        HELD_BY_FUNCTION, HELD_BY_KEY, MARK, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS, PRUNE_FAILED,
-        PRUNE_RUNS, QUEUE_STATS, WAITS_OF,
+        configure, list_sql, of_event, BATCH_EVENTS, BY_RUN_ID, CLAIM, COMPLETE, EXPIRED, FIND,
+        FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY, MARK, MIGRATIONS, NEXT_DUE, PRUNE_EVENTS,
+        PRUNE_FAILED, PRUNE_RUNS, QUEUE_STATS, WAITS_OF,
     };
     use rusqlite::Connection;
 
@@ -127,6 +127,11 @@ mod sqlite {
                 bad.push(format!("{name}:\n  {}\n  {}", sql, lines.join("\n  ")));
             }
         }
+        let run_by_id = format!("SELECT * FROM fanfare_runs WHERE {BY_RUN_ID}");
+        let event_runs = format!(
+            "DELETE FROM fanfare_runs WHERE id IN ({})",
+            of_event("SELECT id FROM fanfare_runs WHERE")
+        );
         for (name, sql) in [
             ("claim", CLAIM),
             ("mark claimed runs running", MARK),
@@ -135,13 +140,15 @@ mod sqlite {
             ("waits of an event", WAITS_OF),
             ("prune runs", PRUNE_RUNS),
             ("prune failed runs", PRUNE_FAILED),
-            ("are an event's runs past their keep", EXPIRED),
+            ("are an event's runs past their keep", &EXPIRED),
             ("prune events", PRUNE_EVENTS),
             ("held runs of a key", HELD_BY_KEY),
             ("held runs of a function", HELD_BY_FUNCTION),
             ("a batch's events", BATCH_EVENTS),
             ("finish a batch", FINISH_BATCH),
-            ("a run by its id (cancel)", FIND),
+            ("a run by its id (cancel)", &FIND),
+            ("a run by its id", &run_by_id),
+            ("an event's runs", &event_runs),
             ("due runs by function (metrics)", QUEUE_STATS),
         ] {
             let lines = plan(&conn, sql);

@@ -41,7 +41,9 @@ pub(crate) fn list_sql(filter: &RunFilter) -> String {
         n += 1;
         format!("${n}")
     };
-    crate::store::list_statement(filter, COLUMNS, param, status_sql)
+    crate::store::list_statement(filter, COLUMNS, param, status_sql, |_| {
+        vec![(None, "run_id DESC")]
+    })
 }
 
 impl Shared {

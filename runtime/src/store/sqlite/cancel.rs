@@ -6,9 +6,13 @@ use crate::flow::cancel;
 use crate::flow::rules::{self, flags, RunFlow, Stage};
 
 /// A run by its id.
-pub(crate) const FIND: &str =
-    "SELECT id, status, function_id, flow, ckey, rank, batch, hold, event_id \
-    FROM fanfare_runs WHERE run_id = ?1";
+pub(crate) static FIND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT id, status, function_id, flow, ckey, rank, batch, hold, event_id \
+         FROM fanfare_runs WHERE {}",
+        position::BY_RUN_ID
+    )
+});
 
 /// A run as `cancel` reads it: row id, status, function id, its flow-control columns
 /// (flags, key, rank, batch, held stage), event id.
@@ -18,9 +22,9 @@ impl Ctx<'_> {
     pub(super) fn cancel(&self, tx: &Connection, run: RunId, reason: String) -> Result<Cancel> {
         let err = self.err("cannot cancel a run");
         let row: Option<CancelRow> = tx
-            .prepare_cached(FIND)
+            .prepare_cached(&FIND)
             .and_then(|mut s| {
-                s.query_row([run.as_uuid().as_bytes()], |r| {
+                s.query_row(position::by_run_id(&run), |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,

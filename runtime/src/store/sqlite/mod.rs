@@ -15,6 +15,7 @@ mod checkpoint;
 mod claim;
 mod events;
 mod flow;
+mod position;
 mod prune;
 mod queue;
 mod record;
@@ -29,6 +30,7 @@ pub(crate) use {
     cancel::FIND,
     claim::{CLAIM, MARK, NEXT_DUE},
     flow::{BATCH_EVENTS, FINISH_BATCH, HELD_BY_FUNCTION, HELD_BY_KEY},
+    position::{of_event, BY_RUN_ID},
     prune::{EXPIRED, PRUNE_EVENTS, PRUNE_FAILED, PRUNE_RUNS},
     queue::QUEUE_STATS,
     record::COMPLETE,
@@ -404,6 +406,8 @@ struct Writer {
     /// When to prune next, and where pruning got to.
     next_prune: Instant,
     marks: Marks,
+    /// The next runs' positions (`position.rs`).
+    positions: position::Positions,
     /// The lock that keeps a second runtime off the file; dropped last, once both
     /// connections are closed (closing another descriptor of the file while SQLite
     /// holds its locks would release them).
@@ -424,6 +428,7 @@ struct Ctx<'a> {
     functions: &'a HashMap<&'static str, u32>,
     path: &'a Path,
     now: u64,
+    positions: &'a position::Positions,
     /// Whether `fanfare_waits` has rows, once this transaction looked (or stored one):
     /// sends skip resolving waits while there are none.
     waits: std::cell::Cell<Option<bool>>,

@@ -16,9 +16,15 @@ pub(crate) const PRUNE_FAILED: &str = "SELECT finished_at, id, event_id FROM fan
 
 /// Whether every run of event `?1` is past its keep: finished, before `?2` (the
 /// retention's cut-off), and a failed one before `?3` (the failed retention's).
-pub(crate) const EXPIRED: &str =
-    "SELECT NOT EXISTS (SELECT 1 FROM fanfare_runs WHERE event_id = ?1 \
-    AND (status NOT IN (2, 3, 5) OR finished_at >= ?2 OR (status = 3 AND finished_at >= ?3)))";
+pub(crate) static EXPIRED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT NOT EXISTS ({})",
+        position::of_event(
+            "SELECT 1 FROM fanfare_runs WHERE (status NOT IN (2, 3, 5) OR finished_at >= :completed \
+             OR (status = 3 AND finished_at >= :failed)) AND"
+        )
+    )
+});
 
 /// The last row of a walk's batch: `(finished_at, id)`.
 type Walked = (i64, Option<(i64, i64)>);
@@ -61,13 +67,13 @@ impl Ctx<'_> {
                 .collect()
             })
             .map_err(&err)?;
-        tx.prepare_cached(
-            "DELETE FROM fanfare_events WHERE id = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM fanfare_runs WHERE event_id = ?1)",
-        )
+        tx.prepare_cached(&format!(
+            "DELETE FROM fanfare_events WHERE id = :event AND NOT EXISTS ({})",
+            position::of_event("SELECT 1 FROM fanfare_runs WHERE")
+        ))
         .and_then(|mut s| {
             for (_, id) in &events {
-                s.execute([id])?;
+                s.execute(rusqlite::named_params! { ":event": id })?;
             }
             Ok(())
         })
@@ -100,14 +106,19 @@ impl Ctx<'_> {
                 .collect()
             })
             .map_err(&err)?;
-        let mut expired = tx.prepare_cached(EXPIRED).map_err(&err)?;
+        let mut expired = tx.prepare_cached(&EXPIRED).map_err(&err)?;
         let mut seen = std::collections::HashSet::new();
         for (_, _, event) in &candidates {
             if seen.insert(event.as_slice())
                 && expired
-                    .query_row(params![event, cutoffs.0, cutoffs.1], |r| {
-                        r.get::<_, bool>(0)
-                    })
+                    .query_row(
+                        rusqlite::named_params! {
+                            ":event": event,
+                            ":completed": cutoffs.0,
+                            ":failed": cutoffs.1
+                        },
+                        |r| r.get::<_, bool>(0),
+                    )
                     .map_err(&err)?
             {
                 self.delete_event(tx, event)?;
@@ -122,16 +133,14 @@ impl Ctx<'_> {
     /// Deletes an event with its runs, their steps and their failed attempts.
     pub(super) fn delete_event(&self, tx: &Connection, event: &[u8]) -> Result<()> {
         let err = self.err("cannot prune");
-        for sql in [
-            "DELETE FROM fanfare_steps WHERE run IN (SELECT id FROM fanfare_runs WHERE event_id = ?1)",
-            "DELETE FROM fanfare_attempts WHERE run IN (SELECT id FROM fanfare_runs WHERE event_id = ?1)",
-        ] {
-            tx.prepare_cached(sql)
-                .and_then(|mut s| s.execute([event]))
+        let runs = position::of_event("SELECT id FROM fanfare_runs WHERE");
+        for table in ["fanfare_steps", "fanfare_attempts"] {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE run IN ({runs})"))
+                .and_then(|mut s| s.execute(rusqlite::named_params! { ":event": event }))
                 .map_err(&err)?;
         }
-        tx.prepare_cached("DELETE FROM fanfare_runs WHERE event_id = ?1")
-            .and_then(|mut s| s.execute([event]))
+        tx.prepare_cached(&format!("DELETE FROM fanfare_runs WHERE id IN ({runs})"))
+            .and_then(|mut s| s.execute(rusqlite::named_params! { ":event": event }))
             .map_err(&err)?;
         tx.prepare_cached("DELETE FROM fanfare_events WHERE id = ?1")
             .and_then(|mut s| s.execute([event]))

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::flow::rules::flags;
-use crate::store::{status_of_code, WaitingFor};
+use crate::store::{status_of_code, ListSource, WaitingFor};
+use position::{by_run_id, of_event, BY_RUN_ID};
 
 /// A run as `runs` reads it (see `COLUMNS`).
 struct RunRow {
@@ -54,9 +55,53 @@ fn status_sql(code: i16, status: &StatusWhere) -> String {
 }
 
 /// The statement `list` runs for `filter` (named parameters `:limit`, `:function`,
-/// `:event`, `:from`, `:below`, those the filter sets).
+/// `:event`, `:from`, `:below`, those the filter sets, and `:from_position`,
+/// `:below_position` with `:from` and `:below`: `position::at_least` and `at_most`).
 pub(crate) fn list_sql(filter: &RunFilter) -> String {
-    crate::store::list_statement(filter, COLUMNS, |name| format!(":{name}"), status_sql)
+    crate::store::list_statement(
+        filter,
+        COLUMNS,
+        |name| format!(":{name}"),
+        status_sql,
+        |status| list_sources(filter, status),
+    )
+}
+
+/// Where `list` reads runs from (see `position.rs`): an event's runs by their positions
+/// and the index by event; runs of a state with a partial index of its own from that
+/// index; others from the table in position order, and from the run id index for runs
+/// stored before positions.
+fn list_sources(filter: &RunFilter, status: Option<(i16, &StatusWhere)>) -> Vec<ListSource> {
+    if filter.event.is_some() {
+        return vec![
+            (
+                Some(
+                    "id >= (SELECT first_run FROM fanfare_events WHERE id = :event) \
+                     AND id < (SELECT first_run + runs FROM fanfare_events WHERE id = :event)"
+                        .to_owned(),
+                ),
+                "id DESC",
+            ),
+            (Some(position::BY_EVENT.to_owned()), "run_id DESC"),
+        ];
+    }
+    let indexed = status.is_some_and(|(code, s)| {
+        code >= 3 || s.suspension.is_some_and(|n| n >= 1) || s.skipped == Some(true)
+    });
+    if indexed {
+        return vec![(None, "run_id DESC")];
+    }
+    let mut ours = format!("id >= {}", position::LEGACY);
+    if filter.from().is_some() {
+        ours.push_str(" AND id >= :from_position");
+    }
+    if filter.below().is_some() {
+        ours.push_str(" AND id <= :below_position");
+    }
+    vec![
+        (Some(ours), "id DESC"),
+        (Some(format!("id < {}", position::LEGACY)), "run_id DESC"),
+    ]
 }
 
 impl Ctx<'_> {
@@ -72,16 +117,19 @@ impl Ctx<'_> {
         if known.is_none() {
             return Ok(None);
         }
-        let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE event_id = ?1 ORDER BY id");
-        self.read_runs(tx, &sql, [event.as_uuid().as_bytes()])
+        let sql = format!(
+            "SELECT * FROM ({}) ORDER BY 7",
+            of_event(&format!("SELECT {COLUMNS} FROM fanfare_runs WHERE"))
+        );
+        self.read_runs(tx, &sql, &[(":event", event.as_uuid().as_bytes())][..])
             .map(Some)
     }
 
-    /// One run, by its id (the `run_id` index).
+    /// One run, by its id (its position, or the `run_id` index).
     pub(super) fn run(&self, tx: &Connection, run: RunId) -> Result<Option<RunInfo>> {
-        let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE run_id = ?1");
+        let sql = format!("SELECT {COLUMNS} FROM fanfare_runs WHERE {BY_RUN_ID}");
         Ok(self
-            .read_runs(tx, &sql, [run.as_uuid().as_bytes()])?
+            .read_runs(tx, &sql, by_run_id(&run))?
             .into_iter()
             .next())
     }
@@ -108,11 +156,26 @@ impl Ctx<'_> {
         if let Some(e) = &event {
             params.push((":event", e));
         }
+        let from_position = filter.from().map(|r| position::at_least(&r));
+        let below_position = filter.below().map(|r| position::at_most(&r));
         if let Some(f) = &from {
             params.push((":from", f));
         }
         if let Some(b) = &below {
             params.push((":below", b));
+        }
+        // Only the sources that walk positions name them.
+        if let Some(p) = from_position
+            .as_ref()
+            .filter(|_| sql.contains(":from_position"))
+        {
+            params.push((":from_position", p));
+        }
+        if let Some(p) = below_position
+            .as_ref()
+            .filter(|_| sql.contains(":below_position"))
+        {
+            params.push((":below_position", p));
         }
         self.read_runs(tx, &sql, &params[..])
     }
@@ -254,12 +317,12 @@ impl Ctx<'_> {
     pub(super) fn replay(&self, tx: &Connection, run: RunId) -> Result<Replay> {
         let err = self.err("cannot replay the run");
         let found: Option<(i64, i64, i64, Vec<u8>, String)> = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT status, sleeping + 2 * waiting, flow, event_id, function_id \
-                 FROM fanfare_runs WHERE run_id = ?1",
-            )
+                     FROM fanfare_runs WHERE {BY_RUN_ID}"
+            ))
             .and_then(|mut s| {
-                s.query_row([run.as_uuid().as_bytes()], |r| {
+                s.query_row(by_run_id(&run), |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()
@@ -275,10 +338,11 @@ impl Ctx<'_> {
         if flow & i64::from(flags::BATCHED) != 0 {
             return Ok(Replay::Batched);
         }
-        let new = RunId::new(self.now);
+        let position = self.positions.take(self.now, 1);
+        let new = position::run_id(position);
         tx.prepare_cached(
-            "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at, flow, replay_of) \
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+            "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, due_at, flow, replay_of) \
+             VALUES (?7, ?1, ?2, ?3, 0, ?4, ?5, ?6)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -287,7 +351,8 @@ impl Ctx<'_> {
                 function,
                 self.now as i64,
                 i64::from(flags::ADMITTED | flags::ENTERED),
-                run.as_uuid().as_bytes()
+                run.as_uuid().as_bytes(),
+                position
             ])
         })
         .map_err(&err)?;

@@ -141,6 +141,18 @@ CREATE TABLE fanfare_attempts (
     PRIMARY KEY (run, attempt)
 ) WITHOUT ROWID;
 "#,
+    // Positions (`position.rs`): a run's row id is its position and its run id says it;
+    // an event's row records its runs' positions. The indexes by run id and by event
+    // keep the runs stored before (row ids below `position::LEGACY`), and replayed runs.
+    r#"
+ALTER TABLE fanfare_events ADD COLUMN first_run INTEGER;
+ALTER TABLE fanfare_events ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+DROP INDEX fanfare_runs_run_id;
+CREATE INDEX fanfare_runs_run_id ON fanfare_runs (run_id) WHERE id < 1125899906842624;
+DROP INDEX fanfare_runs_event;
+CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id)
+    WHERE (id < 1125899906842624 OR replay_of IS NOT NULL);
+"#,
 ];
 
 /// SQLite's page cache, in KiB as `PRAGMA cache_size` takes it (negative): 64 MiB, where
@@ -245,8 +257,11 @@ impl Writer {
             cache: EventCache::default(),
             next_prune: Instant::now(),
             marks: Marks::default(),
+            positions: super::position::Positions::empty(),
         };
         writer.migrate()?;
+        writer.positions = super::position::Positions::after(&writer.conn)
+            .map_err(|e| store_error(path, "cannot open", e))?;
         writer.recover()?;
         Ok(writer)
     }

@@ -10,7 +10,7 @@ pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
 const INSERT_ROWS: usize = 16;
 
 /// The statement inserting `n` (1 to [`INSERT_ROWS`]) runs of an event: the event id is
-/// `?1`, when they are due `?2`, then each run's id and function id. One statement per
+/// `?1`, when they are due `?2`, then each run's position, run id and function id. One statement per
 /// event instead of one per run: each execution opens a cursor on every index of the
 /// runs table.
 fn insert_runs(n: usize) -> &'static str {
@@ -19,10 +19,10 @@ fn insert_runs(n: usize) -> &'static str {
         (1..=INSERT_ROWS)
             .map(|n| {
                 let rows: Vec<String> = (0..n)
-                    .map(|i| format!("(?{}, ?1, ?{}, 0, ?2)", 2 * i + 3, 2 * i + 4))
+                    .map(|i| format!("(?{}, ?{}, ?1, ?{}, 0, ?2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
                     .collect();
                 format!(
-                    "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, due_at) VALUES {}",
+                    "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, due_at) VALUES {}",
                     rows.join(", ")
                 )
             })
@@ -44,10 +44,13 @@ impl Ctx<'_> {
     ) -> Result<usize> {
         let subscribers = self.registry.targets(&event.name, to.as_ref());
         let err = self.err("cannot store the event");
+        // The runs' positions (`position.rs`), recorded in the event's row. (Taken even
+        // when the event is a replayed `ctx.send`'s, stored already: a gap is harmless.)
+        let first = self.positions.take(self.now, subscribers.len());
         let inserted = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts, traceparent) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO fanfare_events (id, name, data, ts, traceparent, first_run, runs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -55,7 +58,9 @@ impl Ctx<'_> {
                     &*event.name,
                     &event.data,
                     event.ts as i64,
-                    event.trace.as_ref().map(|t| t.as_str())
+                    event.trace.as_ref().map(|t| t.as_str()),
+                    first,
+                    subscribers.len() as i64
                 ])
             })
             .map_err(&err)?;
@@ -65,15 +70,18 @@ impl Ctx<'_> {
         }
         // A delayed send's runs are due at its time.
         let due = self.now.max(event.not_before.unwrap_or(0)) as i64;
-        for functions in subscribers.chunks(INSERT_ROWS) {
+        for (chunk, functions) in subscribers.chunks(INSERT_ROWS).enumerate() {
+            let first = first + (chunk * INSERT_ROWS) as i64;
             tx.prepare_cached(insert_runs(functions.len()))
                 .and_then(|mut s| {
                     s.raw_bind_parameter(1, event.id.as_uuid().as_bytes())?;
                     s.raw_bind_parameter(2, due)?;
                     for (i, &f) in functions.iter().enumerate() {
-                        let run_id = RunId::new(event.ts);
-                        s.raw_bind_parameter(2 * i + 3, run_id.as_uuid().as_bytes())?;
-                        s.raw_bind_parameter(2 * i + 4, self.registry.defs[f as usize].id())?;
+                        let position = first + i as i64;
+                        let run_id = position::run_id(position);
+                        s.raw_bind_parameter(3 * i + 3, position)?;
+                        s.raw_bind_parameter(3 * i + 4, run_id.as_uuid().as_bytes())?;
+                        s.raw_bind_parameter(3 * i + 5, self.registry.defs[f as usize].id())?;
                     }
                     s.raw_execute()
                 })

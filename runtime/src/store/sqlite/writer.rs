@@ -82,6 +82,7 @@ impl Writer {
             functions: &self.functions,
             path: &path,
             now,
+            positions: &self.positions,
             waits: Default::default(),
         };
         let mut replies = None;
