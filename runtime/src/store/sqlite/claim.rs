@@ -20,18 +20,17 @@ pub(crate) const MARK: &str =
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
     AND +function_id IN (SELECT id FROM temp.fanfare_local)";
 
-/// A due run: row id, run id, event id, function id, attempts so far, steps completed,
-/// its flow-control columns, and its cancellation mark.
-type ClaimRow = (
-    i64,
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    u32,
-    u32,
-    RunFlow,
-    Option<String>,
-);
+/// A due run: row id, run id, event id, function (registry index), attempts so far,
+/// steps completed, its flow-control columns, and its cancellation mark.
+type ClaimRow = (i64, Uuid, Uuid, u32, u32, u32, RunFlow, Option<String>);
+
+/// A 16-byte id column, read in place.
+fn uuid_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let bytes = r.get_ref(i)?.as_blob()?;
+    Uuid::from_slice(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
 
 impl Ctx<'_> {
     pub(super) fn claim(
@@ -44,11 +43,14 @@ impl Ctx<'_> {
         let mut select = tx.prepare_cached(CLAIM).map_err(&err)?;
         let rows: Vec<ClaimRow> = select
             .query_map(params![self.now as i64, max as i64], |r| {
+                // Only this process's functions are selected, so the lookup succeeds.
+                let function = r.get_ref(3)?.as_str()?;
+                let function = self.functions.get(function).copied().unwrap_or(u32::MAX);
                 Ok((
                     r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
+                    uuid_at(r, 1)?,
+                    uuid_at(r, 2)?,
+                    function,
                     r.get(4)?,
                     r.get(5)?,
                     RunFlow {
@@ -69,12 +71,11 @@ impl Ctx<'_> {
         let mut runs = Vec::with_capacity(rows.len());
         let mut gated = false;
         let mut skipped = Vec::new();
-        for (key, run_id, event_id, function_id, attempts, steps, flow, cancel) in rows {
-            // Only this process's functions are selected, so the lookup always succeeds.
-            let Some(&function) = self.functions.get(function_id.as_str()) else {
+        for (key, run_id, event_id, function, attempts, steps, flow, cancel) in rows {
+            if function == u32::MAX {
                 continue;
-            };
-            let event_id = EventId::from_uuid(uuid_from(&event_id)?);
+            }
+            let event_id = EventId::from_uuid(event_id);
             let event = match cache.take(&event_id) {
                 Some(env) => env,
                 None => {
@@ -113,7 +114,7 @@ impl Ctx<'_> {
             };
             runs.push(ClaimedRun {
                 key: key as RunKey,
-                run_id: RunId::from_uuid(uuid_from(&run_id)?),
+                run_id: RunId::from_uuid(run_id),
                 function,
                 attempt: attempts,
                 event,
