@@ -429,6 +429,10 @@ struct Ctx<'a> {
     path: &'a Path,
     now: u64,
     positions: &'a position::Positions,
+    /// The runs of this batch's sends, while the writer gathers them to insert together
+    /// (`Some`: in a batch of run-loop commands, see `writer::optimistic`); `None`: each
+    /// send inserts its runs.
+    new_runs: std::cell::RefCell<Option<Vec<send::NewRun>>>,
     /// Whether `fanfare_waits` has rows, once this transaction looked (or stored one):
     /// sends skip resolving waits while there are none.
     waits: std::cell::Cell<Option<bool>>,

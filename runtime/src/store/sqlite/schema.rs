@@ -160,6 +160,9 @@ CREATE INDEX fanfare_runs_event ON fanfare_runs (event_id)
 /// the pruner walk stay in memory instead of being read again from the OS on every batch.
 const CACHE_KIB: i64 = -64 * 1024;
 
+/// How many prepared statements the writer keeps.
+const STATEMENTS: usize = 64;
+
 /// How long the writer waits for another connection's lock on the file (ms).
 const BUSY_MS: u32 = 5_000;
 
@@ -239,6 +242,9 @@ impl Writer {
         ))
         .map_err(|e| fail(IN_USE, e))?;
         configure(&conn).map_err(|e| fail("cannot open", e))?;
+        // The writer's statements stay prepared: the run loop's alone are about 16, the
+        // cache's default size.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
         let mut writer = Writer {
             conn,

@@ -6,21 +6,21 @@ use super::*;
 pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
     WHERE event = ?1 AND field IS ?2 AND value IS ?3";
 
-/// Most runs one statement inserts.
-const INSERT_ROWS: usize = 16;
+/// How many runs the statements inserting runs take, largest first: a list of new runs
+/// goes in as few statements as these sizes allow. Each execution of a statement on the
+/// runs table opens a cursor on every index of it, so the writer inserts the runs of all
+/// the sends of a batch together (see `Ctx::new_runs`).
+const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
 
-/// The statement inserting `n` (1 to [`INSERT_ROWS`]) runs of an event: the event id is
-/// `?1`, when they are due `?2`, then each run's position, run id and function id. One statement per
-/// event instead of one per run: each execution opens a cursor on every index of the
-/// runs table.
+/// The statement inserting `n` (one of [`INSERT_ROWS`]) runs, each with its position,
+/// run id, event id, function id and when it is due.
 fn insert_runs(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        (1..=INSERT_ROWS)
-            .map(|n| {
-                let rows: Vec<String> = (0..n)
-                    .map(|i| format!("(?{}, ?{}, ?1, ?{}, 0, ?2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
-                    .collect();
+        INSERT_ROWS
+            .iter()
+            .map(|&n| {
+                let rows = vec!["(?, ?, ?, ?, 0, ?)"; n];
                 format!(
                     "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, due_at) VALUES {}",
                     rows.join(", ")
@@ -28,7 +28,19 @@ fn insert_runs(n: usize) -> &'static str {
             })
             .collect()
     });
-    &all[n - 1]
+    &all[INSERT_ROWS
+        .iter()
+        .position(|&m| m == n)
+        .unwrap_or(INSERT_ROWS.len() - 1)]
+}
+
+/// A run to insert: position, run id, event id, function id, when it is due.
+pub(super) struct NewRun {
+    position: i64,
+    run_id: RunId,
+    event: EventId,
+    function: &'static str,
+    due: i64,
 }
 
 /// A pending wait: run, step position, step id.
@@ -70,27 +82,56 @@ impl Ctx<'_> {
         }
         // A delayed send's runs are due at its time.
         let due = self.now.max(event.not_before.unwrap_or(0)) as i64;
-        for (chunk, functions) in subscribers.chunks(INSERT_ROWS).enumerate() {
-            let first = first + (chunk * INSERT_ROWS) as i64;
-            tx.prepare_cached(insert_runs(functions.len()))
-                .and_then(|mut s| {
-                    s.raw_bind_parameter(1, event.id.as_uuid().as_bytes())?;
-                    s.raw_bind_parameter(2, due)?;
-                    for (i, &f) in functions.iter().enumerate() {
-                        let position = first + i as i64;
-                        let run_id = position::run_id(position);
-                        s.raw_bind_parameter(3 * i + 3, position)?;
-                        s.raw_bind_parameter(3 * i + 4, run_id.as_uuid().as_bytes())?;
-                        s.raw_bind_parameter(3 * i + 5, self.registry.defs[f as usize].id())?;
-                    }
-                    s.raw_execute()
-                })
-                .map_err(&err)?;
+        let runs = subscribers.iter().enumerate().map(|(i, &f)| {
+            let position = first + i as i64;
+            NewRun {
+                position,
+                run_id: position::run_id(position),
+                event: event.id,
+                function: self.registry.defs[f as usize].id(),
+                due,
+            }
+        });
+        match &mut *self.new_runs.borrow_mut() {
+            Some(pending) => pending.extend(runs),
+            None => self.insert_runs(tx, &runs.collect::<Vec<_>>())?,
         }
         let resolved = self.resolve_waits(tx, event)?;
         cache.keep(Arc::clone(event), subscribers.len());
         // Runs made due: the new ones, and waiting ones this event resumes.
         Ok(subscribers.len() + resolved)
+    }
+
+    /// Inserts the runs a batch's sends left in `new_runs`.
+    pub(super) fn flush_runs(&self, tx: &Connection) -> Result<()> {
+        let runs = match &mut *self.new_runs.borrow_mut() {
+            Some(pending) => std::mem::take(pending),
+            None => return Ok(()),
+        };
+        self.insert_runs(tx, &runs)
+    }
+
+    fn insert_runs(&self, tx: &Connection, mut runs: &[NewRun]) -> Result<()> {
+        let err = self.err("cannot store the event");
+        for n in INSERT_ROWS {
+            while runs.len() >= n {
+                let (these, rest) = runs.split_at(n);
+                runs = rest;
+                tx.prepare_cached(insert_runs(n))
+                    .and_then(|mut s| {
+                        for (i, run) in these.iter().enumerate() {
+                            s.raw_bind_parameter(5 * i + 1, run.position)?;
+                            s.raw_bind_parameter(5 * i + 2, run.run_id.as_uuid().as_bytes())?;
+                            s.raw_bind_parameter(5 * i + 3, run.event.as_uuid().as_bytes())?;
+                            s.raw_bind_parameter(5 * i + 4, run.function)?;
+                            s.raw_bind_parameter(5 * i + 5, run.due)?;
+                        }
+                        s.raw_execute()
+                    })
+                    .map_err(&err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Hands `event` to the runs waiting for it; returns how many it resumed. Each wait is

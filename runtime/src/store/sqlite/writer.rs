@@ -83,6 +83,7 @@ impl Writer {
             path: &path,
             now,
             positions: &self.positions,
+            new_runs: Default::default(),
             waits: Default::default(),
         };
         let mut replies = None;
@@ -227,9 +228,19 @@ fn optimistic(
     batch: &mut Vec<Command>,
 ) -> Option<Vec<Reply>> {
     let mut done = Vec::with_capacity(batch.len());
-    for command in batch.iter() {
-        done.push(run_loop(ctx, tx, cache, command)?.ok()?);
-    }
+    ctx.new_runs.replace(Some(Vec::new()));
+    let all = (|| {
+        for command in batch.iter() {
+            if !matches!(command, Command::Append(..) | Command::AppendAll(..)) {
+                // A claim reads the runs sent before it.
+                ctx.flush_runs(tx).ok()?;
+            }
+            done.push(run_loop(ctx, tx, cache, command)?.ok()?);
+        }
+        ctx.flush_runs(tx).ok()
+    })();
+    ctx.new_runs.replace(None);
+    all?;
     Some(
         batch
             .drain(..)
