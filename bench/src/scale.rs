@@ -484,19 +484,29 @@ async fn sqlite_history(s: &Sizes) -> fanfare::Result<()> {
 }
 
 /// Inserts `runs` completed runs (`runs / 5` events of `bench/fanout`) into fanfare's
-/// SQLite tables, one transaction per ~1 M runs. As fanfare's own: event and run ids are
-/// time-ordered (UUIDv7: the millisecond, then random bits) and the events spread one per
-/// millisecond up to `finished` (unix ms), each event's runs finishing at its time.
+/// SQLite tables, one transaction per ~1 M runs. As fanfare's own: event ids are
+/// time-ordered (UUIDv7: the millisecond, then random bits), runs are at their positions
+/// with run ids that say them, and the events spread one per millisecond up to
+/// `finished` (unix ms), each event's runs finishing at its time.
 fn sqlite_insert_history(path: &Path, runs: u64, finished: i64) {
     let mut conn = sqlite_open(path);
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; CREATE TEMP TABLE history_ids (id BLOB NOT NULL, ts INTEGER NOT NULL)",
     )
     .unwrap();
-    let functions: Vec<String> = fanout_ids().iter().map(|f| format!("('{f}')")).collect();
+    let functions: Vec<String> = fanout_ids()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("('{f}', {i})"))
+        .collect();
+    // Each run at its position (`h.ts << 12 | i`), its run id saying it (the ms, the
+    // version and the sequence, the variant and random bits).
     let insert_runs = format!(
-        "INSERT INTO fanfare_runs (run_id, event_id, function_id, status, attempts, due_at, finished_at) \
-         SELECT unhex(printf('%012x', h.ts) || hex(randomblob(10))), h.id, f.column1, 2, 1, h.ts, h.ts \
+        "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, attempts, due_at, finished_at) \
+         SELECT (h.ts << 12) + f.column2, \
+                unhex(printf('%012x%04x%02x', h.ts, 28672 + f.column2, 128 + abs(random()) % 64) \
+                      || hex(randomblob(7))), \
+                h.id, f.column1, 2, 1, h.ts, h.ts \
          FROM temp.history_ids h CROSS JOIN (VALUES {}) f",
         functions.join(", ")
     );
@@ -515,8 +525,10 @@ fn sqlite_insert_history(path: &Path, runs: u64, finished: i64) {
         )
         .unwrap();
         tx.execute(
-            "INSERT INTO fanfare_events (id, name, data, ts) \
-             SELECT id, 'bench/fanout', '{\"n\":0}', ts FROM temp.history_ids",
+            &format!(
+                "INSERT INTO fanfare_events (id, name, data, ts, first_run, runs) \
+                 SELECT id, 'bench/fanout', '{{\"n\":0}}', ts, ts << 12, {FANOUT} FROM temp.history_ids"
+            ),
             [],
         )
         .unwrap();
