@@ -260,3 +260,75 @@ async fn sqlite_refuses_a_second_runtime_on_the_same_file() {
     assert!(err.to_string().contains("another process"), "{err}");
     rt.shutdown().await.unwrap();
 }
+
+/// A send whose runs the database refuses (here a trigger, as a full disk or a damaged
+/// page would) fails with SQLite's reason, alone: the sends that shared its transaction
+/// are stored and run, and none of the refused event is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_refused_send_fails_alone_among_concurrent_sends() {
+    let path = temp_db();
+    let log_path = path.with_extension("log");
+    let refused = EventId::from_key("refused order");
+    Runtime::builder()
+        .sqlite(&path)
+        .start()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let hex: String = refused.to_string().chars().filter(|c| *c != '-').collect();
+    timeout(LIMIT, async {
+        loop {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let trigger = format!(
+                "CREATE TRIGGER refuse BEFORE INSERT ON fanfare_runs WHEN NEW.event_id = X'{hex}' \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            );
+            if conn.execute_batch(&trigger).is_ok() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let rt = Runtime::builder().sqlite(&path).start().await.unwrap();
+    let sends: Vec<_> = (0..40u64)
+        .map(|n| {
+            let rt = rt.clone();
+            let log = log_path.clone();
+            tokio::spawn(async move {
+                let order = Order { n, log };
+                if n == 20 {
+                    rt.send_with(order, fanfare::SendOptions::new().id(refused))
+                        .await
+                } else {
+                    rt.send(order).await
+                }
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    for (n, send) in sends.into_iter().enumerate() {
+        match send.await.unwrap() {
+            Ok(id) if n != 20 => stored.push(id),
+            Err(e) if n == 20 => {
+                assert_eq!(e.kind(), ErrorKind::Store, "{e}");
+                assert!(e.to_string().contains("refused by the test"), "{e}");
+            }
+            other => panic!("send {n}: {other:?}"),
+        }
+    }
+    for &id in &stored {
+        let runs = timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!(
+            runs.iter().all(|r| r.status == RunStatus::Completed),
+            "{runs:?}"
+        );
+    }
+    let err = rt.runs(refused).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EventNotFound);
+    rt.shutdown().await.unwrap();
+}
