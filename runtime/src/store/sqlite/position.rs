@@ -3,8 +3,8 @@
 //! ms as the timestamp, its sequence as the 12 bits after the version, 62 random bits).
 //! So the table itself finds a run by its id and walks runs in run id order, and an
 //! event's runs are the positions its row records (`first_run`, `runs`): no index by run
-//! id or by event for any run stored since, each of which cost a sixth of the store's
-//! throughput (`bench --only sqlite`).
+//! id or by event for any run stored since (the two cost about a fifth of the store's
+//! throughput, `bench --only sqlite`).
 //!
 //! Runs stored before positions (row ids below [`LEGACY`]) keep those indexes, now
 //! partial; a replayed run, stored long after its event's runs, is found by its event

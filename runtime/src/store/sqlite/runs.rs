@@ -180,8 +180,8 @@ impl Ctx<'_> {
         self.read_runs(tx, &sql, &params[..])
     }
 
-    /// How many runs of each of `functions` are kept, by status: the function's
-    /// `(function_id, run_id)` index entries and their rows, grouped.
+    /// How many runs of each of `functions` are kept, by status: the function's rows,
+    /// grouped (no index by function: every run would write it).
     pub(super) fn count(&self, tx: &Connection, functions: &[String]) -> Result<Vec<RunCounts>> {
         let err = self.err("cannot count runs");
         let mut s = tx
