@@ -77,9 +77,23 @@ async fn m_many(_ctx: Ctx<Many>) -> fanfare::Result<()> {
 async fn counts_made_on_every_worker_thread_add_up() {
     const RUNS: u32 = 2_000;
     let rt = fanfare::Runtime::builder().start().await.unwrap();
+    // Sent from tasks on both worker threads, so the sends are counted on both too.
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in (t..RUNS).step_by(8) {
+                    ids.push(rt.send(Many { n }).await.unwrap());
+                    tokio::task::yield_now().await;
+                }
+                ids
+            })
+        })
+        .collect();
     let mut ids = Vec::new();
-    for n in 0..RUNS {
-        ids.push(rt.send(Many { n }).await.unwrap());
+    for sender in senders {
+        ids.extend(sender.await.unwrap());
     }
     common::all_finished(&rt, ids).await;
     let m = rt.metrics().await.unwrap();

@@ -73,10 +73,12 @@ pub(crate) struct Counters {
     /// `shards` copies of the functions' tables, one after the other.
     functions: Box<[FunctionCounters]>,
     shards: usize,
-    /// Event names some function subscribes to, and their index in `sent`.
+    /// Event names some function subscribes to, and their index in a row of `sent`.
     names: crate::hash::Map<&'static str, usize>,
-    /// Events sent, by name index; the last counts every other name.
+    /// Events sent, by name index (the last counts every other name): `shards` rows of
+    /// `sent_row` counters, a row's counters on cache lines no other row's share.
     sent: Box<[AtomicU64]>,
+    sent_row: usize,
 }
 
 impl Counters {
@@ -95,12 +97,16 @@ impl Counters {
         let shards = std::thread::available_parallelism()
             .map_or(1, |n| n.get() * 2)
             .clamp(1, 16);
+        // A row's used counters span at most two cache lines of 64 bytes; a row of whole
+        // lines plus one more keeps the next row's off them.
+        let sent_row = (names.len() + 1).div_ceil(8) * 8 + 8;
         Counters {
             functions: (0..shards * registry.defs.len())
                 .map(|_| Default::default())
                 .collect(),
             shards,
-            sent: (0..=names.len()).map(|_| AtomicU64::new(0)).collect(),
+            sent: (0..shards * sent_row).map(|_| AtomicU64::new(0)).collect(),
+            sent_row,
             names,
         }
     }
@@ -150,9 +156,20 @@ impl Counters {
 
     /// Counts one event sent under `label` (from [`Counters::event_label`]).
     pub fn sent(&self, label: usize) {
-        if let Some(n) = self.sent.get(label) {
+        if label > self.names.len() {
+            return;
+        }
+        let row = thread_index() % self.shards;
+        if let Some(n) = self.sent.get(row * self.sent_row + label) {
             n.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Events sent under label `label`, over every thread's row.
+    fn sent_total(&self, label: usize) -> u64 {
+        (0..self.shards)
+            .map(|row| self.sent[row * self.sent_row + label].load(Relaxed))
+            .sum()
     }
 
     /// A snapshot of the counters, with the store's queue statistics.
@@ -217,13 +234,13 @@ impl Counters {
             .iter()
             .map(|(&name, &i)| EventsSent {
                 event: name.to_owned(),
-                sent: self.sent[i].load(Relaxed),
+                sent: self.sent_total(i),
             })
             .collect();
         events.sort_by(|a, b| a.event.cmp(&b.event));
         events.push(EventsSent {
             event: super::OTHER_EVENTS.to_owned(),
-            sent: self.sent[self.names.len()].load(Relaxed),
+            sent: self.sent_total(self.names.len()),
         });
         Metrics {
             functions,
