@@ -20,9 +20,19 @@ pub(crate) const MARK: &str =
 pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) FROM fanfare_runs WHERE status = 0 \
     AND +function_id IN (SELECT id FROM temp.fanfare_local)";
 
-/// A due run: row id, run id, event id, function (registry index), attempts so far,
-/// steps completed, its flow-control columns, and its cancellation mark.
-type ClaimRow = (i64, Uuid, Uuid, u32, u32, u32, RunFlow, Option<String>);
+/// A due run: row id, run id, event id, function (registry index; `None` for another
+/// program's), attempts so far, steps completed, its flow-control columns, and its
+/// cancellation mark.
+type ClaimRow = (
+    i64,
+    Uuid,
+    Uuid,
+    Option<u32>,
+    u32,
+    u32,
+    RunFlow,
+    Option<String>,
+);
 
 /// A 16-byte id column, read in place.
 fn uuid_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
@@ -44,8 +54,7 @@ impl Ctx<'_> {
         let rows: Vec<ClaimRow> = select
             .query_map(params![self.now as i64, max as i64], |r| {
                 // Only this process's functions are selected, so the lookup succeeds.
-                let function = r.get_ref(3)?.as_str()?;
-                let function = self.functions.get(function).copied().unwrap_or(u32::MAX);
+                let function = self.functions.get(r.get_ref(3)?.as_str()?).copied();
                 Ok((
                     r.get(0)?,
                     uuid_at(r, 1)?,
@@ -72,9 +81,9 @@ impl Ctx<'_> {
         let mut gated = false;
         let mut skipped = Vec::new();
         for (key, run_id, event_id, function, attempts, steps, flow, cancel) in rows {
-            if function == u32::MAX {
+            let Some(function) = function else {
                 continue;
-            }
+            };
             let event_id = EventId::from_uuid(event_id);
             let event = match cache.take(&event_id) {
                 Some(env) => env,

@@ -103,14 +103,17 @@ pub(crate) fn at_most(run: &RunId) -> i64 {
 pub(crate) const BY_RUN_ID: &str = "run_id = ?1 AND id IN (?2, \
     (SELECT id FROM fanfare_runs WHERE run_id = ?1 AND id < 1125899906842624))";
 
+/// The positions event `:event`'s row records for its runs.
+pub(crate) const EVENT_RANGE: &str =
+    "id >= (SELECT first_run FROM fanfare_events WHERE id = :event) \
+    AND id < (SELECT first_run + runs FROM fanfare_events WHERE id = :event)";
+
 /// The runs of event `:event`, as `select` reads them: the positions its row records, and
 /// those the index by event holds. `select` ends where a condition follows
 /// (`SELECT … FROM fanfare_runs WHERE`, or `… WHERE x AND`).
 pub(crate) fn of_event(select: &str) -> String {
     format!(
-        "{select} id >= (SELECT first_run FROM fanfare_events WHERE id = :event) \
-         AND id < (SELECT first_run + runs FROM fanfare_events WHERE id = :event) \
-         AND event_id = :event \
+        "{select} {EVENT_RANGE} AND event_id = :event \
          UNION ALL {select} event_id = :event AND {BY_EVENT}"
     )
 }

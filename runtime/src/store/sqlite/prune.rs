@@ -14,8 +14,8 @@ pub(crate) const PRUNE_FAILED: &str = "SELECT finished_at, id, event_id FROM fan
     WHERE status = 3 AND finished_at < ?1 AND (finished_at, id) > (?2, ?3) \
     ORDER BY finished_at, id LIMIT ?4";
 
-/// Whether every run of event `?1` is past its keep: finished, before `?2` (the
-/// retention's cut-off), and a failed one before `?3` (the failed retention's).
+/// Whether every run of event `:event` is past its keep: finished, before `:completed`
+/// (the retention's cut-off), and a failed one before `:failed` (the failed retention's).
 pub(crate) static EXPIRED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT NOT EXISTS ({})",
@@ -24,6 +24,21 @@ pub(crate) static EXPIRED: std::sync::LazyLock<String> = std::sync::LazyLock::ne
              OR (status = 3 AND finished_at >= :failed)) AND"
         )
     )
+});
+
+/// Deleting an event (`:event`) and what is kept of its runs, made once: the event if
+/// no run of it is kept, then its runs' steps, their failed attempts, and the runs.
+static DELETE: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+    let runs = position::of_event("SELECT id FROM fanfare_runs WHERE");
+    [
+        format!(
+            "DELETE FROM fanfare_events WHERE id = :event AND NOT EXISTS ({})",
+            position::of_event("SELECT 1 FROM fanfare_runs WHERE")
+        ),
+        format!("DELETE FROM fanfare_steps WHERE run IN ({runs})"),
+        format!("DELETE FROM fanfare_attempts WHERE run IN ({runs})"),
+        format!("DELETE FROM fanfare_runs WHERE id IN ({runs})"),
+    ]
 });
 
 /// The last row of a walk's batch: `(finished_at, id)`.
@@ -67,17 +82,14 @@ impl Ctx<'_> {
                 .collect()
             })
             .map_err(&err)?;
-        tx.prepare_cached(&format!(
-            "DELETE FROM fanfare_events WHERE id = :event AND NOT EXISTS ({})",
-            position::of_event("SELECT 1 FROM fanfare_runs WHERE")
-        ))
-        .and_then(|mut s| {
-            for (_, id) in &events {
-                s.execute(rusqlite::named_params! { ":event": id })?;
-            }
-            Ok(())
-        })
-        .map_err(&err)?;
+        tx.prepare_cached(&DELETE[0])
+            .and_then(|mut s| {
+                for (_, id) in &events {
+                    s.execute(rusqlite::named_params! { ":event": id })?;
+                }
+                Ok(())
+            })
+            .map_err(&err)?;
         let last_event = match events.last() {
             Some((ts, id)) => Some((*ts, uuid_from(id)?)),
             None => None,
@@ -133,15 +145,11 @@ impl Ctx<'_> {
     /// Deletes an event with its runs, their steps and their failed attempts.
     pub(super) fn delete_event(&self, tx: &Connection, event: &[u8]) -> Result<()> {
         let err = self.err("cannot prune");
-        let runs = position::of_event("SELECT id FROM fanfare_runs WHERE");
-        for table in ["fanfare_steps", "fanfare_attempts"] {
-            tx.prepare_cached(&format!("DELETE FROM {table} WHERE run IN ({runs})"))
+        for sql in &DELETE[1..] {
+            tx.prepare_cached(sql)
                 .and_then(|mut s| s.execute(rusqlite::named_params! { ":event": event }))
                 .map_err(&err)?;
         }
-        tx.prepare_cached(&format!("DELETE FROM fanfare_runs WHERE id IN ({runs})"))
-            .and_then(|mut s| s.execute(rusqlite::named_params! { ":event": event }))
-            .map_err(&err)?;
         tx.prepare_cached("DELETE FROM fanfare_events WHERE id = ?1")
             .and_then(|mut s| s.execute([event]))
             .map_err(&err)?;

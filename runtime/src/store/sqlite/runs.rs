@@ -74,14 +74,7 @@ pub(crate) fn list_sql(filter: &RunFilter) -> String {
 fn list_sources(filter: &RunFilter, status: Option<(i16, &StatusWhere)>) -> Vec<ListSource> {
     if filter.event.is_some() {
         return vec![
-            (
-                Some(
-                    "id >= (SELECT first_run FROM fanfare_events WHERE id = :event) \
-                     AND id < (SELECT first_run + runs FROM fanfare_events WHERE id = :event)"
-                        .to_owned(),
-                ),
-                "id DESC",
-            ),
+            (Some(position::EVENT_RANGE.to_owned()), "id DESC"),
             (Some(position::BY_EVENT.to_owned()), "run_id DESC"),
         ];
     }
@@ -118,7 +111,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let sql = format!(
-            "SELECT * FROM ({}) ORDER BY 7",
+            "SELECT * FROM ({}) ORDER BY id",
             of_event(&format!("SELECT {COLUMNS} FROM fanfare_runs WHERE"))
         );
         self.read_runs(tx, &sql, &[(":event", event.as_uuid().as_bytes())][..])

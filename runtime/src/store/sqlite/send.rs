@@ -12,9 +12,9 @@ pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
 /// the sends of a batch together (see `Ctx::new_runs`).
 const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
 
-/// The statement inserting `n` (one of [`INSERT_ROWS`]) runs, each with its position,
-/// run id, event id, function id and when it is due.
-fn insert_runs(n: usize) -> &'static str {
+/// The statement inserting `INSERT_ROWS[size]` runs, each with its position, run id,
+/// event id, function id and when it is due.
+fn insert_runs(size: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         INSERT_ROWS
@@ -28,10 +28,7 @@ fn insert_runs(n: usize) -> &'static str {
             })
             .collect()
     });
-    &all[INSERT_ROWS
-        .iter()
-        .position(|&m| m == n)
-        .unwrap_or(INSERT_ROWS.len() - 1)]
+    &all[size]
 }
 
 /// A run to insert: position, run id, event id, function id, when it is due.
@@ -113,11 +110,11 @@ impl Ctx<'_> {
 
     fn insert_runs(&self, tx: &Connection, mut runs: &[NewRun]) -> Result<()> {
         let err = self.err("cannot store the event");
-        for n in INSERT_ROWS {
+        for (size, &n) in INSERT_ROWS.iter().enumerate() {
             while runs.len() >= n {
                 let (these, rest) = runs.split_at(n);
                 runs = rest;
-                tx.prepare_cached(insert_runs(n))
+                tx.prepare_cached(insert_runs(size))
                     .and_then(|mut s| {
                         for (i, run) in these.iter().enumerate() {
                             s.raw_bind_parameter(5 * i + 1, run.position)?;
