@@ -145,10 +145,7 @@ impl Inner {
                 self.finish(event, false, now);
             }
         }
-        if let Some(f) = self.runs[slot as usize]
-            .as_mut()
-            .and_then(|r| r.flow.as_deref_mut())
-        {
+        if let Some(f) = self.flow_mut(slot) {
             f.reason = None;
             f.place.batch = f
                 .place

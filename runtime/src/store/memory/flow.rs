@@ -101,6 +101,13 @@ impl RunFlow {
 }
 
 impl Inner {
+    /// Flow control's part of run `slot`, if the run is there and has one.
+    pub(super) fn flow_mut(&mut self, slot: u32) -> Option<&mut RunFlow> {
+        self.runs[slot as usize]
+            .as_mut()
+            .and_then(|r| r.flow.as_deref_mut())
+    }
+
     /// Passes a ready run of a flow-controlled function through the gate: `true` when
     /// it may execute now. Otherwise it is skipped, delayed or held, and out of `ready`.
     pub(super) fn gate(
@@ -285,10 +292,7 @@ impl Inner {
             rules::release(function, flow, ckey.as_deref(), &mut self.book.states);
             self.refill(index, flow, function, ckey.as_deref());
         }
-        if let Some(f) = self.runs[slot as usize]
-            .as_mut()
-            .and_then(|r| r.flow.as_deref_mut())
-        {
+        if let Some(f) = self.flow_mut(slot) {
             f.place.ckey = ckey;
         }
     }
@@ -303,10 +307,7 @@ impl Inner {
 
     /// Queues a promoted run to execute, holding its slots; false if it is gone.
     fn promote(&mut self, slot: u32) -> bool {
-        let Some(f) = self.runs[slot as usize]
-            .as_mut()
-            .and_then(|r| r.flow.as_deref_mut())
-        else {
+        let Some(f) = self.flow_mut(slot) else {
             return false;
         };
         f.place.flags |= flags::SLOTS;
@@ -339,10 +340,7 @@ impl Inner {
                     self.promote(slot);
                 }
                 Place::Function => {
-                    let Some(f) = self.runs[slot as usize]
-                        .as_mut()
-                        .and_then(|r| r.flow.as_deref_mut())
-                    else {
+                    let Some(f) = self.flow_mut(slot) else {
                         continue;
                     };
                     f.reason = Some(Reason::Held(Stage::Function));
