@@ -217,20 +217,8 @@ async fn prunes_after_the_upgrade(builder: fanfare::Builder, failed: EventId) {
 async fn sqlite_upgrades_a_database_from_before_the_failed_retention() {
     let path = temp_db();
     let failed = store_a_failure(fanfare::Runtime::builder().sqlite(&path)).await;
-    // Wait for the writer thread to let go of the file.
-    let conn = timeout(LIMIT, async {
-        loop {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            let before = format!("{BEFORE_POSITIONS} {}", downgrade(SQLITE_BEFORE, ""));
-            if conn.execute_batch(&before).is_ok() {
-                break conn;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
-    drop(conn);
+    let before = format!("{BEFORE_POSITIONS} {}", downgrade(SQLITE_BEFORE, ""));
+    common::sqlite_once_released(&path, &before).await;
     prunes_after_the_upgrade(fanfare::Runtime::builder().sqlite(&path), failed).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let index: i64 = conn
@@ -262,26 +250,14 @@ async fn sqlite_keeps_serving_runs_stored_before_positions() {
         old.push(rt.send(Mixed).await.unwrap());
     }
     let old_done = rt.send(Done).await.unwrap();
-    for &id in old.iter().chain([&old_done]) {
-        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
-    }
+    common::all_finished(&rt, old.iter().copied().chain([old_done])).await;
     rt.shutdown().await.unwrap();
     drop(rt);
-    timeout(LIMIT, async {
-        loop {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            let sql = format!(
-                "BEGIN; {BEFORE_POSITIONS} \
-                 UPDATE fanfare_meta SET value = 10 WHERE key = 'schema_version'; COMMIT;"
-            );
-            if conn.execute_batch(&sql).is_ok() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    let sql = format!(
+        "BEGIN; {BEFORE_POSITIONS} \
+         UPDATE fanfare_meta SET value = 10 WHERE key = 'schema_version'; COMMIT;"
+    );
+    common::sqlite_once_released(&path, &sql).await;
     let legacy_ids: i64 = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("SELECT max(id) FROM fanfare_runs", [], |r| r.get(0))
@@ -299,9 +275,7 @@ async fn sqlite_keeps_serving_runs_stored_before_positions() {
     for _ in 0..2 {
         new.push(rt.send(Mixed).await.unwrap());
     }
-    for &id in &new {
-        timeout(LIMIT, rt.wait(id)).await.unwrap().unwrap();
-    }
+    common::all_finished(&rt, new.iter().copied()).await;
     until("the completed event stored before is pruned", async || {
         gone(&rt, old_done).await
     })

@@ -225,25 +225,11 @@ async fn sqlite_refuses_a_database_written_by_a_newer_fanfare() {
     let rt = Runtime::builder().sqlite(&path).start().await.unwrap();
     rt.shutdown().await.unwrap();
     drop(rt);
-    // Wait for the writer thread to let go of the file.
-    let conn = timeout(LIMIT, async {
-        loop {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            if conn
-                .execute(
-                    "UPDATE fanfare_meta SET value = 999 WHERE key = 'schema_version'",
-                    [],
-                )
-                .is_ok()
-            {
-                break conn;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
-    drop(conn);
+    common::sqlite_once_released(
+        &path,
+        "UPDATE fanfare_meta SET value = 999 WHERE key = 'schema_version'",
+    )
+    .await;
     let err = Runtime::builder().sqlite(&path).start().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Store);
     let msg = err.to_string();
@@ -278,21 +264,11 @@ async fn sqlite_a_refused_send_fails_alone_among_concurrent_sends() {
         .await
         .unwrap();
     let hex: String = refused.to_string().chars().filter(|c| *c != '-').collect();
-    timeout(LIMIT, async {
-        loop {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            let trigger = format!(
-                "CREATE TRIGGER refuse BEFORE INSERT ON fanfare_runs WHEN NEW.event_id = X'{hex}' \
-                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-            );
-            if conn.execute_batch(&trigger).is_ok() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    let trigger = format!(
+        "CREATE TRIGGER refuse BEFORE INSERT ON fanfare_runs WHEN NEW.event_id = X'{hex}' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    );
+    common::sqlite_once_released(&path, &trigger).await;
     let rt = Runtime::builder().sqlite(&path).start().await.unwrap();
     let sends: Vec<_> = (0..40u64)
         .map(|n| {

@@ -175,6 +175,22 @@ pub async fn all_finished(rt: &Runtime, ids: impl IntoIterator<Item = EventId>) 
     }
 }
 
+/// Runs `sql` on the SQLite database at `path` once the runtime that had it open has let
+/// go of it (its writer thread closes the file after `shutdown` returns).
+pub async fn sqlite_once_released(path: &std::path::Path, sql: &str) {
+    timeout(LIMIT, async {
+        loop {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            if conn.execute_batch(sql).is_ok() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the runtime did not let go of the SQLite file");
+}
+
 /// Waits for the function of `tag` to reach its gate.
 pub async fn started(tag: &str) {
     timeout(LIMIT, gate(tag).started.notified())
