@@ -345,6 +345,11 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
             POSTGRES_BEFORE,
             "DROP FUNCTION fanfare_run_id; \
              ALTER TABLE fanfare_runs DROP CONSTRAINT fanfare_runs_owned; \
+             ALTER TABLE fanfare_runs DROP COLUMN list, DROP COLUMN failed_at; \
+             CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id) \
+                 WHERE status = 4 AND hold = 1; \
+             CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id) \
+                 WHERE status = 4 AND hold = 2; \
              CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;",
         ))
         .await

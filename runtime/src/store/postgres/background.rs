@@ -9,20 +9,26 @@ pub(crate) const REAP: &str =
     WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
 
 /// A walk over finished runs: those `$runs` selects (past their cut-off), in
-/// `(finished_at, id)` order from a mark (`$2`, `$3`), `$4` at most, deleting each event
+/// `($at, id)` order from a mark (`$2`, `$3`), `$4` at most (`$at` their finish time), deleting each event
 /// (runs, steps, failed attempts) whose runs are all past their keep: finished before the retention's
 /// cut-off (`$1` ago), and a failed one before the failed retention's (`$5` ago).
 /// Returns the runs read and the last one.
 macro_rules! prune_walk {
-    ($runs:literal) => {
+    ($at:literal, $runs:literal) => {
         concat!(
             "
 WITH c AS (
-    SELECT id, event_id, finished_at FROM fanfare_runs
+    SELECT id, event_id, ",
+            $at,
+            " AS finished_at FROM fanfare_runs
     WHERE ",
             $runs,
-            " AND (finished_at, id) > ($2, $3)
-    ORDER BY finished_at, id
+            " AND (",
+            $at,
+            ", id) > ($2, $3)
+    ORDER BY ",
+            $at,
+            ", id
     LIMIT $4),
 gone AS (
     DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
@@ -37,21 +43,22 @@ steps AS (
     DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs))),
 attempts AS (
     DELETE FROM fanfare_attempts a WHERE a.run = ANY(ARRAY(SELECT id FROM runs)))
-SELECT (SELECT count(*) FROM c), last.finished_at, last.id
-FROM (SELECT 1) one
-LEFT JOIN (SELECT finished_at, id FROM c ORDER BY finished_at DESC, id DESC LIMIT 1) last ON true"
+SELECT (SELECT count(*) FROM c), m.at, (SELECT max(id) FROM c WHERE finished_at = m.at)
+FROM (SELECT max(finished_at) AS at FROM c) m"
         )
     };
 }
 
 /// Walks completed (and cancelled, and skipped) runs past the retention (see
 /// `prune_walk!`).
-pub(crate) const PRUNE_RUNS: &str =
-    prune_walk!("status IN (2, 5) AND finished_at < fanfare_now() - $1");
+pub(crate) const PRUNE_RUNS: &str = prune_walk!(
+    "finished_at",
+    "status IN (2, 5) AND finished_at < fanfare_now() - $1"
+);
 
-/// Walks failed runs past the failed retention (see `prune_walk!`).
-pub(crate) const PRUNE_FAILED: &str =
-    prune_walk!("status = 3 AND finished_at < fanfare_now() - $5");
+/// Walks failed runs past the failed retention (see `prune_walk!`), by `failed_at`: a
+/// failed run's `finished_at`.
+pub(crate) const PRUNE_FAILED: &str = prune_walk!("failed_at", "failed_at < fanfare_now() - $5");
 
 /// Walks events past the retention in `(ts, id)` order from a mark, deleting those
 /// without runs. Returns the events read and the last one. The batch is read in index

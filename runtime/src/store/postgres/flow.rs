@@ -43,7 +43,7 @@ pub(crate) const HELD_BY_KEY: &str = "
 SELECT x.f, x.key, h.id FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, key, n)
 CROSS JOIN LATERAL (
     SELECT id FROM fanfare_runs
-    WHERE app = $1 AND function_id = x.f AND status = 4 AND hold = 1 AND ckey = x.key
+    WHERE app = $1 AND function_id = x.f AND list = 4 AND hold = 1 AND ckey = x.key
     ORDER BY rank, id LIMIT x.n FOR UPDATE) h";
 
 /// The first held runs of a function waiting for its own slot (stage 2), in rank order.
@@ -51,7 +51,7 @@ pub(crate) const HELD_BY_FUNCTION: &str = "
 SELECT x.f, '', h.id FROM unnest($2::text[], $3::bigint[]) AS x(f, n)
 CROSS JOIN LATERAL (
     SELECT id FROM fanfare_runs
-    WHERE app = $1 AND function_id = x.f AND status = 4 AND hold = 2
+    WHERE app = $1 AND function_id = x.f AND list = 4 AND hold = 2
     ORDER BY rank, id LIMIT x.n FOR UPDATE) h";
 
 /// The runs of batches (`$1`), with their events (put in order by the caller).

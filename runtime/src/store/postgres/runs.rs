@@ -9,8 +9,19 @@ const COLUMNS: &str = "run_id, app, function_id, status, attempts, last_error, o
     AND due_at > fanfare_now() THEN due_at END, flow, event_id, \
     (SELECT name FROM fanfare_events e WHERE e.id = fanfare_runs.event_id), replay_of";
 
-/// How `list` renders a status condition (`StatusWhere`) on `fanfare_runs`.
+/// How `list` renders a status condition (`StatusWhere`) on `fanfare_runs`: the states
+/// with a `list` code (schema migration 13) through it, read by its index.
 fn status_sql(code: i16, status: &StatusWhere) -> String {
+    let listed = match (code, status.suspension, status.skipped) {
+        (3..=5, _, _) => Some(code),
+        (0, Some(1), _) => Some(6),
+        (0, Some(2..), _) => Some(7),
+        (2, _, Some(true)) => Some(8),
+        _ => None,
+    };
+    if let Some(list) = listed {
+        return format!("list = {list}");
+    }
     let mut sql = format!("status = {code}");
     match status.suspension {
         Some(0) => sql.push_str(" AND NOT sleeping AND NOT waiting"),

@@ -191,6 +191,31 @@ UPDATE fanfare_runs SET owner = NULL WHERE owner IS NOT NULL AND status <> 1;
 ALTER TABLE fanfare_runs ADD CONSTRAINT fanfare_runs_owned CHECK (owner IS NULL OR status = 1);
 DROP INDEX fanfare_runs_owner;
 "#,
+    // No index names a column that a run's common path changes (`status` as a run is
+    // claimed and completed, `finished_at`), the first step towards updates that write
+    // no index entry (PostgreSQL's heap-only updates). The states a list reads by index
+    // (failed, held, cancelled, sleeping, waiting, skipped), and when a failed run
+    // failed, are generated columns, null for a run queued, running or completed, whose
+    // claim and completion leave them unchanged: one index of listed runs in place of six,
+    // the failed retention's index on `failed_at`, held runs' on `list = 4`.
+    r#"
+ALTER TABLE fanfare_runs
+    ADD COLUMN list smallint GENERATED ALWAYS AS (CASE
+        WHEN status IN (3, 4, 5) THEN status
+        WHEN status = 0 AND waiting THEN 7
+        WHEN status = 0 AND sleeping THEN 6
+        WHEN status = 2 AND flow & 32 <> 0 THEN 8 END) STORED,
+    ADD COLUMN failed_at bigint GENERATED ALWAYS AS (CASE WHEN status = 3 THEN finished_at END) STORED;
+DROP INDEX fanfare_runs_failed_runs, fanfare_runs_held_runs, fanfare_runs_cancelled_runs,
+    fanfare_runs_sleeping, fanfare_runs_waiting_runs, fanfare_runs_skipped, fanfare_runs_failed,
+    fanfare_runs_held_key, fanfare_runs_held_function;
+CREATE INDEX fanfare_runs_listed ON fanfare_runs (list, run_id) WHERE list IS NOT NULL;
+CREATE INDEX fanfare_runs_failed ON fanfare_runs (failed_at, id) WHERE failed_at IS NOT NULL;
+CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id)
+    WHERE list = 4 AND hold = 1;
+CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id)
+    WHERE list = 4 AND hold = 2;
+"#,
 ];
 
 impl Shared {
