@@ -346,6 +346,11 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
             "DROP FUNCTION fanfare_run_id; \
              ALTER TABLE fanfare_runs DROP CONSTRAINT fanfare_runs_owned; \
              ALTER TABLE fanfare_runs DROP COLUMN list, DROP COLUMN failed_at; \
+             DROP TABLE fanfare_queue; ALTER TABLE fanfare_runs RESET (fillfactor); \
+             CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at, id) WHERE status = 0; \
+             CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1; \
+             CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) \
+                 WHERE status IN (2, 5); \
              CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id) \
                  WHERE status = 4 AND hold = 1; \
              CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id) \
@@ -425,4 +430,87 @@ async fn postgres_prunes_a_runs_failed_attempts_with_it() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+/// Takes a PostgreSQL database back to before the queue table (migration 14), as an
+/// older fanfare left it: the claim's, the lease's and the finished runs' indexes on the
+/// runs, which filled their pages.
+const BEFORE_QUEUE: &str =
+    "DROP TABLE fanfare_queue; ALTER TABLE fanfare_runs RESET (fillfactor); \
+    CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at, id) WHERE status = 0; \
+    CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1; \
+    CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5); \
+    UPDATE fanfare_meta SET value = 13 WHERE key = 'schema_version'";
+
+/// Runs queued and finished before the queue table are claimed, run once, and pruned
+/// after the upgrade, as runs stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrades_a_database_with_queued_and_finished_runs() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let rt = Runtime::builder().postgres(&url).start().await.unwrap();
+    let done = rt.send(Done).await.unwrap();
+    common::all_finished(&rt, [done]).await;
+    rt.shutdown().await.unwrap();
+    // Queued: sent by a process that executes nothing.
+    let sender = Runtime::builder()
+        .postgres(&url)
+        .execute(false)
+        .start()
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(sender.send(Mixed).await.unwrap());
+    }
+    sender.shutdown().await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(BEFORE_QUEUE).await.unwrap();
+
+    let rt = Runtime::builder()
+        .postgres(&url)
+        .retention(RETENTION)
+        .start()
+        .await
+        .unwrap();
+    common::all_finished(&rt, queued.iter().copied()).await;
+    for &event in &queued {
+        let mut statuses: Vec<(RunStatus, u32)> = rt
+            .runs(event)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.status, r.attempts))
+            .collect();
+        statuses.sort_by_key(|&(s, _)| s.to_string());
+        assert_eq!(
+            statuses,
+            [(RunStatus::Completed, 1), (RunStatus::Failed, 1)],
+            "each run once"
+        );
+    }
+    until(
+        "the event finished before the upgrade is pruned",
+        async || gone(&rt, done).await,
+    )
+    .await;
+    rt.shutdown().await.unwrap();
+    let mirrored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM fanfare_runs r JOIN fanfare_queue q ON q.run = r.id \
+             WHERE q.state = r.status",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        mirrored, 6,
+        "every run kept has its queue row, in its state"
+    );
 }

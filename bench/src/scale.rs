@@ -349,7 +349,7 @@ async fn pg_drain(events: u64) -> fanfare::Result<(Duration, Duration, Duration)
     // Statistics as autovacuum would have them for a backlog that waited (the baseline's
     // tables get the same).
     client
-        .batch_execute("ANALYZE fanfare_runs; ANALYZE fanfare_events")
+        .batch_execute("ANALYZE fanfare_runs; ANALYZE fanfare_events; ANALYZE fanfare_queue")
         .await
         .expect("analyze");
     let fill = filling.elapsed();
@@ -610,10 +610,14 @@ async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished:
                      INSERT INTO fanfare_events (id, name, data, ts)
                      SELECT fanfare_uuid7($1::bigint + g), 'bench/fanout', '{\"n\":0}', $1::bigint + g
                      FROM generate_series(1, $2::bigint) g
-                     RETURNING id, ts)
-                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, attempts, due_at, finished_at)
-                 SELECT fanfare_uuid7(e.ts), e.id, $3::text, f, 2, 1, e.ts, e.ts
-                 FROM e CROSS JOIN unnest($4::text[]) AS f",
+                     RETURNING id, ts),
+                 r AS (
+                     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, attempts, due_at, finished_at)
+                     SELECT fanfare_uuid7(e.ts), e.id, $3::text, f, 2, 1, e.ts, e.ts
+                     FROM e CROSS JOIN unnest($4::text[]) AS f
+                     RETURNING id, app, function_id, status, due_at, finished_at)
+                 INSERT INTO fanfare_queue (run, app, function_id, state, due_at, finished_at)
+                 SELECT * FROM r",
                 &[&ts, &(n as i64), &APP, &functions],
             )
             .await

@@ -320,7 +320,9 @@ mod postgres {
                  UPDATE fanfare_runs SET status = 4, hold = 1 + id % 2, ckey = 'k' || (id % 100)
                      WHERE status = 0 AND id % 3 = 0;
                  UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0;
-                 UPDATE fanfare_runs SET status = 3 WHERE status = 2 AND id % 11 = 0",
+                 UPDATE fanfare_runs SET status = 3 WHERE status = 2 AND id % 11 = 0;
+                 INSERT INTO fanfare_queue (run, app, function_id, state, due_at, lease_until, finished_at)
+                     SELECT id, app, function_id, status, due_at, lease_until, finished_at FROM fanfare_runs",
                 events = BACKLOG * 2 / 5,
                 waits = BACKLOG / 2,
             ))

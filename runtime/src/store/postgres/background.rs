@@ -3,33 +3,27 @@
 
 use super::*;
 
-/// Re-queues this app's runs whose lease expired.
-pub(crate) const REAP: &str =
+/// Re-queues this app's runs whose lease expired, found through the queue's lease index
+/// (and checked on the runs' rows, which the statement locks).
+pub(crate) const REAP: &str = update_mirrored!(
     "UPDATE fanfare_runs SET status = 0, lease_until = NULL, owner = NULL \
-    WHERE app = $1 AND status = 1 AND lease_until < fanfare_now()";
+    WHERE id = ANY(ARRAY(SELECT run FROM fanfare_queue \
+                         WHERE app = $1 AND state = 1 AND lease_until < fanfare_now())) \
+      AND status = 1 AND lease_until < fanfare_now()"
+);
 
-/// A walk over finished runs: those `$runs` selects (past their cut-off), in
-/// `($at, id)` order from a mark (`$2`, `$3`), `$4` at most (`$at` their finish time), deleting each event
-/// (runs, steps, failed attempts) whose runs are all past their keep: finished before the retention's
-/// cut-off (`$1` ago), and a failed one before the failed retention's (`$5` ago).
-/// Returns the runs read and the last one.
+/// A walk over finished runs: those `$walk` selects (`id, event_id, finished_at`, past
+/// their cut-off) in `(finished_at, id)` order from a mark (`$2`, `$3`), `$4` at most,
+/// deleting each event (runs, their queue rows, steps, failed attempts) whose runs are all
+/// past their keep: finished before the retention's cut-off (`$1` ago), and a failed one
+/// before the failed retention's (`$5` ago). Returns the runs read and the last one.
 macro_rules! prune_walk {
-    ($at:literal, $runs:literal) => {
+    ($walk:literal) => {
         concat!(
             "
-WITH c AS (
-    SELECT id, event_id, ",
-            $at,
-            " AS finished_at FROM fanfare_runs
-    WHERE ",
-            $runs,
-            " AND (",
-            $at,
-            ", id) > ($2, $3)
-    ORDER BY ",
-            $at,
-            ", id
-    LIMIT $4),
+WITH c AS (",
+            $walk,
+            "),
 gone AS (
     DELETE FROM fanfare_events e WHERE e.id = ANY(ARRAY(SELECT event_id FROM c))
     AND NOT EXISTS (SELECT 1 FROM fanfare_runs r WHERE r.event_id = e.id
@@ -39,6 +33,8 @@ gone AS (
 runs AS (
     DELETE FROM fanfare_runs r WHERE r.event_id = ANY(ARRAY(SELECT id FROM gone))
     RETURNING r.id),
+queue AS (
+    DELETE FROM fanfare_queue q WHERE q.run = ANY(ARRAY(SELECT id FROM runs))),
 steps AS (
     DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs))),
 attempts AS (
@@ -50,15 +46,26 @@ FROM (SELECT max(finished_at) AS at FROM c) m"
 }
 
 /// Walks completed (and cancelled, and skipped) runs past the retention (see
-/// `prune_walk!`).
+/// `prune_walk!`), through the queue's index of finished runs.
 pub(crate) const PRUNE_RUNS: &str = prune_walk!(
-    "finished_at",
-    "status IN (2, 5) AND finished_at < fanfare_now() - $1"
+    "
+    SELECT q.run AS id, r.event_id, q.finished_at FROM fanfare_queue q,
+        LATERAL (SELECT event_id FROM fanfare_runs WHERE id = q.run OFFSET 0) r
+    WHERE q.state IN (2, 5) AND q.finished_at < fanfare_now() - $1
+      AND (q.finished_at, q.run) > ($2, $3)
+    ORDER BY q.finished_at, q.run
+    LIMIT $4"
 );
 
-/// Walks failed runs past the failed retention (see `prune_walk!`), by `failed_at`: a
-/// failed run's `finished_at`.
-pub(crate) const PRUNE_FAILED: &str = prune_walk!("failed_at", "failed_at < fanfare_now() - $5");
+/// Walks failed runs past the failed retention (see `prune_walk!`), by `failed_at` (a
+/// failed run's `finished_at`).
+pub(crate) const PRUNE_FAILED: &str = prune_walk!(
+    "
+    SELECT id, event_id, failed_at AS finished_at FROM fanfare_runs
+    WHERE failed_at < fanfare_now() - $5 AND (failed_at, id) > ($2, $3)
+    ORDER BY failed_at, id
+    LIMIT $4"
+);
 
 /// Walks events past the retention in `(ts, id)` order from a mark, deleting those
 /// without runs. Returns the events read and the last one. The batch is read in index

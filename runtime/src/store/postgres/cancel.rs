@@ -63,9 +63,19 @@ impl Shared {
             _ => {
                 let now_ms: i64 = tx
                     .query_one(
-                        "UPDATE fanfare_runs SET status = 5, sleeping = false, waiting = false, \
-                         hold = NULL, reason = $2, cancel = NULL, finished_at = fanfare_now() \
-                         WHERE id = $1 RETURNING fanfare_now()",
+                        concat!(
+                            "WITH r AS (
+                                 UPDATE fanfare_runs SET status = 5, sleeping = false,
+                                     waiting = false, hold = NULL, reason = $2, cancel = NULL,
+                                     finished_at = fanfare_now()
+                                 WHERE id = $1 RETURNING ",
+                            mirrored!(""),
+                            "),
+                             q AS (",
+                            mirror!("r"),
+                            ")
+                             SELECT fanfare_now() FROM r"
+                        ),
                         &[&key, &reason],
                     )
                     .await
@@ -148,9 +158,11 @@ impl Shared {
         if let Some(batch) = w.dissolve {
             // Back to the gate, where they form a new batch.
             tx.execute(
-                "UPDATE fanfare_runs SET flow = flow & ~8::smallint, batch = NULL, status = 0, \
-                 hold = NULL, reason = NULL, due_at = fanfare_now() \
-                 WHERE batch = $1 AND status IN (0, 4)",
+                update_mirrored!(
+                    "UPDATE fanfare_runs SET flow = flow & ~8::smallint, batch = NULL, \
+                     status = 0, hold = NULL, reason = NULL, due_at = fanfare_now() \
+                     WHERE batch = $1 AND status IN (0, 4)"
+                ),
                 &[&batch],
             )
             .await
@@ -164,8 +176,11 @@ impl Shared {
                 .get(0);
             let why = cancel::with_batch(run_id, reason);
             tx.execute(
-                "UPDATE fanfare_runs SET status = 5, hold = NULL, reason = $3, \
-                 finished_at = fanfare_now() WHERE batch = $1 AND id <> $2 AND status IN (0, 4)",
+                update_mirrored!(
+                    "UPDATE fanfare_runs SET status = 5, hold = NULL, reason = $3, \
+                     finished_at = fanfare_now() \
+                     WHERE batch = $1 AND id <> $2 AND status IN (0, 4)"
+                ),
                 &[&batch, &key, &why],
             )
             .await

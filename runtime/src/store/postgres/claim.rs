@@ -5,31 +5,38 @@ use super::*;
 use crate::flow::rules;
 
 /// Claims up to `$5` due runs of this app's functions `$2`, earliest first (ties in the
-/// order the runs were stored), under a lease
-/// (`$3` ms) for this process (`$4`), with their events. The index `(app, due_at)` gives
-/// the runs in order whatever the functions, so the scan stops at the limit; rows are
-/// then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join the
-/// planner could turn into a scan of the table.
-pub(crate) const CLAIM: &str = "
+/// order the runs were stored), under a lease (`$3` ms) for this process (`$4`), with
+/// their events. The queue's index `(app, due_at, run)` gives the runs in order whatever
+/// the functions, so the scan stops at the limit; each run's row is locked, skipping
+/// those another claim holds, and read again if it changed meanwhile (`x.status = 0`);
+/// rows are then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join
+/// the planner could turn into a scan of the table. The claim changes no indexed column
+/// of runs (a heap-only update); the queue's row mirrors it.
+pub(crate) const CLAIM: &str = concat!(
+    "
 WITH c AS (
     UPDATE fanfare_runs r
     SET status = 1, attempts = r.attempts + 1, lease_until = fanfare_now() + $3, owner = $4
     WHERE r.id = ANY(ARRAY(
-        SELECT id FROM fanfare_runs
-        WHERE app = $1 AND function_id = ANY($2)
-          AND status = 0 AND due_at <= fanfare_now()
-        ORDER BY due_at, id
+        SELECT x.id FROM fanfare_queue q JOIN fanfare_runs x ON x.id = q.run
+        WHERE q.app = $1 AND q.function_id = ANY($2)
+          AND q.state = 0 AND q.due_at <= fanfare_now() AND x.status = 0
+        ORDER BY q.due_at, q.run
         LIMIT $5
-        FOR UPDATE SKIP LOCKED))
+        FOR UPDATE OF x SKIP LOCKED))
     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
-        r.batch, r.cancel)
+        r.batch, r.cancel, r.status, r.due_at, r.lease_until, r.finished_at),
+cq AS (",
+    mirror!("c"),
+    ")
 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
     c.flow, c.ckey, c.rank, fanfare_now(), c.batch, c.cancel, e.traceparent
-FROM c, LATERAL (SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = c.event_id OFFSET 0) e";
+FROM c, LATERAL (SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = c.event_id OFFSET 0) e"
+);
 
 /// How long until the earliest queued run of this app's functions is due (ms).
-pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfare_runs \
-    WHERE app = $1 AND function_id = ANY($2) AND status = 0";
+pub(crate) const NEXT_DUE: &str = "SELECT min(due_at) - fanfare_now() FROM fanfare_queue \
+    WHERE app = $1 AND function_id = ANY($2) AND state = 0";
 
 impl Shared {
     pub(super) async fn claim(&self, max: usize) -> Result<Claim> {

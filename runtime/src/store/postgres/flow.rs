@@ -25,7 +25,9 @@ pub(super) struct Gated {
 
 /// Applies the gate's verdicts to claimed runs; those that do not go are no longer
 /// running, and their attempt does not count.
-const GATE: &str = "
+const GATE: &str = concat!(
+    "
+WITH g AS (
 UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.due, r.due_at),
     reason = u.reason, flow = u.flow, ckey = u.ckey, rank = u.rank, batch = u.batch,
     finished_at = CASE WHEN u.status = 2 THEN fanfare_now() END,
@@ -35,7 +37,12 @@ UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.
 FROM unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::bigint[], $5::text[],
             $6::smallint[], $7::text[], $8::bigint[], $9::bigint[])
     AS u(id, status, hold, due, reason, flow, ckey, rank, batch)
-WHERE r.id = u.id";
+WHERE r.id = u.id
+RETURNING ",
+    mirrored!("r."),
+    ") ",
+    mirror!("g")
+);
 
 /// The first held runs of a function's key (stage 1), in rank order, per
 /// (`$2` function, `$3` key, `$4` count).
@@ -62,17 +69,24 @@ WHERE r.batch = ANY($1)";
 
 /// Finishes the other runs of the batches that runs `$1` executed and finished (or that
 /// were cancelled).
-pub(crate) const FINISH_BATCHES: &str = "
+pub(crate) const FINISH_BATCHES: &str = concat!(
+    "
 WITH r AS (
     SELECT id, batch, status, last_error, run_id, finished_at, reason FROM fanfare_runs
-    WHERE id = ANY($1) AND status IN (2, 3, 5) AND flow & 16::smallint <> 0)
+    WHERE id = ANY($1) AND status IN (2, 3, 5) AND flow & 16::smallint <> 0),
+f AS (
 UPDATE fanfare_runs m SET status = r.status, last_error = r.last_error,
     reason = CASE WHEN r.status = 5
         THEN 'cancelled with the batch of run ' || r.run_id || ': ' || r.reason
         ELSE 'ran in the batch of run ' || r.run_id END,
     finished_at = r.finished_at
 FROM r
-WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <> r.id";
+WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <> r.id
+RETURNING ",
+    mirrored!("m."),
+    ") ",
+    mirror!("f")
+);
 
 impl Shared {
     /// Passes claimed runs through the gate, in the claim's transaction; returns the
@@ -337,11 +351,18 @@ impl Shared {
         self.save_states(tx, states, now_ms).await?;
         if !ids.is_empty() {
             tx.execute(
-                "UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END, \
-                 hold = CASE WHEN u.ready THEN NULL ELSE 2 END, \
-                 flow = r.flow | CASE WHEN u.ready THEN 2 ELSE 0 END, reason = u.reason \
-                 FROM unnest($1::bigint[], $2::bool[], $3::text[]) AS u(id, ready, reason) \
-                 WHERE r.id = u.id",
+                concat!(
+                    "WITH r AS (
+                         UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END,
+                             hold = CASE WHEN u.ready THEN NULL ELSE 2 END,
+                             flow = r.flow | CASE WHEN u.ready THEN 2 ELSE 0 END, reason = u.reason
+                         FROM unnest($1::bigint[], $2::bool[], $3::text[]) AS u(id, ready, reason)
+                         WHERE r.id = u.id
+                         RETURNING ",
+                    mirrored!("r."),
+                    ") ",
+                    mirror!("r")
+                ),
                 &[&ids, &ready, &reasons],
             )
             .await

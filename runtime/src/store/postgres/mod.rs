@@ -12,6 +12,73 @@
 //!
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
+/// The text of a statement's part that mirrors the runs a CTE changed (`$cte`, whose
+/// rows are the runs' `id, status, due_at, lease_until, finished_at`: [`mirrored!`]'s
+/// `RETURNING`) into their rows of `fanfare_queue` (schema migration 14).
+macro_rules! mirror {
+    ($cte:literal) => {
+        concat!(
+            "UPDATE fanfare_queue q SET state = m.status, due_at = m.due_at, \
+             lease_until = m.lease_until, finished_at = m.finished_at FROM ",
+            $cte,
+            " m WHERE q.run = m.id"
+        )
+    };
+}
+
+/// The columns of runs that `fanfare_queue` mirrors, as a `RETURNING` list, each
+/// qualified with `$runs` (the runs' alias and a dot, or `""`).
+macro_rules! mirrored {
+    ($runs:literal) => {
+        concat!(
+            $runs,
+            "id, ",
+            $runs,
+            "status, ",
+            $runs,
+            "due_at, ",
+            $runs,
+            "lease_until, ",
+            $runs,
+            "finished_at"
+        )
+    };
+}
+
+/// An update of runs (`$update`, without `RETURNING`) and the mirror of the runs it
+/// changed, in one statement.
+macro_rules! update_mirrored {
+    ($update:literal) => {
+        concat!(
+            "WITH changed AS (",
+            $update,
+            " RETURNING ",
+            mirrored!(""),
+            ") ",
+            mirror!("changed")
+        )
+    };
+}
+
+/// The text of the insert into `fanfare_queue` of the runs a CTE inserted (`$cte`, with
+/// `RETURNING` [`queued!`]'s columns).
+macro_rules! enqueue {
+    ($cte:literal) => {
+        concat!(
+            "INSERT INTO fanfare_queue (run, app, function_id, state, due_at) \
+             SELECT id, app, function_id, status, due_at FROM ",
+            $cte
+        )
+    };
+}
+
+/// The columns of inserted runs that [`enqueue!`] reads, as a `RETURNING` list.
+macro_rules! queued {
+    () => {
+        "id, app, function_id, status, due_at"
+    };
+}
+
 mod background;
 mod cancel;
 mod claim;

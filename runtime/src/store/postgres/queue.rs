@@ -4,13 +4,13 @@
 use super::*;
 use crate::store::{queue_stats_of, QueueStats};
 
-/// This app's (`$1`) oldest `$2` due runs, read in order from `(app, due_at, id) WHERE
-/// status = 0` as claims read it, grouped by function: count, earliest due time, and
-/// the database's clock. O(min(due runs, `$2`)) whatever the backlog.
+/// This app's (`$1`) oldest `$2` due runs, read in order from the queue's `(app, due_at,
+/// run) WHERE state = 0` as claims read it, grouped by function: count, earliest due
+/// time, and the database's clock. O(min(due runs, `$2`)) whatever the backlog.
 pub(crate) const QUEUE_STATS: &str = "
 SELECT function_id, count(*), min(due_at), fanfare_now() FROM (
-    SELECT function_id, due_at FROM fanfare_runs
-    WHERE app = $1 AND status = 0 AND due_at <= fanfare_now()
+    SELECT function_id, due_at FROM fanfare_queue
+    WHERE app = $1 AND state = 0 AND due_at <= fanfare_now()
     ORDER BY due_at LIMIT $2) q
 GROUP BY function_id";
 

@@ -25,7 +25,8 @@ macro_rules! cancels {
 /// `$7` waiting steps) of runs this process (`$6`) still owns (an owned run is running:
 /// `fanfare_runs_owned`); a cancelled run's pending wait goes. `$from` names the
 /// outcomes' columns, `$returning` what `done` returns, and `$then` the statements after
-/// it. Returns the runs recorded, their status, and the time.
+/// it (`$returning` names `r.id` and `r.status`; `done` returns the mirrored columns
+/// too, which `queued` mirrors). Returns the runs recorded, their status, and the time.
 macro_rules! record {
     ($from:literal, $returning:literal, $then:literal) => {
         concat!(
@@ -70,6 +71,9 @@ FROM ",
 WHERE r.id = u.id AND r.owner = $6
 RETURNING ",
             $returning,
+            ", r.due_at, r.lease_until, r.finished_at),
+queued AS (",
+            mirror!("done"),
             "),
 -- A cancelled run's pending wait resumes nothing.
 waits AS (
@@ -218,8 +222,10 @@ impl Shared {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, lease_until = NULL, owner = NULL \
-                 WHERE id = ANY($1) AND owner = $2",
+                update_mirrored!(
+                    "UPDATE fanfare_runs SET status = 0, attempts = attempts - 1, \
+                     lease_until = NULL, owner = NULL WHERE id = ANY($1) AND owner = $2"
+                ),
                 &[&ids, &self.owner],
             )
             .await
@@ -278,10 +284,17 @@ impl Shared {
             .client()
             .await?
             .query(
-                "WITH r AS (
-                     UPDATE fanfare_runs SET lease_until = fanfare_now() + $1
-                     WHERE id = ANY($2) AND owner = $3 RETURNING id, cancel)
-                 SELECT id, cancel FROM r WHERE cancel IS NOT NULL",
+                concat!(
+                    "WITH r AS (
+                         UPDATE fanfare_runs SET lease_until = fanfare_now() + $1
+                         WHERE id = ANY($2) AND owner = $3 RETURNING cancel, ",
+                    mirrored!(""),
+                    "),
+                     q AS (",
+                    mirror!("r"),
+                    ")
+                     SELECT id, cancel FROM r WHERE cancel IS NOT NULL"
+                ),
                 &[&crate::store::sql_millis(self.lease), &ids, &self.owner],
             )
             .await

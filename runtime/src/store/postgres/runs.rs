@@ -173,9 +173,24 @@ impl Shared {
         let new = RunId::new(crate::event::now_millis());
         let (event, app, function): (Uuid, String, String) = (row.get(4), row.get(5), row.get(6));
         tx.execute(
-            "INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, due_at, flow, replay_of) \
-             VALUES ($1, $2, $3, $4, 0, fanfare_now(), $5, $6)",
-            &[&new.as_uuid(), &event, &app, &function, &flags, &run.as_uuid()],
+            concat!(
+                "WITH r AS (
+                     INSERT INTO fanfare_runs
+                         (run_id, event_id, app, function_id, status, due_at, flow, replay_of)
+                     VALUES ($1, $2, $3, $4, 0, fanfare_now(), $5, $6)
+                     RETURNING ",
+                queued!(),
+                ") ",
+                enqueue!("r")
+            ),
+            &[
+                &new.as_uuid(),
+                &event,
+                &app,
+                &function,
+                &flags,
+                &run.as_uuid(),
+            ],
         )
         .await
         .map_err(err)?;

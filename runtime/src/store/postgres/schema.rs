@@ -216,6 +216,31 @@ CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank
 CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id)
     WHERE list = 4 AND hold = 2;
 "#,
+    // The queue (`fanfare_queue`): a row per run mirroring what the claim, crash takeover
+    // and retention look runs up by: state (the run's status), due time, lease and finish
+    // time, with their indexes, which leave the runs table. Every statement that changes
+    // those columns of runs updates the run's row here in the same statement (`mirror!`).
+    // So a claim and a completion change no column an index of `fanfare_runs` names, and
+    // are heap-only updates (no index entry written) when the page has room for the new
+    // version: the table keeps half of each page free for them.
+    r#"
+CREATE TABLE fanfare_queue (
+    run bigint PRIMARY KEY,
+    app text NOT NULL,
+    function_id text NOT NULL,
+    state smallint NOT NULL,
+    due_at bigint NOT NULL,
+    lease_until bigint,
+    finished_at bigint
+);
+INSERT INTO fanfare_queue (run, app, function_id, state, due_at, lease_until, finished_at)
+    SELECT id, app, function_id, status, due_at, lease_until, finished_at FROM fanfare_runs;
+CREATE INDEX fanfare_queue_ready ON fanfare_queue (app, due_at, run) WHERE state = 0;
+CREATE INDEX fanfare_queue_lease ON fanfare_queue (app, lease_until) WHERE state = 1;
+CREATE INDEX fanfare_queue_finished ON fanfare_queue (finished_at, run) WHERE state IN (2, 5);
+DROP INDEX fanfare_runs_ready, fanfare_runs_lease, fanfare_runs_finished;
+ALTER TABLE fanfare_runs SET (fillfactor = 50);
+"#,
 ];
 
 impl Shared {

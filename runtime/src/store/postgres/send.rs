@@ -16,7 +16,8 @@ pub(super) const COMMITTERS: usize = 2;
 /// `$7` at the earliest (a delayed send; 0 for now), and resolves the waits they match;
 /// returns per event the runs created and how many are this process's (`$5` app, `$6`
 /// functions).
-pub(crate) const SEND: &str = "
+pub(crate) const SEND: &str = concat!(
+    "
 WITH e AS (
     INSERT INTO fanfare_events (id, name, data, ts, traceparent)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $8::text[])
@@ -27,7 +28,12 @@ r AS (
     SELECT fanfare_run_id(fanfare_now()), e.id, f.app, f.function_id, greatest(fanfare_now(), d.due)
     FROM e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
     JOIN fanfare_functions f ON f.trigger = e.name
-    RETURNING event_id, app, function_id),
+    RETURNING event_id, ",
+    queued!(),
+    "),
+q AS (",
+    enqueue!("r"),
+    "),
 -- The waits this send resolves, each found through the index: those
 -- for any event of the name, and per field waits match on, those whose
 -- value is the event's.
@@ -47,9 +53,16 @@ s AS (
 u AS (
     UPDATE fanfare_runs x SET steps = greatest(x.steps, w.seq + 1), waiting = false,
         due_at = CASE WHEN x.status = 0 THEN fanfare_now() ELSE x.due_at END
-    FROM w WHERE x.id = w.run)
+    FROM w WHERE x.id = w.run
+    RETURNING ",
+    mirrored!("x."),
+    "),
+uq AS (",
+    mirror!("u"),
+    ")
 SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
-FROM r GROUP BY event_id";
+FROM r GROUP BY event_id"
+);
 
 /// A send waiting for its commit, and where to answer.
 pub(super) type PendingSend = (Envelope, oneshot::Sender<Result<usize>>);
@@ -178,13 +191,20 @@ impl Shared {
         let tx = client.transaction().await.map_err(err)?;
         let n = tx
             .execute(
-                "WITH e AS (
-                     INSERT INTO fanfare_events (id, name, data, ts, traceparent)
-                     VALUES ($1, $2, $3, $4, $7)
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING id)
-                 INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-                 SELECT fanfare_run_id(fanfare_now()), e.id, $5, $6, fanfare_now() FROM e",
+                concat!(
+                    "WITH e AS (
+                         INSERT INTO fanfare_events (id, name, data, ts, traceparent)
+                         VALUES ($1, $2, $3, $4, $7)
+                         ON CONFLICT (id) DO NOTHING
+                         RETURNING id),
+                     r AS (
+                         INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
+                         SELECT fanfare_run_id(fanfare_now()), e.id, $5, $6, fanfare_now() FROM e
+                         RETURNING ",
+                    queued!(),
+                    ") ",
+                    enqueue!("r")
+                ),
                 &[
                     &event.id.as_uuid(),
                     &&*event.name,
