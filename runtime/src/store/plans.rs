@@ -1,7 +1,9 @@
 //! Guards on the query plans of the hot statements: with a large backlog and history in
 //! the tables, none reads a whole table (no `Seq Scan` / full `SCAN`) or sorts the backlog
 //! (no big `Sort`, no `USE TEMP B-TREE FOR ORDER BY`). A change that brings such a plan
-//! back fails here, before it makes claims O(backlog) in production.
+//! back fails here, before it makes claims O(backlog) in production. On PostgreSQL, also
+//! that no index of the runs table names a column a claim or a completion changes (so
+//! those updates stay heap-only).
 
 /// Queued runs, and as many completed ones, in the tables the plans are made on.
 const BACKLOG: i64 = 100_000;
@@ -258,8 +260,10 @@ mod postgres {
         }
     }
 
-    #[tokio::test]
-    async fn hot_statements_read_indexes_in_order() {
+    /// A connection to the test database in a new schema with fanfare's migrations
+    /// applied, and the schema's name; `None` (the test `what` is skipped) when the
+    /// database is unreachable and not required.
+    async fn migrated(what: &str) -> Option<(tokio_postgres::Client, String)> {
         let url = std::env::var("FANFARE_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
@@ -268,8 +272,8 @@ mod postgres {
                 panic!("PostgreSQL at {url} is unreachable ({e}), and FANFARE_REQUIRE_POSTGRES=1 requires it")
             }
             Err(e) => {
-                eprintln!("SKIPPED: the PostgreSQL plan guard: {url} is unreachable ({e})");
-                return;
+                eprintln!("SKIPPED: {what}: {url} is unreachable ({e})");
+                return None;
             }
         };
         tokio::spawn(connection);
@@ -287,6 +291,61 @@ mod postgres {
         for m in MIGRATIONS {
             client.batch_execute(m).await.expect("migration");
         }
+        Some((client, schema))
+    }
+
+    /// The columns of a run that its claim and its completion change (`CLAIM`, `RECORD`).
+    const CLAIM_AND_COMPLETION: [&str; 6] = [
+        "status",
+        "attempts",
+        "lease_until",
+        "owner",
+        "output",
+        "finished_at",
+    ];
+
+    /// While no index of the runs table names a column a claim or a completion changes
+    /// (in its key, an expression or its condition), those updates can be heap-only and
+    /// write no index entry (migration 14): an index that names one makes every such
+    /// update write every index of the row again.
+    #[tokio::test]
+    async fn claims_and_completions_change_no_indexed_column_of_runs() {
+        let Some((client, schema)) = migrated("the heap-only guard").await else {
+            return;
+        };
+        let indexes = client
+            .query(
+                "SELECT indexname, indexdef FROM pg_indexes \
+                 WHERE schemaname = current_schema() AND tablename = 'fanfare_runs'",
+                &[],
+            )
+            .await
+            .expect("indexes");
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop schema");
+        assert!(indexes.len() >= 4, "{} indexes", indexes.len());
+        let mut bad = Vec::new();
+        for row in &indexes {
+            let (name, def): (&str, &str) = (row.get(0), row.get(1));
+            let words: Vec<&str> = def
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
+            for column in CLAIM_AND_COMPLETION {
+                if words.contains(&column) {
+                    bad.push(format!("{name} names `{column}`: {def}"));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[tokio::test]
+    async fn hot_statements_read_indexes_in_order() {
+        let Some((client, schema)) = migrated("the PostgreSQL plan guard").await else {
+            return;
+        };
         let statements = statements();
         // A process that starts on a new database prepares its statements on empty
         // tables, and keeps the generic plans made then while the tables fill: explaining
