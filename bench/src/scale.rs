@@ -595,7 +595,8 @@ async fn pg_history(s: &Sizes) -> fanfare::Result<()> {
 }
 
 /// Inserts `runs` completed runs of app `bench` (`runs / 5` events) into fanfare's
-/// PostgreSQL tables, ~1 M runs per statement, then `ANALYZE`s them. As fanfare's own: ids
+/// PostgreSQL tables, ~1 M runs per statement, then vacuums, analyzes and writes them out
+/// (`CHECKPOINT`). As fanfare's own: ids
 /// are time-ordered (`fanfare_uuid7`), one event per millisecond up to `finished`.
 async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished: i64) {
     let functions = fanout_ids();
@@ -624,10 +625,16 @@ async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished:
             .expect("insert the history");
         ts += n as i64;
     }
-    client
-        .batch_execute("ANALYZE fanfare_events; ANALYZE fanfare_runs")
-        .await
-        .expect("analyze");
+    // As a history that old would be: vacuumed and analyzed by autovacuum, its pages
+    // written out. Left to the workload, vacuuming and checkpointing 10 M fresh rows (a
+    // few GB) ran during it.
+    for table in ["fanfare_events", "fanfare_runs", "fanfare_queue"] {
+        client
+            .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+            .await
+            .expect("vacuum");
+    }
+    pg::checkpoint(client).await;
 }
 
 // --- 3. PostgreSQL throughput with more events -------------------------------------------

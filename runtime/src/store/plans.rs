@@ -228,12 +228,13 @@ mod postgres {
     fn offenders(node: &Value, updating: bool, out: &mut Vec<String>) {
         let kind = node["Node Type"].as_str().unwrap_or_default();
         let relation = node["Relation Name"].as_str().unwrap_or_default();
-        let updating = updating || (kind == "ModifyTable" && relation == "fanfare_runs");
+        let updating = updating
+            || (kind == "ModifyTable" && ["fanfare_runs", "fanfare_queue"].contains(&relation));
         if updating
             && kind.contains("Index")
             && node["Index Name"]
                 .as_str()
-                .is_some_and(|i| i.starts_with("fanfare_runs"))
+                .is_some_and(|i| i.starts_with("fanfare_runs") || i.starts_with("fanfare_queue"))
             && node.get("Index Cond").is_none()
         {
             out.push(format!(
@@ -244,6 +245,7 @@ mod postgres {
         if kind == "Seq Scan"
             && [
                 "fanfare_runs",
+                "fanfare_queue",
                 "fanfare_events",
                 "fanfare_waits",
                 "fanfare_steps",
