@@ -343,19 +343,16 @@ async fn postgres_upgrades_a_database_from_before_the_failed_retention() {
     client
         .batch_execute(&downgrade(
             POSTGRES_BEFORE,
-            "DROP FUNCTION fanfare_run_id; \
+            &format!(
+                "DROP FUNCTION fanfare_run_id; \
              ALTER TABLE fanfare_runs DROP CONSTRAINT fanfare_runs_owned; \
-             ALTER TABLE fanfare_runs DROP COLUMN list, DROP COLUMN failed_at; \
-             DROP TABLE fanfare_queue; ALTER TABLE fanfare_runs RESET (fillfactor); \
-             CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at, id) WHERE status = 0; \
-             CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1; \
-             CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) \
-                 WHERE status IN (2, 5); \
+             ALTER TABLE fanfare_runs DROP COLUMN list, DROP COLUMN failed_at; {UNDO_QUEUE} \
              CREATE INDEX fanfare_runs_held_key ON fanfare_runs (app, function_id, ckey, rank, id) \
                  WHERE status = 4 AND hold = 1; \
              CREATE INDEX fanfare_runs_held_function ON fanfare_runs (app, function_id, rank, id) \
                  WHERE status = 4 AND hold = 2; \
              CREATE INDEX fanfare_runs_owner ON fanfare_runs (owner) WHERE status = 1;",
+            ),
         ))
         .await
         .unwrap();
@@ -432,15 +429,18 @@ async fn postgres_prunes_a_runs_failed_attempts_with_it() {
     assert_eq!(left, 0);
 }
 
-/// Takes a PostgreSQL database back to before the queue table (migration 14), as an
-/// older fanfare left it: the claim's, the lease's and the finished runs' indexes on the
-/// runs, which filled their pages.
-const BEFORE_QUEUE: &str =
-    "DROP TABLE fanfare_queue; ALTER TABLE fanfare_runs RESET (fillfactor); \
+/// Undoes PostgreSQL's queue table (migration 14), as an older fanfare left the schema:
+/// the claim's, the lease's and the finished runs' indexes on the runs, which filled
+/// their pages.
+const UNDO_QUEUE: &str = "DROP TABLE fanfare_queue; ALTER TABLE fanfare_runs RESET (fillfactor); \
     CREATE INDEX fanfare_runs_ready ON fanfare_runs (app, due_at, id) WHERE status = 0; \
     CREATE INDEX fanfare_runs_lease ON fanfare_runs (app, lease_until) WHERE status = 1; \
-    CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5); \
-    UPDATE fanfare_meta SET value = 13 WHERE key = 'schema_version'";
+    CREATE INDEX fanfare_runs_finished ON fanfare_runs (finished_at, id) WHERE status IN (2, 5);";
+
+/// Takes a PostgreSQL database back to before the queue table (schema version 13).
+fn before_queue() -> String {
+    format!("{UNDO_QUEUE} UPDATE fanfare_meta SET value = 13 WHERE key = 'schema_version'")
+}
 
 /// Runs queued and finished before the queue table are claimed, run once, and pruned
 /// after the upgrade, as runs stored after it.
@@ -470,7 +470,7 @@ async fn postgres_upgrades_a_database_with_queued_and_finished_runs() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(BEFORE_QUEUE).await.unwrap();
+    client.batch_execute(&before_queue()).await.unwrap();
 
     let rt = Runtime::builder()
         .postgres(&url)

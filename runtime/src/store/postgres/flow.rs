@@ -25,9 +25,9 @@ pub(super) struct Gated {
 
 /// Applies the gate's verdicts to claimed runs; those that do not go are no longer
 /// running, and their attempt does not count.
-const GATE: &str = concat!(
+const GATE: &str = update_mirrored!(
+    "r.",
     "
-WITH g AS (
 UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.due, r.due_at),
     reason = u.reason, flow = u.flow, ckey = u.ckey, rank = u.rank, batch = u.batch,
     finished_at = CASE WHEN u.status = 2 THEN fanfare_now() END,
@@ -37,11 +37,7 @@ UPDATE fanfare_runs r SET status = u.status, hold = u.hold, due_at = coalesce(u.
 FROM unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::bigint[], $5::text[],
             $6::smallint[], $7::text[], $8::bigint[], $9::bigint[])
     AS u(id, status, hold, due, reason, flow, ckey, rank, batch)
-WHERE r.id = u.id
-RETURNING ",
-    mirrored!("r."),
-    ") ",
-    mirror!("g")
+WHERE r.id = u.id"
 );
 
 /// The first held runs of a function's key (stage 1), in rank order, per
@@ -351,17 +347,13 @@ impl Shared {
         self.save_states(tx, states, now_ms).await?;
         if !ids.is_empty() {
             tx.execute(
-                concat!(
-                    "WITH r AS (
-                         UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END,
-                             hold = CASE WHEN u.ready THEN NULL ELSE 2 END,
-                             flow = r.flow | CASE WHEN u.ready THEN 2 ELSE 0 END, reason = u.reason
-                         FROM unnest($1::bigint[], $2::bool[], $3::text[]) AS u(id, ready, reason)
-                         WHERE r.id = u.id
-                         RETURNING ",
-                    mirrored!("r."),
-                    ") ",
-                    mirror!("r")
+                update_mirrored!(
+                    "r.",
+                    "UPDATE fanfare_runs r SET status = CASE WHEN u.ready THEN 0 ELSE 4 END, \
+                     hold = CASE WHEN u.ready THEN NULL ELSE 2 END, \
+                     flow = r.flow | CASE WHEN u.ready THEN 2 ELSE 0 END, reason = u.reason \
+                     FROM unnest($1::bigint[], $2::bool[], $3::text[]) AS u(id, ready, reason) \
+                     WHERE r.id = u.id"
                 ),
                 &[&ids, &ready, &reasons],
             )

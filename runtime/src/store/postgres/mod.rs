@@ -46,14 +46,18 @@ macro_rules! mirrored {
 }
 
 /// An update of runs (`$update`, without `RETURNING`) and the mirror of the runs it
-/// changed, in one statement.
+/// changed, in one statement; `$runs` qualifies the runs' columns where the update reads
+/// another table with columns of the same names (the runs' alias and a dot).
 macro_rules! update_mirrored {
     ($update:literal) => {
+        update_mirrored!("", $update)
+    };
+    ($runs:literal, $update:literal) => {
         concat!(
             "WITH changed AS (",
             $update,
             " RETURNING ",
-            mirrored!(""),
+            mirrored!($runs),
             ") ",
             mirror!("changed")
         )
