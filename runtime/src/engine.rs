@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
 mod cancel;
+mod handoff;
 mod inflight;
 mod lifetime;
 mod start;
@@ -105,8 +106,10 @@ impl Engine {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn inflight_count(&self) -> usize {
-        self.inflight().len()
+    /// Slots taken: runs executing here, and slots reserved for runs a store is handing
+    /// over (`Slots`).
+    pub fn busy(&self) -> usize {
+        self.inflight().busy()
     }
 
     /// Claims and starts runs until shutdown begins.
@@ -116,7 +119,7 @@ impl Engine {
         }
         let mut store_errors = 0u32;
         while !self.stopping.load(Ordering::Acquire) {
-            let free = self.concurrency.saturating_sub(self.inflight_count());
+            let free = self.concurrency.saturating_sub(self.busy());
             if free == 0 {
                 self.wake.notified().await;
                 continue;

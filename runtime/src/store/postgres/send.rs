@@ -12,10 +12,15 @@ pub(super) const MAX_BATCH: usize = 1024;
 pub(super) const COMMITTERS: usize = 2;
 
 /// Stores events (`$1`..`$4`, `$8` their trace contexts) with one run per subscribed
-/// function of every app, due at
-/// `$7` at the earliest (a delayed send; 0 for now), and resolves the waits they match;
-/// returns per event the runs created and how many are this process's (`$5` app, `$6`
-/// functions).
+/// function of every app, due at `$7` at the earliest (a delayed send; 0 for now), and
+/// resolves the waits they match. Up to `$12` runs due now of this process's functions
+/// `$9` (those without flow control) are claimed as they are inserted, as [`CLAIM`]
+/// would: running, first attempt, under a lease (`$10` ms) for this process (`$11`).
+/// Returns per event the runs created, how many of this process's (`$5` app, `$6`
+/// functions) are queued, how many of any app are queued, and the claimed runs' keys,
+/// ids and functions; then a row with a null event and the number of waits resolved.
+///
+/// [`CLAIM`]: super::claim::CLAIM
 pub(crate) const SEND: &str = concat!(
     "
 WITH e AS (
@@ -23,12 +28,23 @@ WITH e AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $8::text[])
     ON CONFLICT (id) DO NOTHING
     RETURNING id, name, data),
-r AS (
-    INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at)
-    SELECT fanfare_run_id(fanfare_now()), e.id, f.app, f.function_id, greatest(fanfare_now(), d.due)
+n AS (
+    SELECT e.id, f.app, f.function_id, greatest(fanfare_now(), d.due) AS due,
+        f.app = $5 AND f.function_id = ANY($9) AND d.due <= fanfare_now() AS direct
     FROM e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
-    JOIN fanfare_functions f ON f.trigger = e.name
-    RETURNING event_id, ",
+    JOIN fanfare_functions f ON f.trigger = e.name),
+c AS (
+    SELECT n.*, direct AND count(*) FILTER (WHERE direct)
+        OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= $12 AS claimed
+    FROM n),
+r AS (
+    INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at, status, attempts,
+        lease_until, owner)
+    SELECT fanfare_run_id(fanfare_now()), id, app, function_id, due,
+        CASE WHEN claimed THEN 1 ELSE 0 END, CASE WHEN claimed THEN 1 ELSE 0 END,
+        CASE WHEN claimed THEN fanfare_now() + $10 END, CASE WHEN claimed THEN $11::uuid END
+    FROM c
+    RETURNING event_id, run_id, ",
     queued!(),
     "),
 q AS (",
@@ -60,8 +76,14 @@ u AS (
 uq AS (",
     mirror!("u"),
     ")
-SELECT event_id, count(*), count(*) FILTER (WHERE app = $5 AND function_id = ANY($6))
-FROM r GROUP BY event_id"
+SELECT event_id, count(*),
+    count(*) FILTER (WHERE status = 0 AND app = $5 AND function_id = ANY($6)),
+    count(*) FILTER (WHERE status = 0),
+    array_agg(id) FILTER (WHERE status = 1), array_agg(run_id) FILTER (WHERE status = 1),
+    array_agg(function_id) FILTER (WHERE status = 1)
+FROM r GROUP BY event_id
+UNION ALL
+SELECT NULL, 0, 0, count(*), NULL, NULL, NULL FROM u"
 );
 
 /// A send waiting for its commit, and where to answer.
@@ -112,8 +134,53 @@ impl Shared {
     }
 
     /// Stores events and their runs (one per subscribed function of any app) in one
-    /// transaction; returns, per event, the runs created and how many are local.
+    /// transaction; returns, per event, the runs created and how many of this process's
+    /// are queued. The runs it claimed as it stored them (as many as the engine had
+    /// slots for) are handed to the engine.
     pub(super) async fn insert(&self, events: Vec<Envelope>) -> Result<Vec<(usize, usize)>> {
+        let slots = self.slots.get().and_then(std::sync::Weak::upgrade);
+        let reserved = match &slots {
+            Some(slots) => slots.reserve(
+                events
+                    .iter()
+                    .filter(|e| e.not_before.is_none())
+                    .map(|e| self.direct.get(&*e.name).copied().unwrap_or(0))
+                    .sum(),
+            ),
+            None => 0,
+        };
+        let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
+        let stored = self.insert_claiming(&events, reserved).await;
+        let (counts, claimed) = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                if let Some(slots) = slots.filter(|_| reserved > 0) {
+                    slots.hand(Vec::new(), reserved);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(slots) = slots.filter(|_| reserved > 0) {
+            slots.hand(claimed, reserved);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(events
+            .into_iter()
+            .map(|event| {
+                let c = counts.get(&event.id.as_uuid()).copied().unwrap_or_default();
+                cache.keep(event, c.1);
+                c
+            })
+            .collect())
+    }
+
+    /// The statement of [`insert`](Self::insert), claiming up to `quota` runs: per event
+    /// the runs created and how many of this process's are queued, and the claimed runs.
+    async fn insert_claiming(
+        &self,
+        events: &[Arc<Envelope>],
+        quota: usize,
+    ) -> Result<(HashMap<Uuid, (usize, usize)>, Vec<ClaimedRun>)> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
         let names: Vec<&str> = events.iter().map(|e| &*e.name).collect();
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
@@ -126,6 +193,8 @@ impl Shared {
             .iter()
             .map(|e| e.not_before.unwrap_or(0) as i64)
             .collect();
+        let lease = crate::store::sql_millis(self.lease);
+        let quota = quota as i64;
         let err = |e| self.error("cannot store events", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
@@ -144,7 +213,7 @@ impl Shared {
             .map_err(err)?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
         let lock = tx.execute(&lock_stmt, &lock_params);
-        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
             &ids,
             &names,
             &data,
@@ -153,33 +222,61 @@ impl Shared {
             &self.functions,
             &dues,
             &traces,
+            &self.direct_functions,
+            &lease,
+            &self.owner,
+            &quota,
         ];
         let insert = tx.query(&stmt, &insert_params);
         let (_, rows) = tokio::try_join!(lock, insert).map_err(err)?;
-        // Wakes every worker: for the new runs, and for waits this send resolved.
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-
         // Per event: runs created, and how many of them this process may claim.
-        let counts: HashMap<Uuid, (usize, usize)> = rows
-            .iter()
-            .map(|row| {
-                let all: i64 = row.get(1);
-                let local: i64 = row.get(2);
-                (row.get(0), (all as usize, local as usize))
-            })
-            .collect();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(events
-            .into_iter()
-            .map(|event| {
-                let c = counts.get(&event.id.as_uuid()).copied().unwrap_or_default();
-                cache.keep(Arc::new(event), c.1);
-                c
-            })
-            .collect())
+        let mut counts = HashMap::with_capacity(rows.len());
+        let mut claimed = Vec::new();
+        // Whether other processes have something to look at: runs queued (now or later)
+        // or waits resolved.
+        let mut news = false;
+        let by_id: HashMap<Uuid, &Arc<Envelope>> =
+            events.iter().map(|e| (e.id.as_uuid(), e)).collect();
+        for row in &rows {
+            news |= row.get::<_, i64>(3) > 0;
+            let Some(id) = row.get::<_, Option<Uuid>>(0) else {
+                continue;
+            };
+            let all: i64 = row.get(1);
+            let local: i64 = row.get(2);
+            counts.insert(id, (all as usize, local as usize));
+            let (Some(keys), Some(run_ids), Some(functions), Some(event)) = (
+                row.get::<_, Option<Vec<i64>>>(4),
+                row.get::<_, Option<Vec<Uuid>>>(5),
+                row.get::<_, Option<Vec<String>>>(6),
+                by_id.get(&id),
+            ) else {
+                continue;
+            };
+            for ((key, run_id), function) in keys.into_iter().zip(run_ids).zip(functions) {
+                let Some(&function) = self.index.get(&function) else {
+                    continue;
+                };
+                claimed.push(ClaimedRun {
+                    key: key as RunKey,
+                    run_id: RunId::from_uuid(run_id),
+                    function,
+                    attempt: 0,
+                    event: Arc::clone(event),
+                    steps: Vec::new(),
+                    batch: Vec::new(),
+                    cancel: None,
+                });
+            }
+        }
+        if news {
+            // Wakes every worker: for the new runs, and for waits this send resolved.
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok((counts, claimed))
     }
 
     pub(super) async fn insert_to(&self, event: Envelope, function: u32) -> Result<usize> {
