@@ -179,11 +179,6 @@ pub(crate) trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
-    /// How many `record` calls may run at once (default 1).
-    fn parallel_writes(&self) -> usize {
-        1
-    }
-
     /// Up to `limit` runs of this app's function `function` that have not finished
     /// (queued, held, running, sleeping, waiting), with their events, oldest first: what
     /// `cancel_on` looks through when a cancelling event arrives.

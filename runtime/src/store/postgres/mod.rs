@@ -345,7 +345,7 @@ impl PgStore {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let batch = if options.group_commit { MAX_BATCH } else { 1 };
         let mut tasks = Vec::new();
-        for _ in 0..COMMITTERS {
+        for _ in 0..std::env::var("XC").ok().and_then(|v| v.parse().ok()).unwrap_or(COMMITTERS) {
             tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(
                 Arc::clone(&rx),
                 batch,
@@ -469,10 +469,6 @@ impl Store for PgStore {
 
     fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, Vec<(RunKey, String)>> {
         Box::pin(self.shared.renew(runs))
-    }
-
-    fn parallel_writes(&self) -> usize {
-        3
     }
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {
