@@ -342,12 +342,12 @@ impl PgStore {
         }
 
         let (sends, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let committers = Arc::new(send::Committers::new(rx));
         let batch = if options.group_commit { MAX_BATCH } else { 1 };
         let mut tasks = Vec::new();
-        for _ in 0..std::env::var("XC").ok().and_then(|v| v.parse().ok()).unwrap_or(COMMITTERS) {
+        for _ in 0..COMMITTERS {
             tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(
-                Arc::clone(&rx),
+                Arc::clone(&committers),
                 batch,
                 Arc::clone(&wake),
             )));

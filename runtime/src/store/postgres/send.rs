@@ -6,9 +6,8 @@ use super::*;
 /// Sends committed together at most.
 pub(super) const MAX_BATCH: usize = 1024;
 
-/// Parallel committers of sends: while one waits for its commit, the other gathers the
-/// next batch. More contend for the database's CPUs with the claims and outcomes of
-/// every process (four instead of two: 7–9 % fewer runs/s in `bench`, on 2 cores).
+/// Committers of sends: while one commits, the other gathers the next batch, which
+/// begins when that commit ends, or when it is full ([`Committers::next`]).
 pub(super) const COMMITTERS: usize = 2;
 
 /// Stores events (`$1`..`$4`, `$8` their trace contexts) with one run per subscribed
@@ -28,10 +27,12 @@ WITH e AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $8::text[])
     ON CONFLICT (id) DO NOTHING
     RETURNING id, name, data),
+-- The time, and the run ids' prefix, once for the statement.
+t AS (SELECT fanfare_now() AS now, fanfare_run_id_prefix(fanfare_now()) AS prefix),
 n AS (
-    SELECT e.id, f.app, f.function_id, greatest(fanfare_now(), d.due) AS due,
-        f.app = $5 AND f.function_id = ANY($9) AND d.due <= fanfare_now() AS direct
-    FROM e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
+    SELECT e.id, f.app, f.function_id, greatest(t.now, d.due) AS due, t.now, t.prefix,
+        f.app = $5 AND f.function_id = ANY($9) AND d.due <= t.now AS direct
+    FROM t, e JOIN unnest($1::uuid[], $7::bigint[]) AS d(id, due) ON d.id = e.id
     JOIN fanfare_functions f ON f.trigger = e.name),
 c AS (
     SELECT n.*, direct AND count(*) FILTER (WHERE direct)
@@ -40,9 +41,9 @@ c AS (
 r AS (
     INSERT INTO fanfare_runs (run_id, event_id, app, function_id, due_at, status, attempts,
         lease_until, owner)
-    SELECT fanfare_run_id(fanfare_now()), id, app, function_id, due,
+    SELECT fanfare_run_id_from(prefix), id, app, function_id, due,
         CASE WHEN claimed THEN 1 ELSE 0 END, CASE WHEN claimed THEN 1 ELSE 0 END,
-        CASE WHEN claimed THEN fanfare_now() + $10 END, CASE WHEN claimed THEN $11::uuid END
+        CASE WHEN claimed THEN now + $10 END, CASE WHEN claimed THEN $11::uuid END
     FROM c
     RETURNING event_id, run_id, ",
     queued!(),
@@ -89,22 +90,86 @@ SELECT NULL, 0, 0, count(*), NULL, NULL, NULL FROM u"
 /// A send waiting for its commit, and where to answer.
 pub(super) type PendingSend = (Envelope, oneshot::Sender<Result<usize>>);
 
+/// What the committers share: the sends waiting, how many commits are in flight, and a
+/// wake-up when one ends.
+pub(super) struct Committers {
+    pub sends: tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingSend>>,
+    commits: std::sync::atomic::AtomicUsize,
+    ended: Notify,
+}
+
+impl Committers {
+    pub fn new(sends: mpsc::UnboundedReceiver<PendingSend>) -> Committers {
+        Committers {
+            sends: tokio::sync::Mutex::new(sends),
+            commits: Default::default(),
+            ended: Notify::new(),
+        }
+    }
+
+    /// Takes the next batch of sends into `batch` (at most `max`); false once no more
+    /// can come. With no commit in flight, a batch is what is waiting, one send or more:
+    /// a lone send commits at once. With one in flight, the batch takes what comes in
+    /// until that commit ends (or it is full), so that under load each commit carries
+    /// everything that arrived during the one before it. (Taking what was waiting at
+    /// once, as before, made most commits of `bench` a single event's: 2,418 of 4,348, at
+    /// ≈ 0.6 ms of the database's time each, whatever its size.) The caller counts as in
+    /// flight from here until [`ended`](Self::ended).
+    async fn next(&self, batch: &mut Vec<PendingSend>, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut rx = self.sends.lock().await;
+        if rx.recv_many(batch, max).await == 0 {
+            return false;
+        }
+        while batch.len() < max {
+            // The rest of a burst (the senders a commit just answered send again).
+            loop {
+                tokio::task::yield_now().await;
+                let before = batch.len();
+                while batch.len() < max {
+                    match rx.try_recv() {
+                        Ok(send) => batch.push(send),
+                        Err(_) => break,
+                    }
+                }
+                if batch.len() == before || batch.len() == max {
+                    break;
+                }
+            }
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if batch.len() == max || self.commits.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            let room = max - batch.len();
+            tokio::select! {
+                n = rx.recv_many(batch, room) => if n == 0 { break },
+                _ = &mut ended => {}
+            }
+        }
+        self.commits.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A commit [`next`](Self::next) started has ended.
+    fn ended(&self) {
+        self.commits
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.ended.notify_waiters();
+    }
+}
+
 impl Shared {
     /// Takes the sends waiting and commits them in one transaction.
     pub(super) async fn commit_sends(
         self: Arc<Self>,
-        rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingSend>>>,
+        committers: Arc<Committers>,
         max: usize,
         wake: Arc<Notify>,
     ) {
         let mut batch = Vec::with_capacity(max);
-        loop {
-            {
-                let mut rx = rx.lock().await;
-                if rx.recv_many(&mut batch, max).await == 0 {
-                    return;
-                }
-            }
+        while committers.next(&mut batch, max).await {
             let events: Vec<Envelope> = Vec::with_capacity(batch.len());
             let (events, replies): (Vec<Envelope>, Vec<_>) =
                 batch
@@ -114,7 +179,9 @@ impl Shared {
                         r.push(tx);
                         (e, r)
                     });
-            match self.insert(events).await {
+            let stored = self.insert(events).await;
+            committers.ended();
+            match stored {
                 Ok(counts) => {
                     if counts.iter().any(|&(_, local)| local > 0) {
                         wake.notify_one();
@@ -319,5 +386,85 @@ impl Shared {
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(tx: &mpsc::UnboundedSender<PendingSend>) {
+        let (reply, _) = oneshot::channel();
+        let id = EventId::from_uuid(crate::event::new_uuid(0));
+        let event = Envelope::stored(id, "test/event".into(), "{}".into(), 0);
+        assert!(tx.send((event, reply)).is_ok());
+    }
+
+    /// Lets every other task of the test's runtime run as far as it can.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_send_commits_at_once() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committers = Committers::new(rx);
+        send(&tx);
+        let mut batch = Vec::new();
+        assert!(committers.next(&mut batch, 8).await);
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_a_commit_in_flight_the_next_batch_gathers_until_it_ends() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committers = Arc::new(Committers::new(rx));
+        send(&tx);
+        let mut first = Vec::new();
+        assert!(committers.next(&mut first, 8).await);
+        send(&tx);
+        let next = tokio::spawn({
+            let committers = Arc::clone(&committers);
+            async move {
+                let mut batch = Vec::new();
+                committers.next(&mut batch, 8).await;
+                batch.len()
+            }
+        });
+        settle().await;
+        send(&tx);
+        send(&tx);
+        settle().await;
+        assert!(
+            !next.is_finished(),
+            "a batch began beside the commit in flight"
+        );
+        committers.ended();
+        assert_eq!(next.await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_commits_beside_the_one_in_flight() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committers = Committers::new(rx);
+        send(&tx);
+        let mut first = Vec::new();
+        assert!(committers.next(&mut first, 4).await);
+        for _ in 0..4 {
+            send(&tx);
+        }
+        let mut full = Vec::new();
+        assert!(committers.next(&mut full, 4).await);
+        assert_eq!(full.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_committers_stop_once_no_send_can_come() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committers = Committers::new(rx);
+        drop(tx);
+        assert!(!committers.next(&mut Vec::new(), 4).await);
     }
 }
