@@ -155,6 +155,70 @@ async fn a_killed_replicas_runs_are_taken_over_once_its_lease_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_executes_the_runs_of_its_own_sends_while_it_has_free_slots() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let log = log_file();
+    let mut a = Service::start(SHIPPING, &url, &log, &[]);
+    let b = Service::start(SHIPPING, &url, &log, &[]);
+    let rt = observer(&url).await;
+    // A's sends claim their runs as they store them: B, woken by nothing, takes none.
+    let ids: Vec<EventId> = (0..20).map(|order_id| a.send(order_id)).collect();
+    for id in &ids {
+        let runs = timeout(LIMIT, rt.wait(*id)).await.unwrap().unwrap();
+        assert_eq!(runs.len(), 2);
+        for run in &runs {
+            assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+            assert_eq!(run.attempts, 1, "{run:?}");
+            assert_eq!(run.output, Some(serde_json::json!(a.pid)), "{run:?}");
+        }
+    }
+    assert_ne!(a.pid, b.pid);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_claimed_by_a_send_are_taken_over_once_the_killed_senders_lease_expires() {
+    if !postgres_ready().await {
+        return;
+    }
+    let url = postgres_schema();
+    let log = log_file();
+    // Replica A sends, claims the runs of its sends as it stores them, and hangs in them.
+    let mut a = Service::start(
+        SHIPPING,
+        &url,
+        &log,
+        &[("FANFARE_SLOW_MS", "600000"), ("FANFARE_LEASE_MS", "1000")],
+    );
+    let ids: Vec<EventId> = (0..3).map(|order_id| a.send(order_id)).collect();
+    timeout(LIMIT, async {
+        while log_lines(&log).len() < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("replica A never started the runs");
+    a.kill_9();
+
+    // Replica B finds them through their expired leases.
+    let b = Service::start(SHIPPING, &url, &log, &[("FANFARE_LEASE_MS", "1000")]);
+    let rt = observer(&url).await;
+    for id in &ids {
+        let runs = timeout(LIMIT, rt.wait(*id)).await.unwrap().unwrap();
+        assert_eq!(runs.len(), 2);
+        for run in &runs {
+            assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+            assert_eq!(run.attempts, 2, "the interrupted attempt counts: {run:?}");
+            assert_eq!(run.output, Some(serde_json::json!(b.pid)));
+        }
+    }
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_accepted_before_a_kill_9_runs_after_a_restart() {
     if !postgres_ready().await {
         return;

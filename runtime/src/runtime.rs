@@ -548,6 +548,10 @@ impl Builder {
             wake,
             self.trace,
         );
+        if concurrency > 0 {
+            let slots: std::sync::Weak<dyn crate::store::Slots> = Arc::downgrade(&engine) as _;
+            engine.store.attach(slots);
+        }
         let dispatcher = tokio::spawn(Arc::clone(&engine).dispatch());
         let recorder = tokio::spawn(Arc::clone(&engine).record(outcomes));
         let heartbeat = tokio::spawn(Arc::clone(&engine).heartbeat());
@@ -997,7 +1001,7 @@ impl Runtime {
         let _ = tasks.dispatcher.await;
         let mut progress = engine.progress.subscribe();
         let drained = tokio::time::timeout(self.inner.shutdown_timeout, async {
-            while engine.inflight_count() > 0 {
+            while engine.busy() > 0 {
                 if progress.changed().await.is_err() {
                     break;
                 }

@@ -38,7 +38,10 @@ async fn welcome(ctx: Ctx<CrmSignup>) -> fanfare::Result<u32> {
 }
 
 /// Once per burst of edits of a note, with the last edit (logged as its number).
-#[function(trigger = "crm/note.edited", debounce(period = "300ms", key = |e| e.note))]
+// A period well beyond how late a loaded CI machine claims the burst's runs: the period
+// counts from when a run is first claimed, and an event whose run is claimed only after
+// it has passed starts a burst of its own (README, flow control).
+#[function(trigger = "crm/note.edited", debounce(period = "1s", key = |e| e.note))]
 async fn index_note(ctx: Ctx<CrmNoteEdited>) -> fanfare::Result<u32> {
     work("index_note", ctx.event().n).await
 }

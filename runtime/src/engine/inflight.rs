@@ -21,6 +21,11 @@ pub(super) struct Inflight {
     /// Runs marked cancelled, with the reason, until their outcome is recorded; an
     /// attempt reads its mark at its next step (`RunState::cancelled`).
     pub marks: Map<RunKey, String>,
+    /// Slots a store reserved for runs it is claiming as it stores them (`Slots`): busy
+    /// as much as executing runs are, until the runs are handed over.
+    pub reserved: usize,
+    /// Set once shutdown aborted every run: runs handed over later are released.
+    pub closed: bool,
 }
 
 #[derive(Default)]
@@ -81,8 +86,9 @@ impl Inflight {
         self.tasks.contains_key(&key)
     }
 
-    pub fn len(&self) -> usize {
-        self.tasks.len()
+    /// Slots taken: executing runs, and slots reserved for runs being handed over.
+    pub fn busy(&self) -> usize {
+        self.tasks.len() + self.reserved
     }
 
     pub fn keys(&self) -> impl Iterator<Item = RunKey> + '_ {
@@ -98,6 +104,7 @@ impl Inflight {
         }
         self.free.clear();
         self.marks.clear();
+        self.closed = true;
         self.tasks.drain().map(|(key, _)| key).collect()
     }
 }
@@ -118,7 +125,7 @@ mod tests {
         assert!(inflight.holders[0].task.is_none(), "the chunk holds none");
         assert_eq!(inflight.free, [0]);
         assert!(!inflight.remove(1));
-        assert_eq!(inflight.len(), 1);
+        assert_eq!(inflight.busy(), 1);
         let later = tokio::spawn(std::future::pending::<()>());
         inflight.hold(later.abort_handle(), [4]);
         assert_eq!(inflight.tasks[&4], 0, "the freed holder is reused");

@@ -179,11 +179,6 @@ pub(crate) trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
-    /// How many `record` calls may run at once (default 1).
-    fn parallel_writes(&self) -> usize {
-        1
-    }
-
     /// Up to `limit` runs of this app's function `function` that have not finished
     /// (queued, held, running, sleeping, waiting), with their events, oldest first: what
     /// `cancel_on` looks through when a cancelling event arrives.
@@ -242,6 +237,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// run that has not finished, and for one of a batch.
     fn replay(&self, run: RunId) -> StoreFuture<'_, Replay>;
 
+    /// Gives the store the engine's slots, for a store that claims runs of this process
+    /// as it stores them (see [`Slots`]; default: it does not).
+    fn attach(&self, _slots: std::sync::Weak<dyn Slots>) {}
+
     /// Releases what the store holds (a database file and its lock, connections,
     /// background tasks), once the runtime has stopped using it. Later calls fail with
     /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown). The memory store keeps its
@@ -258,6 +257,23 @@ pub(crate) fn closed(store: &str) -> crate::error::Error {
         crate::error::ErrorKind::ShutDown,
         format_args!("the runtime is shut down: its {store} store is closed"),
     )
+}
+
+/// The engine's free slots, for a store that claims runs as it stores them: a send
+/// whose runs this process executes marks them running in the send's own statement, as
+/// a claim would, when the process has free slots for them, and hands them to the
+/// engine once committed. That saves the claim's statement, and the claim's write of
+/// each run. The store reserves the slots before the statement and hands the runs over
+/// with the reservation after it; those it did not claim go free again.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // only PostgreSQL claims at sends
+pub(crate) trait Slots: Send + Sync {
+    /// Reserves up to `want` free slots; returns how many it reserved (none once the
+    /// engine is stopping).
+    fn reserve(&self, want: usize) -> usize;
+
+    /// Starts `runs`, claimed in slots of a reservation of `reserved` (the slots left go
+    /// free). Runs that come after shutdown began are released instead.
+    fn hand(self: Arc<Self>, runs: Vec<ClaimedRun>, reserved: usize);
 }
 
 /// What one claim returned.

@@ -480,7 +480,7 @@ mod postgres {
                 "send",
                 SEND,
                 format!(
-                    "ARRAY[gen_random_uuid()], '{{plan/settled}}', ARRAY['{{\"order_id\": 7}}'], '{{1}}', 'plan', {functions}, '{{0}}', ARRAY[NULL::text]"
+                    "ARRAY[gen_random_uuid()], '{{plan/settled}}', ARRAY['{{\"order_id\": 7}}'], '{{1}}', 'plan', {functions}, '{{0}}', ARRAY[NULL::text], {functions}, 30000, gen_random_uuid(), 100"
                 ),
             ),
         ];

