@@ -8,10 +8,14 @@ use crate::flow::rules;
 /// order the runs were stored), under a lease (`$3` ms) for this process (`$4`), with
 /// their events. The queue's index `(app, due_at, run)` gives the runs in order whatever
 /// the functions, so the scan stops at the limit; each run's row is locked, skipping
-/// those another claim holds, and read again if it changed meanwhile (`x.status = 0`);
-/// rows are then reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join
-/// the planner could turn into a scan of the table. The claim changes no indexed column
-/// of runs (a heap-only update); the queue's row mirrors it.
+/// those another claim holds, and read again if it changed meanwhile. Only the run's
+/// row is locked, so only the conditions on it are checked again on its latest version:
+/// the due time is checked on the run as well as on the queue's row, since a claim that
+/// committed meanwhile can have put the run back with a later one (a debounce, a
+/// throttle) — the queue's row as first read would let it through early. Rows are then
+/// reached by key (`= ANY(ARRAY(…))`, a lateral lookup), never by a join the planner
+/// could turn into a scan of the table. The claim changes no indexed column of runs (a
+/// heap-only update); the queue's row mirrors it.
 pub(crate) const CLAIM: &str = concat!(
     "
 WITH c AS (
@@ -20,7 +24,8 @@ WITH c AS (
     WHERE r.id = ANY(ARRAY(
         SELECT x.id FROM fanfare_queue q JOIN fanfare_runs x ON x.id = q.run
         WHERE q.app = $1 AND q.function_id = ANY($2)
-          AND q.state = 0 AND q.due_at <= fanfare_now() AND x.status = 0
+          AND q.state = 0 AND q.due_at <= fanfare_now()
+          AND x.status = 0 AND x.due_at <= fanfare_now()
         ORDER BY q.due_at, q.run
         LIMIT $5
         FOR UPDATE OF x SKIP LOCKED))
