@@ -31,7 +31,7 @@ impl Slots for Engine {
             if inflight.closed || self.stopping.load(Ordering::Acquire) {
                 release = runs.iter().map(|r| r.key).collect();
             } else if !runs.is_empty() {
-                self.start_holding(&mut inflight, runs);
+                self.start(&mut inflight, runs);
             }
             // After the runs are in flight: the slots never look free in between.
             inflight.reserved = inflight.reserved.saturating_sub(reserved);

@@ -56,13 +56,9 @@ pub(super) fn spread() -> usize {
 const CHUNK_TIME: Duration = Duration::from_millis(1);
 
 impl Engine {
-    /// Spawns the tasks that start `runs`, a chunk each, and records which holds each run.
-    pub(super) fn start(self: &Arc<Self>, runs: Vec<ClaimedRun>) {
-        self.start_holding(&mut self.inflight(), runs);
-    }
-
-    /// [`start`](Self::start), with the in-flight map locked already.
-    pub(super) fn start_holding(self: &Arc<Self>, inflight: &mut Inflight, runs: Vec<ClaimedRun>) {
+    /// Spawns the tasks that start `runs`, a chunk each, and records in `inflight` (the
+    /// locked map) which holds each run.
+    pub(super) fn start(self: &Arc<Self>, inflight: &mut Inflight, runs: Vec<ClaimedRun>) {
         let size = (runs.len() / self.spread).clamp(1, CHUNK);
         let mut runs = runs.into_iter().peekable();
         while runs.peek().is_some() {
