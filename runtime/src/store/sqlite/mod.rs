@@ -8,13 +8,15 @@
 //! The database is in WAL mode; an exclusive lock on the file (`flock`) keeps a second
 //! runtime out while one runs. A second connection, on a thread of its own, checkpoints
 //! the log (`checkpoint.rs`). Runs left `running` by a process that died are re-queued at
-//! open.
+//! open. A batch of sends stores the runs the engine has free slots for already running
+//! and hands them over once committed (`handoff.rs`).
 
 mod cancel;
 mod checkpoint;
 mod claim;
 mod events;
 mod flow;
+mod handoff;
 mod position;
 mod prune;
 mod queue;
@@ -43,7 +45,7 @@ use super::retention::{self, Marks, Retention};
 use super::{AttemptInfo, EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
 use super::{
     Cancel, Claim, ClaimedRun, Outcome, OutcomeKind, QueueStats, RunInfo, RunKey, RunStatus, Saved,
-    Store, StoreFuture, Unfinished,
+    Slots, Store, StoreFuture, Unfinished,
 };
 use super::{EventCache, RecordError, RecordFuture, StepRecord, StoreOptions, WaitSpec, WaitState};
 use crate::error::{Error, ErrorKind, Result};
@@ -94,6 +96,8 @@ pub(crate) struct SqliteStore {
     commands: mpsc::UnboundedSender<Command>,
     /// Set by `close`: the writer thread is gone and the file released.
     closed: std::sync::atomic::AtomicBool,
+    /// The engine's slots, once attached: the writer's sends claim runs for them.
+    attached: Arc<std::sync::OnceLock<handoff::Attached>>,
 }
 
 enum Command {
@@ -225,11 +229,14 @@ impl SqliteStore {
     ) -> Result<SqliteStore> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (commands, rx) = mpsc::unbounded_channel();
+        let attached = Arc::new(std::sync::OnceLock::new());
+        let slots = Arc::clone(&attached);
         std::thread::Builder::new()
             .name("fanfare-sqlite".into())
             .spawn(move || {
                 match Writer::open(&path, sync, registry, options.app, options.retention) {
-                    Ok(writer) => {
+                    Ok(mut writer) => {
+                        writer.attached = slots;
                         let _ = opened_tx.send(Ok(()));
                         writer.run(rx, if options.group_commit { MAX_BATCH } else { 1 });
                     }
@@ -250,6 +257,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             commands,
             closed: Default::default(),
+            attached,
         })
     }
 
@@ -375,6 +383,12 @@ impl Store for SqliteStore {
         self.call(|tx| Command::Count(functions, tx))
     }
 
+    fn attach(&self, slots: std::sync::Weak<dyn Slots>) {
+        if let Some(attached) = handoff::Attached::new(slots) {
+            let _ = self.attached.set(attached);
+        }
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         let (tx, rx) = oneshot::channel();
         let sent = self.commands.send(Command::Close(tx));
@@ -408,6 +422,11 @@ struct Writer {
     marks: Marks,
     /// The next runs' positions (`position.rs`).
     positions: position::Positions,
+    /// Per function (registry index): whether it has no flow control, so that a send
+    /// may store its run claimed (`handoff.rs`).
+    direct: Vec<bool>,
+    /// The engine's slots, once attached.
+    attached: Arc<std::sync::OnceLock<handoff::Attached>>,
     /// The lock that keeps a second runtime off the file; dropped last, once both
     /// connections are closed (closing another descriptor of the file while SQLite
     /// holds its locks would release them).
@@ -436,6 +455,12 @@ struct Ctx<'a> {
     /// Whether `fanfare_waits` has rows, once this transaction looked (or stored one):
     /// sends skip resolving waits while there are none.
     waits: std::cell::Cell<Option<bool>>,
+    /// `Writer::direct`.
+    direct: &'a [bool],
+    /// How many more runs this batch's sends may store claimed (`handoff.rs`)…
+    quota: std::cell::Cell<usize>,
+    /// …and those they did, to start once the batch commits.
+    claimed: std::cell::RefCell<Vec<ClaimedRun>>,
 }
 
 impl Ctx<'_> {

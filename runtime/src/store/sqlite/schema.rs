@@ -246,6 +246,7 @@ impl Writer {
         // cache's default size.
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
+        let direct = registry.defs.iter().map(|d| d.flow().is_none()).collect();
         let mut writer = Writer {
             conn,
             checkpointer,
@@ -264,6 +265,8 @@ impl Writer {
             next_prune: Instant::now(),
             marks: Marks::default(),
             positions: super::position::Positions::empty(),
+            direct,
+            attached: Default::default(),
         };
         writer.migrate()?;
         writer.positions = super::position::Positions::after(&writer.conn)

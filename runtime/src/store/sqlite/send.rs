@@ -13,16 +13,16 @@ pub(crate) const WAITS_OF: &str = "SELECT run, seq, step_id FROM fanfare_waits \
 const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
 
 /// The statement inserting `INSERT_ROWS[size]` runs, each with its position, run id,
-/// event id, function id and when it is due.
+/// event id, function id, status, attempts and when it is due.
 fn insert_runs(size: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         INSERT_ROWS
             .iter()
             .map(|&n| {
-                let rows = vec!["(?, ?, ?, ?, 0, ?)"; n];
+                let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; n];
                 format!(
-                    "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, due_at) VALUES {}",
+                    "INSERT INTO fanfare_runs (id, run_id, event_id, function_id, status, attempts, due_at) VALUES {}",
                     rows.join(", ")
                 )
             })
@@ -31,13 +31,15 @@ fn insert_runs(size: usize) -> &'static str {
     &all[size]
 }
 
-/// A run to insert: position, run id, event id, function id, when it is due.
+/// A run to insert: position, run id, event id, function id, when it is due, and
+/// whether it is stored claimed (running, its first attempt: `handoff.rs`).
 pub(super) struct NewRun {
     position: i64,
     run_id: RunId,
     event: EventId,
     function: &'static str,
     due: i64,
+    claimed: bool,
 }
 
 /// A pending wait: run, step position, step id.
@@ -79,24 +81,45 @@ impl Ctx<'_> {
         }
         // A delayed send's runs are due at its time.
         let due = self.now.max(event.not_before.unwrap_or(0)) as i64;
+        let mut claimed = 0;
         let runs = subscribers.iter().enumerate().map(|(i, &f)| {
             let position = first + i as i64;
-            NewRun {
+            let run = NewRun {
                 position,
                 run_id: position::run_id(position),
                 event: event.id,
                 function: self.registry.defs[f as usize].id(),
                 due,
+                claimed: self.claims(f, due),
+            };
+            if run.claimed {
+                claimed += 1;
+                self.claimed.borrow_mut().push(ClaimedRun {
+                    key: position as RunKey,
+                    run_id: run.run_id,
+                    function: f,
+                    attempt: 0,
+                    event: Arc::clone(event),
+                    steps: Vec::new(),
+                    batch: Vec::new(),
+                    cancel: None,
+                });
             }
+            run
         });
         match &mut *self.new_runs.borrow_mut() {
             Some(pending) => pending.extend(runs),
-            None => self.insert_runs(tx, &runs.collect::<Vec<_>>())?,
+            None => {
+                let runs: Vec<NewRun> = runs.collect();
+                self.insert_runs(tx, &runs)?
+            }
         }
         let resolved = self.resolve_waits(tx, event)?;
-        cache.keep(Arc::clone(event), subscribers.len());
-        // Runs made due: the new ones, and waiting ones this event resumes.
-        Ok(subscribers.len() + resolved)
+        let queued = subscribers.len() - claimed;
+        cache.keep(Arc::clone(event), queued);
+        // Runs made due for a claim: the new ones queued, and waiting ones this event
+        // resumes.
+        Ok(queued + resolved)
     }
 
     /// Inserts the runs a batch's sends left in `new_runs`.
@@ -117,11 +140,17 @@ impl Ctx<'_> {
                 tx.prepare_cached(insert_runs(size))
                     .and_then(|mut s| {
                         for (i, run) in these.iter().enumerate() {
-                            s.raw_bind_parameter(5 * i + 1, run.position)?;
-                            s.raw_bind_parameter(5 * i + 2, run.run_id.as_uuid().as_bytes())?;
-                            s.raw_bind_parameter(5 * i + 3, run.event.as_uuid().as_bytes())?;
-                            s.raw_bind_parameter(5 * i + 4, run.function)?;
-                            s.raw_bind_parameter(5 * i + 5, run.due)?;
+                            let (status, attempts) = match run.claimed {
+                                true => (RUNNING, 1),
+                                false => (QUEUED, 0),
+                            };
+                            s.raw_bind_parameter(7 * i + 1, run.position)?;
+                            s.raw_bind_parameter(7 * i + 2, run.run_id.as_uuid().as_bytes())?;
+                            s.raw_bind_parameter(7 * i + 3, run.event.as_uuid().as_bytes())?;
+                            s.raw_bind_parameter(7 * i + 4, run.function)?;
+                            s.raw_bind_parameter(7 * i + 5, status)?;
+                            s.raw_bind_parameter(7 * i + 6, attempts)?;
+                            s.raw_bind_parameter(7 * i + 7, run.due)?;
                         }
                         s.raw_execute()
                     })

@@ -69,6 +69,16 @@ impl Writer {
         let prune = Instant::now() >= self.next_prune;
         let mut marks = self.marks;
         let path = self.path.clone();
+        let optimistic_batch = !batch.is_empty() && batch.iter().all(Command::optimistic);
+        // Slots for the runs the sends store claimed (`handoff.rs`): in a batch of the
+        // run loop only, whose commands have no savepoint to roll back alone.
+        let mut handoff = handoff::Handoff::reserve(
+            self.attached.get(),
+            match optimistic_batch {
+                true => self.claimable(batch, now),
+                false => 0,
+            },
+        );
         let mut tx = match begin(&mut self.conn, &path) {
             Ok(tx) => tx,
             Err(msg) => {
@@ -85,15 +95,19 @@ impl Writer {
             positions: &self.positions,
             new_runs: Default::default(),
             waits: Default::default(),
+            direct: &self.direct,
+            quota: std::cell::Cell::new(handoff.reserved()),
+            claimed: Default::default(),
         };
         let mut replies = None;
-        if !batch.is_empty() && batch.iter().all(Command::optimistic) {
+        if optimistic_batch {
             replies = optimistic(&ctx, &tx, &mut self.cache, batch);
             if replies.is_none() {
                 // What the cache learned from the rolled back work is forgotten. (An
                 // error SQLite rolled the transaction back for already ended it.)
                 self.cache.clear();
                 ctx.waits.set(None);
+                ctx.stop_claiming();
                 let _ = tx.rollback();
                 let again = match self.conn.is_autocommit() {
                     true => begin(&mut self.conn, &path),
@@ -134,6 +148,7 @@ impl Writer {
         }
         match tx.commit() {
             Ok(()) => {
+                handoff.commit(ctx.claimed.take());
                 self.checkpointer.after_commit(&self.conn);
                 if prune {
                     // The pruning batch's time counts its commit too (the pages it changed
