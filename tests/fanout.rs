@@ -414,12 +414,27 @@ async fn no_more_runs_execute_at_once_than_the_concurrency_limit(store: Store) {
         .start()
         .await
         .unwrap();
+    // Six senders at once: their sends claim runs as they store them (SQLite,
+    // PostgreSQL) while the dispatcher's claims are in flight, and neither may start
+    // runs beyond the limit.
+    let senders: Vec<_> = (0..6)
+        .map(|_| {
+            let (rt, store) = (rt.clone(), store.name().to_owned());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..5 {
+                    let event = Limited {
+                        store: store.clone(),
+                    };
+                    ids.push(rt.send(event).await.unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
     let mut ids = Vec::new();
-    for _ in 0..30 {
-        let event = Limited {
-            store: store.name().into(),
-        };
-        ids.push(rt.send(event).await.unwrap());
+    for sender in senders {
+        ids.extend(sender.await.unwrap());
     }
     common::all_finished(&rt, ids).await;
     assert_eq!(hits(format!("limited {}", store.name())), 30);

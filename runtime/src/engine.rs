@@ -119,34 +119,17 @@ impl Engine {
         }
         let mut store_errors = 0u32;
         while !self.stopping.load(Ordering::Acquire) {
-            // The claim's slots are reserved while it is in flight, as a send's are
-            // (`Slots`): a send claiming runs meanwhile sees them taken, and the two never
-            // start more runs than the concurrency together.
-            let free = {
-                let mut inflight = self.inflight();
-                let free = self.concurrency.saturating_sub(inflight.busy()).min(BATCH);
-                inflight.reserved += free;
-                free
-            };
+            let free = self.concurrency.saturating_sub(self.busy());
             if free == 0 {
                 self.wake.notified().await;
                 continue;
             }
-            let claim = match self.store.claim(free).await {
-                Ok(mut claim) => {
+            let claim = match self.store.claim(free.min(BATCH)).await {
+                Ok(claim) => {
                     store_errors = 0;
-                    let runs = std::mem::take(&mut claim.runs);
-                    let started = !runs.is_empty();
-                    let mut inflight = self.inflight();
-                    if started {
-                        // Before the reservation ends: the slots never look free between.
-                        self.start(&mut inflight, runs);
-                    }
-                    inflight.reserved -= free;
-                    (claim, started)
+                    claim
                 }
                 Err(e) => {
-                    self.inflight().reserved -= free;
                     store_errors += 1;
                     let delay =
                         Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5))
@@ -156,11 +139,10 @@ impl Engine {
                     continue;
                 }
             };
-            let (claim, started) = claim;
             for &function in &claim.skipped {
                 self.metrics.count(function, Count::Skipped);
             }
-            if !started {
+            if claim.runs.is_empty() {
                 // Look again when woken, when the next delayed run is due, and at least
                 // every second: stores prune and notice other processes' work on claims.
                 let idle = tokio::time::Instant::now() + IDLE_CLAIM;
@@ -169,7 +151,9 @@ impl Engine {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep_until(until) => {}
                 }
+                continue;
             }
+            self.start_claimed(claim.runs);
         }
     }
 

@@ -21,9 +21,8 @@ pub(super) struct Inflight {
     /// Runs marked cancelled, with the reason, until their outcome is recorded; an
     /// attempt reads its mark at its next step (`RunState::cancelled`).
     pub marks: Map<RunKey, String>,
-    /// Slots reserved for runs being claimed: by the dispatcher's claim in flight, and by
-    /// a store claiming runs as it stores them (`Slots`). Busy as much as executing runs
-    /// are, until the runs start.
+    /// Slots a store reserved for runs it is claiming as it stores them (`Slots`): busy
+    /// as much as executing runs are, until the runs are handed over.
     pub reserved: usize,
     /// Set once shutdown aborted every run: runs handed over later are released.
     pub closed: bool,
