@@ -226,15 +226,16 @@ mod postgres {
     /// condition: not by walking a whole index, even a partial one (of every running run,
     /// say).
     fn offenders(node: &Value, updating: bool, out: &mut Vec<String>) {
+        // The tables a run's row is in (their indexes' names begin with the table's).
+        const RUN_TABLES: [&str; 2] = ["fanfare_runs", "fanfare_queue"];
         let kind = node["Node Type"].as_str().unwrap_or_default();
         let relation = node["Relation Name"].as_str().unwrap_or_default();
-        let updating = updating
-            || (kind == "ModifyTable" && ["fanfare_runs", "fanfare_queue"].contains(&relation));
+        let updating = updating || (kind == "ModifyTable" && RUN_TABLES.contains(&relation));
         if updating
             && kind.contains("Index")
             && node["Index Name"]
                 .as_str()
-                .is_some_and(|i| i.starts_with("fanfare_runs") || i.starts_with("fanfare_queue"))
+                .is_some_and(|i| RUN_TABLES.iter().any(|t| i.starts_with(t)))
             && node.get("Index Cond").is_none()
         {
             out.push(format!(
