@@ -85,3 +85,83 @@ impl Engine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Backoff;
+    use crate::event::{now_millis, Envelope, EventId};
+    use crate::function::{FunctionDef, HandlerResult, Location, Registry, RunInput};
+    use crate::store::memory::MemoryStore;
+    use crate::store::retention::Retention;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    /// Runs until the test ends.
+    fn forever(_: RunInput) -> HandlerResult {
+        Ok(Box::pin(std::future::pending()))
+    }
+
+    static F: FunctionDef = FunctionDef::__new(
+        "f",
+        "f",
+        &["h/event"],
+        0,
+        "Event",
+        Location {
+            module_path: module_path!(),
+            file: file!(),
+            line: 0,
+            column: 0,
+        },
+        forever,
+        false,
+        None,
+        None,
+        None,
+    );
+
+    /// A claim sized for three free slots returns after a send reserved two of them:
+    /// one of its runs starts, the other two go back to the queue.
+    #[tokio::test]
+    async fn a_claim_starts_only_as_many_runs_as_the_slots_a_send_left() {
+        let registry = Arc::new(Registry::new(vec![&F]).unwrap());
+        let retention = Retention::new(Duration::from_secs(60), Duration::from_secs(60));
+        let store = Arc::new(MemoryStore::new(
+            Arc::clone(&registry),
+            "app".into(),
+            retention,
+        ));
+        let (engine, _outcomes) = Engine::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            registry,
+            Backoff::default(),
+            3,
+            1 << 20,
+            Default::default(),
+            Default::default(),
+        );
+        for _ in 0..3 {
+            let id = EventId::from_uuid(crate::event::new_uuid(now_millis()));
+            let event = Envelope::stored(id, "h/event".into(), "{}".into(), now_millis());
+            store.append(event).await.unwrap();
+        }
+        let claim = store.claim(3).await.unwrap();
+        assert_eq!(claim.runs.len(), 3);
+        // Meanwhile a send reserved two slots.
+        assert_eq!(engine.reserve(2), 2);
+        engine.start_claimed(claim.runs);
+        assert_eq!(engine.busy(), 3, "one run started, two slots reserved");
+        // The two others are queued again, for the next claim.
+        let mut again = Vec::new();
+        for _ in 0..100 {
+            again = store.claim(3).await.unwrap().runs;
+            if !again.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|r| r.attempt == 0), "no attempt counted");
+    }
+}
