@@ -81,6 +81,25 @@ impl FunctionDef {
         }
     }
 
+    /// A plain function for the runtime's unit tests: `id`, triggered by `triggers`,
+    /// no retries, no options, calling `call`.
+    #[cfg(test)]
+    pub(crate) const fn for_test(
+        id: &'static str,
+        triggers: &'static [&'static str],
+        call: fn(RunInput) -> HandlerResult,
+    ) -> Self {
+        let location = Location {
+            module_path: module_path!(),
+            file: file!(),
+            line: 0,
+            column: 0,
+        };
+        Self::__new(
+            id, id, triggers, 0, "Event", location, call, false, None, None, None,
+        )
+    }
+
     /// How the function's runs may end early: `cancel_on(…)` and `timeouts(…)`.
     pub fn lifetime(&self) -> Option<&'static Lifetime> {
         self.lifetime

@@ -91,7 +91,7 @@ mod tests {
     use super::*;
     use crate::backoff::Backoff;
     use crate::event::{now_millis, Envelope, EventId};
-    use crate::function::{FunctionDef, HandlerResult, Location, Registry, RunInput};
+    use crate::function::{FunctionDef, HandlerResult, Registry, RunInput};
     use crate::store::memory::MemoryStore;
     use crate::store::retention::Retention;
     use crate::store::Store;
@@ -102,24 +102,7 @@ mod tests {
         Ok(Box::pin(std::future::pending()))
     }
 
-    static F: FunctionDef = FunctionDef::__new(
-        "f",
-        "f",
-        &["h/event"],
-        0,
-        "Event",
-        Location {
-            module_path: module_path!(),
-            file: file!(),
-            line: 0,
-            column: 0,
-        },
-        forever,
-        false,
-        None,
-        None,
-        None,
-    );
+    static F: FunctionDef = FunctionDef::for_test("f", &["h/event"], forever);
 
     /// A claim sized for three free slots returns after a send reserved two of them:
     /// one of its runs starts, the other two go back to the queue.

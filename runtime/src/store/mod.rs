@@ -276,6 +276,13 @@ pub(crate) trait Slots: Send + Sync {
     fn hand(self: Arc<Self>, runs: Vec<ClaimedRun>, reserved: usize);
 }
 
+/// Whether a send may store a run of `def` claimed (`Slots`): only a function without
+/// flow control, whose gate a claim alone passes.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+pub(crate) fn claimed_at_send(def: &crate::function::FunctionDef) -> bool {
+    def.flow().is_none()
+}
+
 /// What one claim returned.
 pub(crate) struct Claim {
     pub runs: Vec<ClaimedRun>,
@@ -304,6 +311,23 @@ pub(crate) struct ClaimedRun {
     /// attempt was interrupted, or another app's process cancelled it): it is recorded
     /// cancelled without executing.
     pub cancel: Option<String>,
+}
+
+impl ClaimedRun {
+    /// A run its send stored claimed (`Slots`): its first attempt, with nothing done yet.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+    pub fn sent(key: RunKey, run_id: RunId, function: u32, event: Arc<Envelope>) -> ClaimedRun {
+        ClaimedRun {
+            key,
+            run_id,
+            function,
+            attempt: 0,
+            event,
+            steps: Vec::new(),
+            batch: Vec::new(),
+            cancel: None,
+        }
+    }
 }
 
 /// A run that has not finished, as [`Store::unfinished`] lists it.

@@ -310,7 +310,7 @@ impl PgStore {
         } else {
             Vec::new()
         };
-        let direct_defs = || defs.iter().filter(|d| d.flow().is_none());
+        let direct_defs = || defs.iter().filter(|d| super::claimed_at_send(d));
         let mut direct: HashMap<&'static str, usize> = HashMap::new();
         for trigger in direct_defs().flat_map(|d| d.triggers()) {
             *direct.entry(trigger).or_default() += 1;

@@ -357,16 +357,12 @@ impl Shared {
                 let Some(&function) = self.index.get(&function) else {
                     continue;
                 };
-                claimed.push(ClaimedRun {
-                    key: key as RunKey,
-                    run_id: RunId::from_uuid(run_id),
+                claimed.push(ClaimedRun::sent(
+                    key as RunKey,
+                    RunId::from_uuid(run_id),
                     function,
-                    attempt: 0,
-                    event: Arc::clone(event),
-                    steps: Vec::new(),
-                    batch: Vec::new(),
-                    cancel: None,
-                });
+                    Arc::clone(event),
+                ));
             }
         }
         if news {

@@ -37,12 +37,17 @@ pub(super) struct Handoff {
 }
 
 impl Handoff {
-    /// Reserves up to `want` slots (none when no engine is attached).
-    pub fn reserve(attached: Option<&Attached>, want: usize) -> Handoff {
-        let engine = attached
-            .filter(|_| want > 0)
-            .and_then(|a| Some((a.slots.upgrade()?, a.runtime.clone())));
-        let reserved = engine.as_ref().map_or(0, |(slots, _)| slots.reserve(want));
+    /// Reserves up to `want()` slots (none when no engine is attached, without asking
+    /// `want`).
+    pub fn reserve(attached: Option<&Attached>, want: impl FnOnce() -> usize) -> Handoff {
+        let engine = attached.and_then(|a| Some((a.slots.upgrade()?, a.runtime.clone())));
+        let reserved = match &engine {
+            Some((slots, _)) => match want() {
+                0 => 0,
+                want => slots.reserve(want),
+            },
+            None => 0,
+        };
         Handoff {
             engine: engine.filter(|_| reserved > 0),
             reserved,
@@ -118,47 +123,16 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::function::{FunctionDef, HandlerResult, Location, RunInput};
+    use crate::function::{FunctionDef, HandlerResult, RunInput};
     use std::sync::Mutex;
 
     fn never_called(_: RunInput) -> HandlerResult {
         Err(Error::new(ErrorKind::Function, "not called in this test"))
     }
 
-    const HERE: Location = Location {
-        module_path: module_path!(),
-        file: file!(),
-        line: 0,
-        column: 0,
-    };
-
     /// Two functions triggered by `h/event`: `a` and `b`.
-    static A: FunctionDef = FunctionDef::__new(
-        "a",
-        "a",
-        &["h/event"],
-        0,
-        "Event",
-        HERE,
-        never_called,
-        false,
-        None,
-        None,
-        None,
-    );
-    static B: FunctionDef = FunctionDef::__new(
-        "b",
-        "b",
-        &["h/event"],
-        0,
-        "Event",
-        HERE,
-        never_called,
-        false,
-        None,
-        None,
-        None,
-    );
+    static A: FunctionDef = FunctionDef::for_test("a", &["h/event"], never_called);
+    static B: FunctionDef = FunctionDef::for_test("b", &["h/event"], never_called);
 
     /// Slots that grant up to `free` and record what is handed back.
     struct Engine {

@@ -246,7 +246,11 @@ impl Writer {
         // cache's default size.
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         let checkpointer = super::checkpoint::Checkpointer::start(&conn, path)?;
-        let direct = registry.defs.iter().map(|d| d.flow().is_none()).collect();
+        let direct = registry
+            .defs
+            .iter()
+            .map(|d| crate::store::claimed_at_send(d))
+            .collect();
         let mut writer = Writer {
             conn,
             checkpointer,

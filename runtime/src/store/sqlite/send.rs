@@ -94,16 +94,12 @@ impl Ctx<'_> {
             };
             if run.claimed {
                 claimed += 1;
-                self.claimed.borrow_mut().push(ClaimedRun {
-                    key: position as RunKey,
-                    run_id: run.run_id,
-                    function: f,
-                    attempt: 0,
-                    event: Arc::clone(event),
-                    steps: Vec::new(),
-                    batch: Vec::new(),
-                    cancel: None,
-                });
+                self.claimed.borrow_mut().push(ClaimedRun::sent(
+                    position as RunKey,
+                    run.run_id,
+                    f,
+                    Arc::clone(event),
+                ));
             }
             run
         });

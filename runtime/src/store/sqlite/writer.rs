@@ -72,13 +72,11 @@ impl Writer {
         let optimistic_batch = !batch.is_empty() && batch.iter().all(Command::optimistic);
         // Slots for the runs the sends store claimed (`handoff.rs`): in a batch of the
         // run loop only, whose commands have no savepoint to roll back alone.
-        let mut handoff = handoff::Handoff::reserve(
-            self.attached.get(),
-            match optimistic_batch {
+        let mut handoff =
+            handoff::Handoff::reserve(self.attached.get(), || match optimistic_batch {
                 true => self.claimable(batch, now),
                 false => 0,
-            },
-        );
+            });
         let mut tx = match begin(&mut self.conn, &path) {
             Ok(tx) => tx,
             Err(msg) => {
