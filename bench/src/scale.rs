@@ -616,9 +616,9 @@ async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished:
                      INSERT INTO fanfare_runs (run_id, event_id, app, function_id, status, attempts, due_at, finished_at)
                      SELECT fanfare_uuid7(e.ts), e.id, $3::text, f, 2, 1, e.ts, e.ts
                      FROM e CROSS JOIN unnest($4::text[]) AS f
-                     RETURNING id, app, function_id, status, due_at, finished_at)
-                 INSERT INTO fanfare_queue (run, app, function_id, state, due_at, finished_at)
-                 SELECT * FROM r",
+                     RETURNING id, finished_at)
+                 INSERT INTO fanfare_finished (finished_at, run)
+                 SELECT finished_at, id FROM r",
                 &[&ts, &(n as i64), &APP, &functions],
             )
             .await
@@ -628,7 +628,7 @@ async fn pg_insert_history(client: &tokio_postgres::Client, runs: u64, finished:
     // As a history that old would be: vacuumed and analyzed by autovacuum, its pages
     // written out. Left to the workload, vacuuming and checkpointing 10 M fresh rows (a
     // few GB) ran during it.
-    for table in ["fanfare_events", "fanfare_runs", "fanfare_queue"] {
+    for table in ["fanfare_events", "fanfare_runs", "fanfare_finished"] {
         client
             .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
             .await

@@ -247,6 +247,7 @@ mod postgres {
             && [
                 "fanfare_runs",
                 "fanfare_queue",
+                "fanfare_finished",
                 "fanfare_events",
                 "fanfare_waits",
                 "fanfare_steps",
@@ -383,8 +384,11 @@ mod postgres {
                      WHERE status = 0 AND id % 3 = 0;
                  UPDATE fanfare_runs SET batch = id - id % 100, flow = 8 WHERE id % 7 = 0;
                  UPDATE fanfare_runs SET status = 3 WHERE status = 2 AND id % 11 = 0;
-                 INSERT INTO fanfare_queue (run, app, function_id, state, due_at, lease_until, finished_at)
-                     SELECT id, app, function_id, status, due_at, lease_until, finished_at FROM fanfare_runs",
+                 INSERT INTO fanfare_queue (run, app, function_id, state, due_at, lease_until)
+                     SELECT id, app, function_id, status, due_at, lease_until FROM fanfare_runs
+                     WHERE status NOT IN (2, 5);
+                 INSERT INTO fanfare_finished (finished_at, run)
+                     SELECT finished_at, id FROM fanfare_runs WHERE status IN (2, 5)",
                 events = BACKLOG * 2 / 5,
                 waits = BACKLOG / 2,
             ))

@@ -16,9 +16,10 @@ pub(crate) const REAP: &str = update_mirrored!(
 /// their cut-off) in `(finished_at, id)` order from a mark (`$2`, `$3`), `$4` at most,
 /// deleting each event (runs, their queue rows, steps, failed attempts) whose runs are all
 /// past their keep: finished before the retention's cut-off (`$1` ago), and a failed one
-/// before the failed retention's (`$5` ago). Returns the runs read and the last one.
+/// before the failed retention's (`$5` ago); `$then` are more CTEs after those. Returns
+/// the runs read and the last one.
 macro_rules! prune_walk {
-    ($walk:literal) => {
+    ($walk:literal, $then:literal) => {
         concat!(
             "
 WITH c AS (",
@@ -38,7 +39,9 @@ queue AS (
 steps AS (
     DELETE FROM fanfare_steps s WHERE s.run = ANY(ARRAY(SELECT id FROM runs))),
 attempts AS (
-    DELETE FROM fanfare_attempts a WHERE a.run = ANY(ARRAY(SELECT id FROM runs)))
+    DELETE FROM fanfare_attempts a WHERE a.run = ANY(ARRAY(SELECT id FROM runs)))",
+            $then,
+            "
 SELECT (SELECT count(*) FROM c), m.at, (SELECT max(id) FROM c WHERE finished_at = m.at)
 FROM (SELECT max(finished_at) AS at FROM c) m"
         )
@@ -46,15 +49,20 @@ FROM (SELECT max(finished_at) AS at FROM c) m"
 }
 
 /// Walks completed (and cancelled, and skipped) runs past the retention (see
-/// `prune_walk!`), through the queue's index of finished runs.
+/// `prune_walk!`), through `fanfare_finished`, whose rows it reads it deletes: an event
+/// kept then (another of its runs is not past its keep) is deleted when the walk reads
+/// the run that keeps it, or by the walk of failed runs. A row whose run is gone (its
+/// event deleted by either walk) reads with no event.
 pub(crate) const PRUNE_RUNS: &str = prune_walk!(
     "
-    SELECT q.run AS id, r.event_id, q.finished_at FROM fanfare_queue q,
-        LATERAL (SELECT event_id FROM fanfare_runs WHERE id = q.run OFFSET 0) r
-    WHERE q.state IN (2, 5) AND q.finished_at < fanfare_now() - $1
-      AND (q.finished_at, q.run) > ($2, $3)
-    ORDER BY q.finished_at, q.run
-    LIMIT $4"
+    SELECT f.ctid AS walked, f.run AS id, r.event_id, f.finished_at FROM fanfare_finished f
+        LEFT JOIN LATERAL (SELECT event_id FROM fanfare_runs WHERE id = f.run OFFSET 0) r ON true
+    WHERE f.finished_at < fanfare_now() - $1 AND (f.finished_at, f.run) > ($2, $3)
+    ORDER BY f.finished_at, f.run
+    LIMIT $4",
+    ",
+finished AS (
+    DELETE FROM fanfare_finished WHERE ctid = ANY(ARRAY(SELECT walked FROM c)))"
 );
 
 /// Walks failed runs past the failed retention (see `prune_walk!`), by `failed_at` (a
@@ -64,7 +72,8 @@ pub(crate) const PRUNE_FAILED: &str = prune_walk!(
     SELECT id, event_id, failed_at AS finished_at FROM fanfare_runs
     WHERE failed_at < fanfare_now() - $5 AND (failed_at, id) > ($2, $3)
     ORDER BY failed_at, id
-    LIMIT $4"
+    LIMIT $4",
+    ""
 );
 
 /// Walks events past the retention in `(ts, id)` order from a mark, deleting those

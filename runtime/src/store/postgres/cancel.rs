@@ -71,9 +71,9 @@ impl Shared {
                                  WHERE id = $1 RETURNING ",
                             mirrored!(""),
                             "),
-                             q AS (",
+                             ",
                             mirror!("r"),
-                            ")
+                            "
                              SELECT fanfare_now() FROM r"
                         ),
                         &[&key, &reason],

@@ -31,9 +31,9 @@ WITH c AS (
         FOR UPDATE OF x SKIP LOCKED))
     RETURNING r.id, r.run_id, r.event_id, r.function_id, r.attempts, r.steps, r.flow, r.ckey, r.rank,
         r.batch, r.cancel, r.status, r.due_at, r.lease_until, r.finished_at),
-cq AS (",
-    mirror!("c"),
-    ")
+",
+    mirror_unfinished!("c"),
+    "
 SELECT c.id, c.run_id, c.event_id, c.function_id, c.attempts, e.name, e.data, e.ts, c.steps,
     c.flow, c.ckey, c.rank, fanfare_now(), c.batch, c.cancel, e.traceparent
 FROM c, LATERAL (SELECT name, data, ts, traceparent FROM fanfare_events WHERE id = c.event_id OFFSET 0) e"

@@ -80,8 +80,9 @@ FROM r
 WHERE m.batch = ANY(ARRAY(SELECT batch FROM r)) AND m.batch = r.batch AND m.id <> r.id
 RETURNING ",
     mirrored!("m."),
-    ") ",
-    mirror!("f")
+    "), ",
+    mirror!("f"),
+    " SELECT 1 FROM f"
 );
 
 impl Shared {

@@ -16,16 +16,40 @@
 //!
 //! Times (due, lease) are the database's clock, so hosts need not agree on the time.
 
-/// The text of a statement's part that mirrors the runs a CTE changed (`$cte`, whose
-/// rows are the runs' `id, status, due_at, lease_until, finished_at`: [`mirrored!`]'s
-/// `RETURNING`) into their rows of `fanfare_queue` (schema migration 14).
+/// The text of the common table expressions that mirror the runs a CTE changed (`$cte`,
+/// whose rows are the runs' `id, status, due_at, lease_until, finished_at`:
+/// [`mirrored!`]'s `RETURNING`) into `fanfare_queue` (schema migration 14), for a `WITH`
+/// list: an unfinished run's queue row is updated; a finished run's (completed or
+/// cancelled) is deleted, and its finish goes to `fanfare_finished` (migration 16).
+/// They are named after `$cte` (`$cte_queued`, `$cte_left`, `$cte_finished`).
 macro_rules! mirror {
     ($cte:literal) => {
         concat!(
-            "UPDATE fanfare_queue q SET state = m.status, due_at = m.due_at, \
-             lease_until = m.lease_until, finished_at = m.finished_at FROM ",
+            mirror_unfinished!($cte),
+            ",\n",
             $cte,
-            " m WHERE q.run = m.id"
+            "_left AS (DELETE FROM fanfare_queue q USING ",
+            $cte,
+            " m WHERE q.run = m.id AND m.status IN (2, 5)),\n",
+            $cte,
+            "_finished AS (INSERT INTO fanfare_finished (finished_at, run) \
+             SELECT m.finished_at, m.id FROM ",
+            $cte,
+            " m WHERE m.status IN (2, 5))"
+        )
+    };
+}
+
+/// [`mirror!`] for a change that leaves every run unfinished (a claim, a release, a
+/// lease's renewal or expiry): the runs' queue rows are updated.
+macro_rules! mirror_unfinished {
+    ($cte:literal) => {
+        concat!(
+            $cte,
+            "_queued AS (UPDATE fanfare_queue q SET state = m.status, due_at = m.due_at, \
+             lease_until = m.lease_until FROM ",
+            $cte,
+            " m WHERE q.run = m.id AND m.status NOT IN (2, 5))"
         )
     };
 }
@@ -50,8 +74,9 @@ macro_rules! mirrored {
 }
 
 /// An update of runs (`$update`, without `RETURNING`) and the mirror of the runs it
-/// changed, in one statement; `$runs` qualifies the runs' columns where the update reads
-/// another table with columns of the same names (the runs' alias and a dot).
+/// changed, in one statement, which returns a row per run changed; `$runs` qualifies the
+/// runs' columns where the update reads another table with columns of the same names
+/// (the runs' alias and a dot).
 macro_rules! update_mirrored {
     ($update:literal) => {
         update_mirrored!("", $update)
@@ -62,8 +87,9 @@ macro_rules! update_mirrored {
             $update,
             " RETURNING ",
             mirrored!($runs),
-            ") ",
-            mirror!("changed")
+            "), ",
+            mirror!("changed"),
+            " SELECT 1 FROM changed"
         )
     };
 }

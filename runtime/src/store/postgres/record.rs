@@ -72,9 +72,9 @@ WHERE r.id = u.id AND r.owner = $6
 RETURNING ",
             $returning,
             ", r.due_at, r.lease_until, r.finished_at),
-queued AS (",
+",
             mirror!("done"),
-            "),
+            ",
 -- A cancelled run's pending wait resumes nothing.
 waits AS (
     DELETE FROM fanfare_waits WHERE run = ANY(ARRAY(SELECT id FROM done WHERE status = 5)))",
@@ -290,9 +290,9 @@ impl Shared {
                          WHERE id = ANY($2) AND owner = $3 RETURNING cancel, ",
                     mirrored!(""),
                     "),
-                     q AS (",
-                    mirror!("r"),
-                    ")
+                     ",
+                    mirror_unfinished!("r"),
+                    "
                      SELECT id, cancel FROM r WHERE cancel IS NOT NULL"
                 ),
                 &[&crate::store::sql_millis(self.lease), &ids, &self.owner],

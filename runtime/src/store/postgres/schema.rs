@@ -255,6 +255,24 @@ CREATE OR REPLACE FUNCTION fanfare_run_id_from(prefix text) RETURNS uuid LANGUAG
 CREATE OR REPLACE FUNCTION fanfare_run_id(ms bigint) RETURNS uuid LANGUAGE sql VOLATILE
     AS $$ SELECT fanfare_run_id_from(fanfare_run_id_prefix(ms)) $$;
 "#,
+    // A finished run (completed, cancelled, skipped) leaves the queue: its queue row is
+    // deleted, and a row of `fanfare_finished` says when it finished, for retention. So
+    // finishing writes one index entry (the finished runs' index) instead of a new
+    // version of the queue's row with two (its key and that index), which a state's
+    // change could not write in place. Failed runs keep their queue row (state 3);
+    // retention finds them through the runs' `failed_at` index.
+    r#"
+CREATE TABLE fanfare_finished (
+    finished_at bigint NOT NULL,
+    run bigint NOT NULL
+);
+INSERT INTO fanfare_finished (finished_at, run)
+    SELECT finished_at, run FROM fanfare_queue WHERE state IN (2, 5);
+DELETE FROM fanfare_queue WHERE state IN (2, 5);
+DROP INDEX fanfare_queue_finished;
+ALTER TABLE fanfare_queue DROP COLUMN finished_at;
+CREATE INDEX fanfare_finished_at ON fanfare_finished (finished_at, run);
+"#,
 ];
 
 impl Shared {

@@ -74,9 +74,9 @@ u AS (
     RETURNING ",
     mirrored!("x."),
     "),
-uq AS (",
-    mirror!("u"),
-    ")
+",
+    mirror_unfinished!("u"),
+    "
 SELECT event_id, count(*),
     count(*) FILTER (WHERE status = 0 AND app = $5 AND function_id = ANY($6)),
     count(*) FILTER (WHERE status = 0),
