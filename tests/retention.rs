@@ -6,7 +6,9 @@
 mod common;
 
 use common::{postgres_ready, postgres_schema, temp_db, until, Store, LIMIT};
-use fanfare::{function, Ctx, Error, ErrorKind, Event, EventId, RunFilter, RunStatus, Runtime};
+use fanfare::{
+    function, Ctx, Error, ErrorKind, Event, EventId, RunFilter, RunStatus, Runtime, SendOptions,
+};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -14,6 +16,7 @@ use tokio::time::timeout;
 conformance!(
     a_failed_event_outlives_the_retention_and_goes_after_the_failed_retention,
     an_event_with_a_failed_and_a_completed_run_follows_the_failed_rule,
+    an_event_whose_queued_run_was_cancelled_goes_after_the_retention,
 );
 
 /// Completed events go after this.
@@ -118,6 +121,27 @@ async fn a_failed_event_outlives_the_retention_and_goes_after_the_failed_retenti
     assert!(sent.elapsed() >= FAILED_RETENTION, "{:?}", sent.elapsed());
     let err = rt.run(runs[0].run_id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RunNotFound);
+    rt.shutdown().await.unwrap();
+}
+
+/// A run cancelled before it ran (a delayed one) finishes there: its event goes after the
+/// retention, as a completed one's, and another event's delayed run is still kept.
+async fn an_event_whose_queued_run_was_cancelled_goes_after_the_retention(store: Store) {
+    let rt = start(store).await;
+    let later = || SendOptions::new().delay(Duration::from_secs(3600));
+    let cancelled = rt.send_with(Done, later()).await.unwrap();
+    let waiting = rt.send_with(Done, later()).await.unwrap();
+    let run = rt.runs(cancelled).await.unwrap()[0].run_id;
+    assert_eq!(rt.cancel(run).await.unwrap(), RunStatus::Cancelled);
+    until("the cancelled run's event is pruned", async || {
+        gone(&rt, cancelled).await
+    })
+    .await;
+    let err = rt.run(run).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RunNotFound);
+    let runs = rt.runs(waiting).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Queued);
     rt.shutdown().await.unwrap();
 }
 
