@@ -4,6 +4,8 @@
 //! run per subscribed function, atomically), claims up to N due runs, and records the
 //! outcomes of many runs at once.
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod handoff;
 pub(crate) mod memory;
 #[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod plans;
@@ -275,6 +277,9 @@ pub(crate) trait Slots: Send + Sync {
     /// free). Runs that come after shutdown began are released instead.
     fn hand(self: Arc<Self>, runs: Vec<ClaimedRun>, reserved: usize);
 }
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use handoff::{Attached, Handoff};
 
 /// Whether a send may store a run of `def` claimed (`Slots`): only a function without
 /// flow control, whose gate a claim alone passes.

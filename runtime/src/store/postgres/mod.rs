@@ -143,7 +143,9 @@ pub(crate) use {
 };
 
 use super::retention::{self, Marks, Retention};
-use super::{AttemptInfo, EventFilter, Replay, RunCounts, RunFilter, StatusWhere};
+use super::{
+    Attached, AttemptInfo, EventFilter, Handoff, Replay, RunCounts, RunFilter, StatusWhere,
+};
 use super::{
     Cancel, Claim, ClaimedRun, EventCache, Outcome, OutcomeKind, QueueStats, RecordError,
     RecordFuture, RunInfo, RunKey, RunStatus, Saved, Slots, StepRecord, Store, StoreFuture,
@@ -230,7 +232,7 @@ struct Shared {
     /// …and how many of them each event name triggers.
     direct: HashMap<&'static str, usize>,
     /// The engine's slots, once attached: where runs claimed by a send go.
-    slots: std::sync::OnceLock<std::sync::Weak<dyn Slots>>,
+    slots: std::sync::OnceLock<Attached>,
 }
 
 /// The event in four consecutive columns of `row` from `at`: id, name, data, time.
@@ -461,7 +463,9 @@ impl Store for PgStore {
     }
 
     fn attach(&self, slots: std::sync::Weak<dyn Slots>) {
-        let _ = self.shared.slots.set(slots);
+        if let Some(attached) = Attached::new(slots) {
+            let _ = self.shared.slots.set(attached);
+        }
     }
 
     fn record(&self, outcomes: Vec<Outcome>) -> RecordFuture<'_> {

@@ -236,33 +236,19 @@ impl Shared {
     /// Stores events and their runs (one per subscribed function of any app) in one
     /// transaction; returns, per event, the runs created and how many of this process's
     /// are queued. The runs it claimed as it stored them (as many as the engine had
-    /// slots for) are handed to the engine.
+    /// slots for) are handed to the engine; on an error the slots go free again.
     pub(super) async fn insert(&self, events: Vec<Envelope>) -> Result<Vec<(usize, usize)>> {
-        let slots = self.slots.get().and_then(std::sync::Weak::upgrade);
-        let reserved = match &slots {
-            Some(slots) => slots.reserve(
-                events
-                    .iter()
-                    .filter(|e| e.not_before.is_none())
-                    .map(|e| self.direct.get(&*e.name).copied().unwrap_or(0))
-                    .sum(),
-            ),
-            None => 0,
-        };
+        let mut handoff = Handoff::reserve(self.slots.get(), || {
+            events
+                .iter()
+                .filter(|e| e.not_before.is_none())
+                .map(|e| self.direct.get(&*e.name).copied().unwrap_or(0))
+                .sum()
+        });
         let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
-        let stored = self.insert_claiming(&events, reserved).await;
-        let (counts, claimed) = match stored {
-            Ok(stored) => stored,
-            Err(e) => {
-                if let Some(slots) = slots.filter(|_| reserved > 0) {
-                    slots.hand(Vec::new(), reserved);
-                }
-                return Err(e);
-            }
-        };
-        if let Some(slots) = slots.filter(|_| reserved > 0) {
-            slots.hand(claimed, reserved);
-        }
+        let (counts, claimed) = self.insert_claiming(&events, handoff.reserved()).await?;
+        handoff.commit(claimed);
+        drop(handoff);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         Ok(events
             .into_iter()

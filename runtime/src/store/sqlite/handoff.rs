@@ -5,75 +5,11 @@
 //! reserves free slots of the engine for a batch of sends before running it, the sends
 //! insert that many of their runs due now of functions without flow control (whose gate
 //! only a claim passes) as running, first attempt, and the engine starts them once the
-//! batch has committed. That spares each run the claim's select and update, and the due
-//! index's entry. Runs the slots do not cover are queued and claimed as before.
+//! batch has committed (`store::Handoff`). That spares each run the claim's select and
+//! update, and the due index's entry. Runs the slots do not cover are queued and claimed
+//! as before.
 
 use super::*;
-use crate::store::Slots;
-use std::sync::Weak;
-
-/// The engine's slots once attached, and the runtime its runs start on (the writer's
-/// thread is outside it).
-pub(super) struct Attached {
-    slots: Weak<dyn Slots>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Attached {
-    /// `None` outside a tokio runtime (the engine attaches from inside one).
-    pub fn new(slots: Weak<dyn Slots>) -> Option<Attached> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        Some(Attached { slots, runtime })
-    }
-}
-
-/// A batch's reservation of slots: when dropped, hands the engine the runs claimed under
-/// it ([`commit`](Self::commit); none if the batch did not commit), and the slots left
-/// go free again.
-pub(super) struct Handoff {
-    engine: Option<(Arc<dyn Slots>, tokio::runtime::Handle)>,
-    reserved: usize,
-    runs: Vec<ClaimedRun>,
-}
-
-impl Handoff {
-    /// Reserves up to `want()` slots (none when no engine is attached, without asking
-    /// `want`).
-    pub fn reserve(attached: Option<&Attached>, want: impl FnOnce() -> usize) -> Handoff {
-        let engine = attached.and_then(|a| Some((a.slots.upgrade()?, a.runtime.clone())));
-        let reserved = match &engine {
-            Some((slots, _)) => match want() {
-                0 => 0,
-                want => slots.reserve(want),
-            },
-            None => 0,
-        };
-        Handoff {
-            engine: engine.filter(|_| reserved > 0),
-            reserved,
-            runs: Vec::new(),
-        }
-    }
-
-    /// How many runs the batch may claim.
-    pub fn reserved(&self) -> usize {
-        self.reserved
-    }
-
-    /// The batch committed with `runs` claimed: they start when this is dropped.
-    pub fn commit(&mut self, runs: Vec<ClaimedRun>) {
-        self.runs = runs;
-    }
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        if let Some((slots, runtime)) = self.engine.take() {
-            let _inside = runtime.enter();
-            slots.hand(std::mem::take(&mut self.runs), self.reserved);
-        }
-    }
-}
 
 impl Writer {
     /// How many runs the sends of `batch` store due now for functions without flow
@@ -124,7 +60,8 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
     use crate::function::{FunctionDef, HandlerResult, RunInput};
-    use std::sync::Mutex;
+    use crate::store::{Attached, Slots};
+    use std::sync::{Mutex, Weak};
 
     fn never_called(_: RunInput) -> HandlerResult {
         Err(Error::new(ErrorKind::Function, "not called in this test"))

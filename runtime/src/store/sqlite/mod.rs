@@ -97,7 +97,7 @@ pub(crate) struct SqliteStore {
     /// Set by `close`: the writer thread is gone and the file released.
     closed: std::sync::atomic::AtomicBool,
     /// The engine's slots, once attached: the writer's sends claim runs for them.
-    attached: Arc<std::sync::OnceLock<handoff::Attached>>,
+    attached: Arc<std::sync::OnceLock<super::Attached>>,
 }
 
 enum Command {
@@ -384,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     fn attach(&self, slots: std::sync::Weak<dyn Slots>) {
-        if let Some(attached) = handoff::Attached::new(slots) {
+        if let Some(attached) = super::Attached::new(slots) {
             let _ = self.attached.set(attached);
         }
     }
@@ -426,7 +426,7 @@ struct Writer {
     /// may store its run claimed (`handoff.rs`).
     direct: Vec<bool>,
     /// The engine's slots, once attached.
-    attached: Arc<std::sync::OnceLock<handoff::Attached>>,
+    attached: Arc<std::sync::OnceLock<super::Attached>>,
     /// The lock that keeps a second runtime off the file; dropped last, once both
     /// connections are closed (closing another descriptor of the file while SQLite
     /// holds its locks would release them).

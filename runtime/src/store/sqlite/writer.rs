@@ -73,7 +73,7 @@ impl Writer {
         // Slots for the runs the sends store claimed (`handoff.rs`): in a batch of the
         // run loop only, whose commands have no savepoint to roll back alone.
         let mut handoff =
-            handoff::Handoff::reserve(self.attached.get(), || match optimistic_batch {
+            crate::store::Handoff::reserve(self.attached.get(), || match optimistic_batch {
                 true => self.claimable(batch, now),
                 false => 0,
             });
